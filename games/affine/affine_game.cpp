@@ -1,0 +1,99 @@
+#include "games/affine/affine_game.h"
+
+#include <cmath>
+
+#include "saddle/error.h"
+
+namespace saddle {
+
+NoiseKind parse_noise(const std::string& name) {
+  if (name == "none") return NoiseKind::kNone;
+  if (name == "absolute") return NoiseKind::kAbsolute;
+  if (name == "relative") return NoiseKind::kRelative;
+  if (name == "finite-sum") return NoiseKind::kFiniteSum;
+  throw Error("unknown noise '" + name + "' (expected none, absolute, relative or finite-sum)");
+}
+
+torch::Tensor random_orthogonal(int64_t d, at::Generator& gen) {
+  torch::Tensor g = torch::randn({d, d}, gen, torch::kFloat64);
+  auto [q, r] = torch::linalg_qr(g);
+  // Fix the signs so the result is Haar-distributed and deterministic.
+  return q * torch::sign(torch::diagonal(r)).unsqueeze(0);
+}
+
+torch::Tensor spectrum(int64_t d, double condition) {
+  if (d == 1) return torch::ones({1}, torch::kFloat64);
+  return torch::logspace(-std::log10(condition), 0.0, d, 10.0, torch::kFloat64);
+}
+
+AffineGame::AffineGame(const GameOptions& options)
+    : options_(options), noise_(parse_noise(options.noise)) {
+  SADDLE_CHECK(options.dim > 0, "invalid --dim ", options.dim, " (must be > 0)");
+  SADDLE_CHECK(options.condition >= 1.0 && std::isfinite(options.condition), "invalid --condition ",
+               options.condition, " (must be >= 1)");
+  SADDLE_CHECK(options.noise_scale >= 0.0 && std::isfinite(options.noise_scale),
+               "invalid --noise-scale ", options.noise_scale, " (must be >= 0)");
+  SADDLE_CHECK(options.batch > 0, "invalid --batch ", options.batch, " (must be > 0)");
+  SADDLE_CHECK(noise_ != NoiseKind::kFiniteSum || options.samples > 1, "invalid --samples ",
+               options.samples, " (a finite sum needs at least 2)");
+}
+
+void AffineGame::finish(std::vector<Player> players, torch::Tensor m, torch::Tensor z_star,
+                        torch::Tensor z0, torch::Tensor sample_dm, torch::Tensor sample_dq) {
+  // Built in float64, run in float32 (the dtype that the exchange quantizes).
+  m_ = m.to(torch::kFloat32).contiguous();
+  torch::Tensor q = -m.matmul(z_star);
+  q_ = q.to(torch::kFloat32);
+  z_star_ = z_star.to(torch::kFloat32);
+  if (sample_dm.defined()) {
+    // Center the perturbations exactly so that the finite sum's mean is the game.
+    sample_dm = sample_dm - sample_dm.mean(0, true);
+    sample_dq = sample_dq - sample_dq.mean(0, true);
+    sample_m_ = (m.unsqueeze(0) + sample_dm).to(torch::kFloat32).contiguous();
+    sample_q_ = (q.unsqueeze(0) + sample_dq).to(torch::kFloat32).contiguous();
+  }
+  init_params(std::move(players), z0.to(torch::kFloat32));
+}
+
+torch::Tensor AffineGame::exact_operator(const torch::Tensor& z) const {
+  return torch::addmv(q_, m_, z);
+}
+
+torch::Tensor AffineGame::operator_at(at::Generator& gen) {
+  torch::NoGradGuard no_grad;
+  const double scale = options_.noise_scale;
+  const double batch = static_cast<double>(options_.batch);
+  switch (noise_) {
+    case NoiseKind::kNone:
+      return exact_operator(params_);
+    case NoiseKind::kAbsolute: {
+      // The mean of `batch` draws of F + scale * xi, xi ~ N(0, I).
+      torch::Tensor xi = torch::randn({dim()}, gen, torch::kFloat32);
+      return exact_operator(params_).add_(xi, scale / std::sqrt(batch));
+    }
+    case NoiseKind::kRelative: {
+      // F ⊙ (1 + scale * xi): unbiased, and its variance vanishes at the equilibrium.
+      torch::Tensor xi = torch::randn({dim()}, gen, torch::kFloat32);
+      torch::Tensor f = exact_operator(params_);
+      return f.addcmul(f, xi, scale / std::sqrt(batch));
+    }
+    case NoiseKind::kFiniteSum: {
+      torch::Tensor idx = torch::randint(options_.samples, {options_.batch}, gen, torch::kInt64);
+      torch::Tensor ms = sample_m_.index_select(0, idx);               // [B, d, d]
+      torch::Tensor qs = sample_q_.index_select(0, idx);               // [B, d]
+      torch::Tensor f = torch::matmul(ms, params_.unsqueeze(1)).squeeze(-1) + qs;
+      return f.mean(0);
+    }
+  }
+  return exact_operator(params_);
+}
+
+Metrics AffineGame::metrics() {
+  torch::NoGradGuard no_grad;
+  const double op = exact_operator(params_).to(torch::kFloat64).square().sum().item<double>();
+  const double dist =
+      (params_.to(torch::kFloat64) - z_star_.to(torch::kFloat64)).square().sum().item<double>();
+  return {{"operator_norm_sq", op}, {"distance_sq", dist}};
+}
+
+}  // namespace saddle

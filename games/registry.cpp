@@ -1,0 +1,22 @@
+#include "games/registry.h"
+
+#include "games/bilinear/bilinear.h"
+#include "games/quadratic/quadratic.h"
+#include "saddle/error.h"
+
+namespace saddle {
+
+const std::vector<std::string>& game_names() {
+  static const std::vector<std::string> kNames = {"bilinear", "quadratic"};
+  return kNames;
+}
+
+std::unique_ptr<Game> make_game(const std::string& name, const GameOptions& options) {
+  if (name == "bilinear") return std::make_unique<BilinearGame>(options);
+  if (name == "quadratic") return std::make_unique<QuadraticGame>(options);
+  std::string known;
+  for (const auto& n : game_names()) known += (known.empty() ? "" : ", ") + n;
+  throw Error("unknown game '" + name + "' (expected one of: " + known + ")");
+}
+
+}  // namespace saddle

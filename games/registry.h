@@ -1,0 +1,34 @@
+// make_game(name, options): the plain factory behind `saddle solve --game NAME`. Every game shipped
+// with saddle is registered here; a user's own game needs no registration (see examples/).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "saddle/game.h"
+
+namespace saddle {
+
+// Options of the shipped games; each game reads the ones it understands.
+struct GameOptions {
+  // Analytic games: dimension of each player, condition number of the coupling / curvature.
+  int64_t dim = 10;
+  double condition = 5.0;
+  // Stochastic oracle: "none", "absolute" (additive Gaussian), "relative" (multiplicative
+  // Gaussian, vanishing at the solution) or "finite-sum" (average of `samples` random games).
+  std::string noise = "none";
+  double noise_scale = 0.1;
+  int64_t samples = 64;  // finite-sum size
+  int64_t batch = 1;     // samples per operator evaluation on each rank
+  // Seeds the game instance (its matrices and starting point) — identical on every rank.
+  uint64_t seed = 0;
+};
+
+const std::vector<std::string>& game_names();
+
+// Throws saddle::Error naming the unknown game or the invalid option.
+std::unique_ptr<Game> make_game(const std::string& name, const GameOptions& options);
+
+}  // namespace saddle

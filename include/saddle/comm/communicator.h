@@ -1,0 +1,43 @@
+// Communicator: how ranks talk (stage 2 of game -> exchange -> solver -> metrics). The Exchange
+// builds on the few collectives below; implementations: a single-process one, an in-process group
+// of threads for unit tests, and MPI (src/comm/mpi_communicator.cpp, the only file that knows
+// <mpi.h>). Nothing here assumes shared memory or one host.
+#pragma once
+
+#include <torch/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace saddle {
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string backend() const = 0;
+
+  // Every rank contributes one 1-D kUInt8 message; sizes may differ between ranks. Returns every
+  // rank's message in rank order (this rank's included).
+  virtual std::vector<torch::Tensor> allgather_bytes(const torch::Tensor& message) = 0;
+
+  // Elementwise sum over ranks, in place, of a contiguous kFloat64, kFloat32 or kInt64 tensor.
+  virtual void allreduce_sum(torch::Tensor& tensor) = 0;
+
+  // Rank `root`'s bytes to every rank (resized on receivers).
+  virtual void broadcast_bytes(torch::Tensor& bytes, int root) = 0;
+
+  virtual void barrier() = 0;
+
+  // Ends every rank of the job with `code` (MPI_Abort under MPI): used when one rank fails, so that
+  // an error on one rank never leaves the others hanging in a collective.
+  [[noreturn]] virtual void abort(int code) = 0;
+};
+
+// Size 1: collectives are identities.
+std::unique_ptr<Communicator> make_single_process_communicator();
+
+}  // namespace saddle

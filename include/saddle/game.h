@@ -1,0 +1,87 @@
+// Game: the first stage of saddle's flow (game -> exchange -> solver -> metrics).
+//
+// A game owns its players' parameters as ONE flat, contiguous 1-D tensor z (the VI variable) and
+// evaluates the operator F(z) on a sample: the gradient of its loss for a minimizing player, the
+// negated gradient for a maximizing player, laid out exactly like z. Because F is one flat buffer,
+// an Exchange can average it across ranks and every Solver can use it without knowing the game.
+// Games built from torch::nn modules make the modules' parameters views into z (bind_parameters).
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace saddle {
+
+enum class Role { kMin, kMax };
+
+const char* role_name(Role role);
+
+// One player's slice [offset, offset + numel) of z.
+struct Player {
+  std::string name;
+  Role role = Role::kMin;
+  int64_t offset = 0;
+  int64_t numel = 0;
+};
+
+// Named scalar metrics in a fixed order (the order they are written in metrics.jsonl).
+using Metrics = std::vector<std::pair<std::string, double>>;
+
+// Returns the value stored under `key`, or std::nullopt.
+std::optional<double> find_metric(const Metrics& metrics, const std::string& key);
+
+class Game {
+ public:
+  virtual ~Game() = default;
+
+  virtual std::string name() const = 0;
+
+  // F at the current parameters, estimated from one sample drawn with `gen` (each rank passes its
+  // own generator). Returns a new float tensor shaped like params(). Deterministic games ignore gen.
+  virtual torch::Tensor operator_at(at::Generator& gen) = 0;
+
+  // The game's own metrics at the current parameters. Analytic games report at least
+  // "operator_norm_sq" (of the exact, noise-free operator) and, where the equilibrium is known,
+  // "distance_sq" = ||z - z*||^2.
+  virtual Metrics metrics() = 0;
+
+  // The equilibrium z*, when the game knows it.
+  virtual std::optional<torch::Tensor> equilibrium() const { return std::nullopt; }
+
+  const std::vector<Player>& players() const { return players_; }
+  // The flat parameter vector z. Solvers update it in place.
+  torch::Tensor params() const { return params_; }
+  int64_t dim() const { return params_.defined() ? params_.numel() : 0; }
+
+ protected:
+  // For games whose parameters are plain tensors: records the players (offsets are assigned in
+  // order) and takes `initial` (1-D, sum of the players' sizes) as z.
+  void init_params(std::vector<Player> players, torch::Tensor initial);
+
+  // For games built from modules: copies each player's tensors into one flat z and makes every
+  // tensor a view of its slice, so writing z moves the modules and their .grad() can be gathered
+  // with flat_grad(). `groups` holds, per player, its name, role and tensors.
+  struct PlayerTensors {
+    std::string name;
+    Role role;
+    std::vector<torch::Tensor> tensors;
+  };
+  void bind_parameters(const std::vector<PlayerTensors>& groups);
+
+  // The gradients of the bound tensors as one flat tensor, negated for maximizing players
+  // (missing gradients count as zero).
+  torch::Tensor flat_operator_from_grads() const;
+
+  std::vector<Player> players_;
+  torch::Tensor params_;
+
+ private:
+  std::vector<std::pair<torch::Tensor, Role>> bound_;  // views into params_, in layout order
+};
+
+}  // namespace saddle

@@ -1,0 +1,73 @@
+#include "saddle/solvers/adam.h"
+
+#include <cmath>
+
+namespace saddle {
+
+AdamSolver::AdamSolver(torch::Tensor params, const std::vector<Player>& players,
+                       const SolverOptions& options, bool optimistic)
+    : Solver(std::move(params), players, options), optimistic_(optimistic) {
+  m_ = torch::zeros_like(z_);
+  v_ = torch::zeros_like(z_);
+  anchor_ = torch::empty_like(z_);
+  previous_direction_ = torch::zeros_like(z_);
+  previous_operator_ = torch::zeros_like(z_);
+}
+
+torch::Tensor AdamSolver::direction(const torch::Tensor& g) {
+  ++updates_;
+  const double beta1 = options_.beta1();
+  const double beta2 = options_.beta2();
+  m_.mul_(beta1).add_(g, 1.0 - beta1);
+  v_.mul_(beta2).addcmul_(g, g, 1.0 - beta2);
+  const double correction1 = 1.0 - std::pow(beta1, static_cast<double>(updates_));
+  const double correction2 = 1.0 - std::pow(beta2, static_cast<double>(updates_));
+  torch::Tensor denom = (v_ / correction2).sqrt_().add_(options_.eps());
+  return (m_ / correction1).div_(denom);
+}
+
+void AdamSolver::step(const Oracle& oracle) {
+  torch::NoGradGuard no_grad;
+  const double scale = step_size_->scale();
+  if (optimistic_) {
+    torch::Tensor g = oracle();
+    torch::Tensor d = direction(g);
+    // X_{t+1} = X_t - gamma (2 d_t - d_{t-1})
+    torch::Tensor combined = d * 2.0 - previous_direction_;
+    move(z_, combined, scale);
+    step_size_->observe((g - previous_operator_).square().sum().item<double>());
+    previous_direction_.copy_(d);
+    previous_operator_.copy_(g);
+  } else {
+    anchor_.copy_(z_);
+    torch::Tensor g_hat = oracle();
+    move(anchor_, direction(g_hat), scale);  // extrapolation X_{t+1/2}
+    torch::Tensor g_half = oracle();
+    move(anchor_, direction(g_half), scale);  // update from X_t
+    step_size_->observe((g_half - g_hat).square().sum().item<double>());
+  }
+  ++iteration_;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> AdamSolver::state() const {
+  auto out = Solver::state();
+  out.emplace_back("m", m_);
+  out.emplace_back("v", v_);
+  out.emplace_back("previous_direction", previous_direction_);
+  out.emplace_back("previous_operator", previous_operator_);
+  out.emplace_back("updates", torch::tensor({updates_}, torch::kInt64));
+  return out;
+}
+
+void AdamSolver::load_state(const std::vector<std::pair<std::string, torch::Tensor>>& state) {
+  Solver::load_state(state);
+  for (const auto& [name, tensor] : state) {
+    if (name == "m") m_.copy_(tensor);
+    if (name == "v") v_.copy_(tensor);
+    if (name == "previous_direction") previous_direction_.copy_(tensor);
+    if (name == "previous_operator") previous_operator_.copy_(tensor);
+    if (name == "updates") updates_ = tensor.item<int64_t>();
+  }
+}
+
+}  // namespace saddle
