@@ -1,0 +1,99 @@
+// Exchange: stage 2 of game -> exchange -> solver -> metrics. Turns each rank's local operator
+// estimate into the average of all ranks' estimates, identically on every rank:
+//   flatten -> bucket -> quantize -> encode -> allgather -> decode -> average.
+//
+// Every rank decodes every rank's message (its own included) in rank order into a zeroed float32
+// buffer with weight 1/K, so all ranks return bit-identical averages and the solvers' iterates
+// never drift apart. Each rank's quantizer draws from its own random stream, a function of
+// (seed, rank, call index). Messages from other ranks are untrusted input: a decoding failure is
+// thrown as saddle::Error("malformed message from rank r: ...").
+//
+// With one rank the Exchange still encodes and decodes: a one-process run sees the same
+// quantization noise as a distributed one, and bytes_sent counts the encoded message (what this
+// rank would send), so bits_per_coordinate describes the codec in every run; bytes_received is 0.
+// With quantizer "none" this costs one copy.
+#pragma once
+
+#include <torch/arg.h>
+#include <torch/types.h>
+
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "saddle/comm/communicator.h"
+#include "saddle/log.h"
+#include "saddle/quant/codec.h"
+
+namespace saddle {
+
+struct ExchangeOptions {
+  TORCH_ARG(CodecOptions, codec) = CodecOptions();
+  // Iterations at which adaptive levels (alq, amq) are refit, then at every multiple of
+  // `level_every` past the last of them (0: never again). Levels are also fit at the first
+  // average() of an Exchange, so a run resumed from a checkpoint does not use unfitted levels.
+  TORCH_ARG(std::vector<int64_t>, level_schedule) = std::vector<int64_t>{0, 100, 2000};
+  TORCH_ARG(int64_t, level_every) = 10000;
+  // Seeds the quantizers' random streams (each rank and call gets its own stream).
+  TORCH_ARG(uint64_t, seed) = 0;
+};
+
+// Traffic and time of one rank, cumulative since the start of the run.
+struct Ledger {
+  int64_t bytes_sent = 0;
+  int64_t bytes_received = 0;
+  int64_t coordinates_sent = 0;   // float32 coordinates this rank has exchanged
+  int64_t exchanges = 0;          // calls of average()
+  int64_t level_updates = 0;      // refits of adaptive levels
+  double seconds_encode = 0.0;
+  double seconds_communicate = 0.0;
+  double seconds_decode = 0.0;
+  double seconds_compute = 0.0;   // operator evaluation, recorded by the runner
+  // Wire bits per exchanged coordinate, headers and norms included.
+  double bits_per_coordinate() const {
+    return coordinates_sent > 0 ? 8.0 * static_cast<double>(bytes_sent) / coordinates_sent : 0.0;
+  }
+};
+
+class Exchange {
+ public:
+  // Throws saddle::Error for a bad option (the codec checks its own). `communicator` and `logger`
+  // must outlive the Exchange.
+  Exchange(Communicator& communicator, const ExchangeOptions& options, const Logger& logger);
+
+  // Called by the runner at the start of iteration t (drives the level-update schedule): when t is
+  // due, the next average() first refits the levels from statistics summed over all ranks
+  // (collective, so every rank must call begin_iteration with the same t).
+  void begin_iteration(int64_t iteration);
+  // Whether the schedule refits adaptive levels at iteration t.
+  bool level_update_due(int64_t iteration) const;
+
+  // The average over ranks of every rank's `local` (1-D float32); the same on every rank.
+  // Returns a new tensor owned by the caller. Collective: every rank calls it with the same numel.
+  torch::Tensor average(const torch::Tensor& local);
+
+  // The codec's predicted variance at the last level refit (NaN before the first).
+  double predicted_variance() const { return predicted_variance_; }
+  // Calls of average() so far; they index the random streams. A resumed run restores it so its
+  // streams continue instead of repeating.
+  int64_t calls() const { return calls_; }
+  void set_calls(int64_t calls);
+
+  const Ledger& ledger() const { return ledger_; }
+  Ledger& ledger() { return ledger_; }
+  Communicator& communicator() { return communicator_; }
+  const Codec& codec() const { return codec_; }
+
+ private:
+  Communicator& communicator_;
+  ExchangeOptions options_;
+  const Logger& logger_;
+  Codec codec_;
+  Ledger ledger_;
+  int64_t iteration_ = 0;
+  int64_t calls_ = 0;
+  bool adapt_pending_ = true;
+  double predicted_variance_ = std::numeric_limits<double>::quiet_NaN();
+};
+
+}  // namespace saddle

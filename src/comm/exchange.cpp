@@ -1,0 +1,136 @@
+// Exchange: encode -> allgather -> decode every rank's message in rank order -> average.
+#include "saddle/comm/exchange.h"
+
+#include <algorithm>
+#include <chrono>
+#include <exception>
+#include <string>
+
+#include "saddle/error.h"
+
+namespace saddle {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_between(Clock::time_point start, Clock::time_point end) {
+  return std::chrono::duration<double>(end - start).count();
+}
+
+[[maybe_unused]] std::string format_levels(const torch::Tensor& levels) {
+  if (!levels.defined()) return "[]";
+  torch::Tensor values = levels.to(torch::kFloat64).contiguous().view(-1);
+  const double* data = values.data_ptr<double>();
+  std::string out = "[";
+  for (int64_t i = 0; i < values.numel(); ++i) out += fmt::format("{}{:.6g}", i ? ", " : "", data[i]);
+  return out + "]";
+}
+
+template <typename Container>
+std::string format_levels(const Container& levels) {
+  std::string out = "[";
+  bool first = true;
+  for (const auto& value : levels) {
+    out += fmt::format("{}{:.6g}", first ? "" : ", ", static_cast<double>(value));
+    first = false;
+  }
+  return out + "]";
+}
+
+}  // namespace
+
+Exchange::Exchange(Communicator& communicator, const ExchangeOptions& options, const Logger& logger)
+    : communicator_(communicator), options_(options), logger_(logger), codec_(options.codec()) {
+  SADDLE_CHECK(options.level_every() >= 0, "level_every must be >= 0 (0: no periodic refit), got ",
+               options.level_every());
+  for (int64_t t : options.level_schedule()) {
+    SADDLE_CHECK(t >= 0, "level_schedule holds a negative iteration: ", t);
+  }
+}
+
+bool Exchange::level_update_due(int64_t iteration) const {
+  const auto& schedule = options_.level_schedule();
+  if (std::find(schedule.begin(), schedule.end(), iteration) != schedule.end()) return true;
+  const int64_t last =
+      schedule.empty() ? -1 : *std::max_element(schedule.begin(), schedule.end());
+  return options_.level_every() > 0 && iteration > last && iteration % options_.level_every() == 0;
+}
+
+void Exchange::begin_iteration(int64_t iteration) {
+  iteration_ = iteration;
+  if (level_update_due(iteration)) adapt_pending_ = true;
+}
+
+void Exchange::set_calls(int64_t calls) {
+  SADDLE_CHECK(calls >= 0, "Exchange::set_calls: calls must be >= 0, got ", calls);
+  calls_ = calls;
+}
+
+torch::Tensor Exchange::average(const torch::Tensor& local) {
+  SADDLE_CHECK(local.defined(), "Exchange::average: undefined tensor");
+  SADDLE_CHECK(local.dim() == 1, "Exchange::average: expected a 1-D tensor, got shape ",
+               local.sizes());
+  SADDLE_CHECK(local.scalar_type() == torch::kFloat32, "Exchange::average: dtype ",
+               local.scalar_type(), " (expected kFloat32)");
+  SADDLE_CHECK(local.device().is_cpu(), "Exchange::average: tensor on ", local.device(),
+               " (expected CPU)");
+  const torch::Tensor input = local.contiguous();
+  const int ranks = communicator_.size();
+  const int me = communicator_.rank();
+
+  if (adapt_pending_ && codec_.adaptive()) {
+    // Every rank refits from the same summed statistics, so all hold identical levels.
+    auto start = Clock::now();
+    torch::Tensor statistics = codec_.statistics(input).contiguous();
+    auto summed = Clock::now();
+    ledger_.seconds_encode += seconds_between(start, summed);
+    communicator_.allreduce_sum(statistics);
+    auto reduced = Clock::now();
+    ledger_.seconds_communicate += seconds_between(summed, reduced);
+    predicted_variance_ = codec_.adapt(statistics);
+    ledger_.seconds_encode += seconds_between(reduced, Clock::now());
+    ++ledger_.level_updates;
+    logger_.log(me == 0 ? LogLevel::kInfo : LogLevel::kDebug,
+                "levels refit at iteration {}: levels {}, predicted variance {:.6g}", iteration_,
+                format_levels(codec_.levels()), predicted_variance_);
+  }
+  adapt_pending_ = false;
+
+  // Distinct streams for every (rank, call): ranks' quantization noise is independent.
+  const uint64_t stream = static_cast<uint64_t>(calls_) * static_cast<uint64_t>(ranks) +
+                          static_cast<uint64_t>(me);
+  auto start = Clock::now();
+  torch::Tensor message = codec_.encode(input, options_.seed(), stream);
+  auto encoded = Clock::now();
+  std::vector<torch::Tensor> messages = communicator_.allgather_bytes(message);
+  auto gathered = Clock::now();
+  SADDLE_CHECK(static_cast<int>(messages.size()) == ranks, "allgather_bytes returned ",
+               messages.size(), " messages for ", ranks, " ranks");
+
+  torch::Tensor average = torch::zeros({input.numel()}, torch::kFloat32);
+  const double weight = 1.0 / ranks;
+  for (int r = 0; r < ranks; ++r) {
+    try {
+      codec_.decode_accumulate(messages[r], average, weight);
+    } catch (const std::exception& e) {
+      if (r == me) throw Error(detail::concat("cannot decode this rank's own message: ", e.what()));
+      throw Error(detail::concat("malformed message from rank ", r, ": ", e.what()));
+    }
+  }
+  auto decoded = Clock::now();
+
+  ledger_.seconds_encode += seconds_between(start, encoded);
+  ledger_.seconds_communicate += seconds_between(encoded, gathered);
+  ledger_.seconds_decode += seconds_between(gathered, decoded);
+  ledger_.bytes_sent += message.numel();
+  for (int r = 0; r < ranks; ++r) {
+    if (r != me) ledger_.bytes_received += messages[r].numel();
+  }
+  ledger_.coordinates_sent += input.numel();
+  ++ledger_.exchanges;
+  ++calls_;
+  return average;
+}
+
+}  // namespace saddle
