@@ -1,0 +1,93 @@
+// Codec: turns one rank's flattened operator into one self-describing kUInt8 message and back (the
+// quantize -> encode and decode -> average steps of the "exchange" stage of game -> exchange ->
+// solver -> metrics). Each bucket of `bucket_size` coordinates is normalized by its own norm (sent
+// as a float32), every normalized magnitude is stochastically rounded to one of the neighbouring
+// levels of a level set (level_set.h), so that E[decode(encode(v))] = v, and the (sign, level index)
+// symbols are bit-packed (fixed coder) or rANS-coded (entropy coder). The random stream is a pure
+// function of (seed, stream, coordinate index), so encoding is reproducible.
+//
+// Quantizers: "none" (fp32), "fp16", "bf16" (plain casts, ignore bits/bucket/norm/coder), "qsgd"
+// (uniform levels), "qsgd-inf" (uniform, L-inf norm), "nuq" (NUQSGD's exponential levels),
+// "terngrad" ({0, 1}, L-inf norm, 2 bits), "alq" and "amq" (adaptive levels, see adapt()).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/arg.h>
+#include <torch/types.h>
+
+namespace saddle {
+
+enum class NormKind { kL2, kLinf };
+NormKind parse_norm(const std::string& name);  // "l2" | "linf"
+const char* norm_name(NormKind kind);
+
+enum class CoderKind { kFixed, kEntropy };
+CoderKind parse_coder(const std::string& name);  // "fixed" | "entropy"
+const char* coder_name(CoderKind kind);
+
+const std::vector<std::string>& quantizer_names();
+
+struct CodecOptions {
+  TORCH_ARG(std::string, quantizer) = "none";
+  TORCH_ARG(int, bits) = 4;                   // 2..8 bits per coordinate, sign included
+  TORCH_ARG(int64_t, bucket_size) = 1024;     // coordinates per bucket, each normalized by its own norm
+  TORCH_ARG(NormKind, norm) = NormKind::kL2;  // qsgd-inf and terngrad force L-inf
+  TORCH_ARG(CoderKind, coder) = CoderKind::kFixed;
+};
+
+class Codec {
+ public:
+  // Bytes of the header that starts every message.
+  static constexpr int64_t kHeaderBytes = 32;
+  static constexpr int64_t kMaxBucketSize = int64_t{1} << 30;
+
+  // Validates every option (saddle::Error naming the option and value). options() then reports the
+  // effective configuration: terngrad's bits = 2, qsgd-inf's and terngrad's norm = linf.
+  explicit Codec(const CodecOptions& options);
+
+  // Quantizes and encodes a 1-D contiguous float32 CPU tensor into one kUInt8 message. Unbiased;
+  // the same (v, seed, stream) give the same bytes. Throws on non-finite input for level quantizers.
+  torch::Tensor encode(const torch::Tensor& v, uint64_t seed, uint64_t stream) const;
+
+  // Decodes an untrusted message and adds weight * decoded into `out` (1-D contiguous float32 CPU of
+  // the length the message declares). Throws saddle::Error on any malformed or mismatched message
+  // (truncated, oversized, wrong version, configuration or level hash, wrong length, corrupt entropy
+  // stream); the whole message is validated before `out` is touched, so on error `out` is unchanged.
+  void decode_accumulate(const torch::Tensor& message, torch::Tensor& out, float weight) const;
+
+  // Level adaptation. statistics(v) summarizes v's normalized magnitudes (level_set.h's [3, bins]
+  // kFloat64 sums) for any level quantizer; the exchange sums them over ranks and calls adapt() on
+  // every rank, which refits the levels (alq, amq only) and returns the variance E||Q(v) - v||^2 the
+  // new levels predict on the summarized data.
+  bool adaptive() const;
+  torch::Tensor statistics(const torch::Tensor& v) const;
+  double adapt(const torch::Tensor& summed_statistics);
+  // The variance the current levels predict on `summed_statistics` (level quantizers only).
+  double predicted_variance(const torch::Tensor& summed_statistics) const;
+
+  // Magnitude levels in [0, 1], sorted, 0 and 1 included; empty for none/fp16/bf16.
+  const std::vector<float>& levels() const { return levels_; }
+  // Replaces the levels (adaptive quantizers only, e.g. from a checkpoint); validated.
+  void set_levels(std::vector<float> levels);
+
+  const CodecOptions& options() const { return options_; }
+  // An upper bound on the bytes encode() produces for n coordinates (exact for the fixed coder).
+  int64_t max_encoded_bytes(int64_t n) const;
+
+ private:
+  void rebuild_tables();
+
+  CodecOptions options_;
+  int quantizer_id_ = 0;
+  std::vector<float> levels_;
+  uint32_t levels_hash_ = 0;
+  // Level search for non-uniform sets: a grid over r gives the level just below (bit 7 set when
+  // the grid cell holds another level, so a short scan follows); inv_gap_[j] = 1 / (l_{j+1} - l_j).
+  std::vector<uint8_t> level_lut_;
+  std::vector<float> inv_gap_;
+};
+
+}  // namespace saddle

@@ -1,0 +1,340 @@
+// Fused quantize + pack and unpack + accumulate kernels. The stream is walked bucket by bucket (the
+// bucket's norm is computed while it sits in L1, then its coordinates are quantized) and symbols go
+// through a 64-entry buffer, so 64 coordinates always fill exactly `bits` 64-bit words: the packing
+// and unpacking loops have compile-time shifts for every width. Nothing is allocated per call.
+#include "kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "saddle/error.h"
+#include "saddle/quant/level_set.h"
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the codec's wire format assumes little-endian");
+
+namespace saddle {
+namespace quant_detail {
+namespace {
+
+constexpr int kChunk = 64;
+
+inline uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+// The counter-based generator: coordinate i of (seed, stream) draws mix32(i * golden + key), key a
+// hash of (seed, stream, i >> 32). 32-bit arithmetic vectorizes on plain SSE2; the top 24 bits give
+// a uniform on a 2^-24 grid, which rounds a float fraction without bias (a fraction of a value >= 1
+// has at most 24 significant bits; below 1 the error is under 2^-24).
+inline uint32_t block_key(uint64_t seed, uint64_t stream, uint64_t block) {
+  return static_cast<uint32_t>(splitmix64(splitmix64(seed ^ splitmix64(stream)) + block) >> 32);
+}
+
+inline uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352dU;
+  x ^= x >> 15;
+  x *= 0x846ca68bU;
+  x ^= x >> 16;
+  return x;
+}
+
+inline float uniform24(uint32_t counter, uint32_t key) {
+  return static_cast<float>(mix32(counter * 0x9E3779B9U + key) >> 8) * 0x1p-24f;
+}
+
+// The bucket's norm; throws on non-finite input rather than sending NaNs to every rank.
+float bucket_norm(const float* __restrict v, int64_t m, NormKind norm, int64_t first) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  if (norm == NormKind::kL2) {
+    for (; i + 8 <= m; i += 8)
+      for (int k = 0; k < 8; ++k) acc[k] += v[i + k] * v[i + k];
+    for (; i < m; ++i) acc[0] += v[i] * v[i];
+  } else {
+    float bad[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // v * 0 is NaN exactly for non-finite v
+    for (; i + 8 <= m; i += 8)
+      for (int k = 0; k < 8; ++k) {
+        acc[k] = std::max(acc[k], std::fabs(v[i + k]));
+        bad[k] += v[i + k] * 0.0f;
+      }
+    for (; i < m; ++i) {
+      acc[0] = std::max(acc[0], std::fabs(v[i]));
+      bad[0] += v[i] * 0.0f;
+    }
+    for (int k = 0; k < 8; ++k) acc[k] += bad[k];
+  }
+  double total = 0;
+  for (int k = 0; k < 8; ++k) total = norm == NormKind::kL2 ? total + acc[k] : std::max<double>(total, acc[k]);
+  if (!std::isfinite(total) && norm == NormKind::kL2) {
+    // Squares of large finite values overflow float; redo the sum in double.
+    total = 0;
+    for (int64_t j = 0; j < m; ++j) total += static_cast<double>(v[j]) * v[j];
+  }
+  if (norm == NormKind::kL2) total = std::sqrt(total);
+  SADDLE_CHECK(std::isfinite(total) && !std::isnan(static_cast<float>(total)),
+               "cannot quantize a non-finite value (bucket starting at coordinate ", first, ")");
+  SADDLE_CHECK(static_cast<float>(total) <= 3.4e38f, "bucket norm ", total,
+               " overflows float32 (bucket starting at coordinate ", first, ")");
+  return static_cast<float>(total);
+}
+
+inline uint8_t make_symbol(int idx, uint32_t value_bits, int bits) {
+  const uint32_t sign = (value_bits >> 31) & static_cast<uint32_t>(idx != 0);
+  return static_cast<uint8_t>(static_cast<uint32_t>(idx) | (sign << (bits - 1)));
+}
+
+// Uniform levels j/s: the index is floor(|v| * s / norm), rounded up with probability frac.
+template <typename Scale>
+void quantize_uniform(const float* __restrict v, int m, Scale mul, int s, int bits, uint32_t counter,
+                      uint32_t key, uint8_t* __restrict out) {
+  for (int i = 0; i < m; ++i) {
+    uint32_t value_bits;
+    std::memcpy(&value_bits, v + i, sizeof value_bits);
+    const float a = static_cast<float>(std::fabs(v[i]) * mul);
+    int floor_index = static_cast<int>(a);
+    floor_index = floor_index < s - 1 ? floor_index : s - 1;
+    const float frac = a - static_cast<float>(floor_index);
+    const int idx = floor_index + (uniform24(counter + static_cast<uint32_t>(i), key) < frac);
+    out[i] = make_symbol(idx, value_bits, bits);
+  }
+}
+
+// Arbitrary levels: the grid cell of r gives the level just below, a short scan when the cell holds
+// more than one level, then the same stochastic rounding with the precomputed 1 / gap.
+template <typename Scale>
+void quantize_table(const float* __restrict v, int m, Scale inv_norm, const QuantParams& p,
+                    uint32_t counter, uint32_t key, uint8_t* __restrict out) {
+  const float* __restrict levels = p.levels;
+  const float* __restrict inv_gap = p.inv_gap;
+  const uint8_t* __restrict lut = p.lut;
+  const int top = p.count - 2;
+  for (int i = 0; i < m; ++i) {
+    uint32_t value_bits;
+    std::memcpy(&value_bits, v + i, sizeof value_bits);
+    const float r = std::min(static_cast<float>(std::fabs(v[i]) * inv_norm), 1.0f);
+    const int cell = std::min(static_cast<int>(r * static_cast<float>(kLutCells)), kLutCells - 1);
+    const uint8_t entry = lut[cell];
+    int j = entry & 0x7f;
+    if (entry & kLutScan) {
+      while (j < top && levels[j + 1] <= r) ++j;
+    }
+    const float frac = (r - levels[j]) * inv_gap[j];
+    const int idx = j + (uniform24(counter + static_cast<uint32_t>(i), key) < frac);
+    out[i] = make_symbol(idx, value_bits, p.bits);
+  }
+}
+
+
+// The per-bucket multiplier: s / norm (uniform) or 1 / norm (table). A subnormal norm makes the
+// float multiplier overflow; such buckets take the double-precision path.
+struct BucketScale {
+  bool wide = false;
+  float narrow = 0;
+  double precise = 0;
+};
+
+BucketScale scale_for(float norm, const QuantParams& p) {
+  BucketScale sc;
+  sc.precise = norm > 0 ? (p.uniform ? p.count - 1 : 1) / static_cast<double>(norm) : 0.0;
+  sc.narrow = static_cast<float>(sc.precise);
+  sc.wide = !std::isfinite(sc.narrow);
+  return sc;
+}
+
+void quantize_run(const float* v, int m, const QuantParams& p, const BucketScale& sc, uint32_t counter,
+                  uint32_t key, uint8_t* out) {
+  if (p.uniform) {
+    if (sc.wide) {
+      quantize_uniform<double>(v, m, sc.precise, p.count - 1, p.bits, counter, key, out);
+    } else {
+      quantize_uniform<float>(v, m, sc.narrow, p.count - 1, p.bits, counter, key, out);
+    }
+  } else if (sc.wide) {
+    quantize_table<double>(v, m, sc.precise, p, counter, key, out);
+  } else {
+    quantize_table<float>(v, m, sc.narrow, p, counter, key, out);
+  }
+}
+
+// Walks the input bucket by bucket and hands the sink chunks of kChunk symbols (the last one
+// shorter); chunks are aligned to multiples of kChunk in the global index.
+template <typename Sink>
+void quantize_stream(const float* v, int64_t n, const QuantParams& p, float* norms, Sink&& sink) {
+  alignas(64) uint8_t buf[kChunk];
+  int fill = 0;
+  uint64_t key_block = ~uint64_t{0};
+  uint32_t key = 0;
+  for (int64_t first = 0, b = 0; first < n; first += p.bucket, ++b) {
+    const int64_t m = std::min(p.bucket, n - first);
+    const float norm = bucket_norm(v + first, m, p.norm, first);
+    norms[b] = norm;
+    const BucketScale sc = scale_for(norm, p);
+    for (int64_t i = first; i < first + m;) {
+      const int take = static_cast<int>(std::min<int64_t>(kChunk - fill, first + m - i));
+      if (static_cast<uint64_t>(i) >> 32 != key_block) {
+        key_block = static_cast<uint64_t>(i) >> 32;
+        key = block_key(p.seed, p.stream, key_block);
+      }
+      quantize_run(v + i, take, p, sc, static_cast<uint32_t>(i), key, buf + fill);
+      fill += take;
+      i += take;
+      if (fill == kChunk) {
+        sink(buf, kChunk);
+        fill = 0;
+      }
+    }
+  }
+  if (fill > 0) sink(buf, fill);
+}
+
+// kChunk symbols of B bits fill exactly B words; with the loop unrolled every shift is a constant.
+template <int B>
+inline void pack_chunk(const uint8_t* __restrict s, uint64_t* __restrict w) {
+  for (int k = 0; k < B; ++k) w[k] = 0;
+#pragma GCC unroll 64
+  for (int i = 0; i < kChunk; ++i) {
+    const int bit = i * B, word = bit >> 6, shift = bit & 63;
+    w[word] |= static_cast<uint64_t>(s[i]) << shift;
+    if (shift + B > 64) w[word + 1] |= static_cast<uint64_t>(s[i]) >> (64 - shift);
+  }
+}
+
+template <int B>
+inline void unpack_chunk(const uint64_t* __restrict w, uint8_t* __restrict s) {
+  constexpr uint64_t kMask = (uint64_t{1} << B) - 1;
+#pragma GCC unroll 64
+  for (int i = 0; i < kChunk; ++i) {
+    const int bit = i * B, word = bit >> 6, shift = bit & 63;
+    uint64_t x = w[word] >> shift;
+    if (shift + B > 64) x |= w[word + 1] << (64 - shift);
+    s[i] = static_cast<uint8_t>(x & kMask);
+  }
+}
+
+template <int B>
+void encode_fixed_impl(const float* v, int64_t n, const QuantParams& p, float* norms, uint8_t* packed) {
+  uint8_t* dst = packed;
+  quantize_stream(v, n, p, norms, [&dst](uint8_t* buf, int count) {
+    uint64_t words[B];
+    if (count < kChunk) std::memset(buf + count, 0, kChunk - count);
+    pack_chunk<B>(buf, words);
+    const int64_t bytes = count == kChunk ? 8 * B : packed_bytes(count, B);
+    std::memcpy(dst, words, bytes);
+    dst += bytes;
+  });
+}
+
+// Walks the output bucket by bucket with a per-bucket table of the 2^bits decoded values; the
+// source fills chunks of kChunk symbols (the last one shorter).
+template <typename Source>
+void accumulate_stream(int64_t n, const float* norms, const QuantParams& p, float weight, float* out,
+                       Source&& source) {
+  alignas(64) uint8_t buf[kChunk];
+  float table[256];
+  const int half = 1 << (p.bits - 1);
+  int avail = 0, pos = 0;
+  for (int64_t first = 0, b = 0; first < n; first += p.bucket, ++b) {
+    const int64_t m = std::min(p.bucket, n - first);
+    const float scale = weight * norms[b];
+    for (int k = 0; k < half; ++k) {
+      table[k] = scale * p.levels[k];
+      table[k + half] = -table[k];
+    }
+    float* __restrict o = out;
+    for (int64_t i = first; i < first + m;) {
+      if (pos == avail) {
+        avail = static_cast<int>(std::min<int64_t>(kChunk, n - i));
+        source(buf, avail);
+        pos = 0;
+      }
+      const int take = static_cast<int>(std::min<int64_t>(avail - pos, first + m - i));
+      for (int k = 0; k < take; ++k) o[i + k] += table[buf[pos + k]];
+      pos += take;
+      i += take;
+    }
+  }
+}
+
+template <int B>
+void accumulate_fixed_impl(const uint8_t* packed, int64_t n, const float* norms, const QuantParams& p,
+                           float weight, float* out) {
+  const uint8_t* src = packed;
+  accumulate_stream(n, norms, p, weight, out, [&src](uint8_t* buf, int count) {
+    uint64_t words[B] = {};
+    const int64_t bytes = count == kChunk ? 8 * B : packed_bytes(count, B);
+    std::memcpy(words, src, bytes);
+    src += bytes;
+    unpack_chunk<B>(words, buf);
+  });
+}
+
+}  // namespace
+
+#define SADDLE_QUANT_DISPATCH_BITS(bits, call) \
+  switch (bits) {                              \
+    case 2: call(2); break;                    \
+    case 3: call(3); break;                    \
+    case 4: call(4); break;                    \
+    case 5: call(5); break;                    \
+    case 6: call(6); break;                    \
+    case 7: call(7); break;                    \
+    case 8: call(8); break;                    \
+    default: throw Error(detail::concat("invalid bits ", bits));  \
+  }
+
+void encode_fixed(const float* v, int64_t n, const QuantParams& p, float* norms, uint8_t* packed) {
+#define SADDLE_CALL(B) encode_fixed_impl<B>(v, n, p, norms, packed)
+  SADDLE_QUANT_DISPATCH_BITS(p.bits, SADDLE_CALL)
+#undef SADDLE_CALL
+}
+
+void quantize_symbols(const float* v, int64_t n, const QuantParams& p, float* norms, uint8_t* symbols) {
+  uint8_t* dst = symbols;
+  quantize_stream(v, n, p, norms, [&dst](uint8_t* buf, int count) {
+    std::memcpy(dst, buf, count);
+    dst += count;
+  });
+}
+
+void accumulate_fixed(const uint8_t* packed, int64_t n, const float* norms, const QuantParams& p,
+                      float weight, float* out) {
+#define SADDLE_CALL(B) accumulate_fixed_impl<B>(packed, n, norms, p, weight, out)
+  SADDLE_QUANT_DISPATCH_BITS(p.bits, SADDLE_CALL)
+#undef SADDLE_CALL
+}
+
+void accumulate_symbols(const uint8_t* symbols, int64_t n, const float* norms, const QuantParams& p,
+                        float weight, float* out) {
+  const uint8_t* src = symbols;
+  accumulate_stream(n, norms, p, weight, out, [&src](uint8_t* buf, int count) {
+    std::memcpy(buf, src, count);
+    src += count;
+  });
+}
+
+void accumulate_statistics(const float* v, int64_t n, const QuantParams& p, double* stats) {
+  double* w = stats;
+  double* s1 = stats + kLevelStatBins;
+  double* s2 = s1 + kLevelStatBins;
+  for (int64_t first = 0; first < n; first += p.bucket) {
+    const int64_t m = std::min(p.bucket, n - first);
+    const float norm = bucket_norm(v + first, m, p.norm, first);
+    if (norm == 0) continue;
+    const double weight = static_cast<double>(norm) * norm, inv = 1.0 / norm;
+    for (int64_t i = first; i < first + m; ++i) {
+      const double r = std::min(1.0, std::fabs(v[i]) * inv);
+      const int64_t k = std::min<int64_t>(kLevelStatBins - 1, static_cast<int64_t>(std::sqrt(r) * kLevelStatBins));
+      w[k] += weight;
+      s1[k] += weight * r;
+      s2[k] += weight * r * r;
+    }
+  }
+}
+
+}  // namespace quant_detail
+}  // namespace saddle
