@@ -1,0 +1,86 @@
+// The Exchange over MPI: every rank returns the same bits, the unquantized average is the mean,
+// quantized averages and adaptive levels agree across ranks, and the ledgers add up.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "mpi_test_env.h"
+#include "saddle/comm/exchange.h"
+
+namespace saddle {
+namespace {
+
+using testing::test_world;
+
+torch::Tensor local_operator(int rank, int64_t dim) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(2000 + rank);
+  return torch::randn({dim}, gen, torch::kFloat32) * (1.0 + rank);
+}
+
+bool identical_on_all_ranks(Communicator& comm, const torch::Tensor& tensor) {
+  torch::Tensor bytes = tensor.contiguous().view(-1).view(torch::kUInt8);
+  for (const auto& other : comm.allgather_bytes(bytes)) {
+    if (!torch::equal(other, bytes)) return false;
+  }
+  return true;
+}
+
+torch::Tensor levels_tensor(const torch::Tensor& levels) { return levels.to(torch::kFloat64); }
+template <typename Container>
+torch::Tensor levels_tensor(const Container& levels) {
+  std::vector<double> values(levels.begin(), levels.end());
+  return torch::tensor(values, torch::kFloat64);
+}
+
+TEST(MpiExchange, UnquantizedAverageIsTheMeanOnEveryRank) {
+  Communicator& comm = test_world();
+  Logger quiet(LogLevel::kError);
+  Exchange exchange(comm, ExchangeOptions().codec(CodecOptions().quantizer("none")), quiet);
+  const int64_t dim = 1000;
+  torch::Tensor average = exchange.average(local_operator(comm.rank(), dim));
+  torch::Tensor mean = torch::zeros({dim}, torch::kFloat64);
+  for (int r = 0; r < comm.size(); ++r) mean += local_operator(r, dim).to(torch::kFloat64);
+  mean /= comm.size();
+  EXPECT_TRUE(torch::allclose(average.to(torch::kFloat64), mean, 1e-6, 1e-6));
+  EXPECT_TRUE(identical_on_all_ranks(comm, average));
+  if (comm.size() == 1) EXPECT_TRUE(torch::equal(average, local_operator(0, dim)));
+}
+
+class MpiQuantizedExchange : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MpiQuantizedExchange, RanksAgreeAndLedgersAddUp) {
+  Communicator& comm = test_world();
+  Logger quiet(LogLevel::kError);
+  auto options = ExchangeOptions()
+                     .codec(CodecOptions().quantizer(GetParam()).bits(4))
+                     .level_schedule({0, 5})
+                     .level_every(8)
+                     .seed(11);
+  Exchange exchange(comm, options, quiet);
+  torch::Tensor local = local_operator(comm.rank(), 300);
+  torch::Tensor previous;
+  for (int64_t t = 0; t < 20; ++t) {
+    exchange.begin_iteration(t);
+    torch::Tensor average = exchange.average(local);
+    ASSERT_TRUE(identical_on_all_ranks(comm, average)) << GetParam() << " at iteration " << t;
+    if (previous.defined()) EXPECT_FALSE(torch::equal(average, previous));
+    previous = average;
+  }
+  const Ledger& ledger = exchange.ledger();
+  EXPECT_EQ(ledger.exchanges, 20);
+  EXPECT_EQ(ledger.coordinates_sent, 20 * 300);
+  torch::Tensor totals = torch::tensor({ledger.bytes_sent, ledger.bytes_received}, torch::kInt64);
+  comm.allreduce_sum(totals);
+  EXPECT_EQ(totals[1].item<int64_t>(), (comm.size() - 1) * totals[0].item<int64_t>());
+  if (exchange.codec().adaptive()) {
+    EXPECT_EQ(ledger.level_updates, 4);  // 0, 5, 8, 16
+    EXPECT_TRUE(identical_on_all_ranks(comm, levels_tensor(exchange.codec().levels())));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Codecs, MpiQuantizedExchange, ::testing::Values("qsgd", "alq"));
+
+}  // namespace
+}  // namespace saddle

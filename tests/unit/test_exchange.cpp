@@ -1,0 +1,292 @@
+// Exchange over an in-process group: identical averages on every rank, unbiased quantized
+// averages, a consistent ledger, the adaptive-level schedule, and clear errors for bad messages.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "saddle/comm/exchange.h"
+#include "saddle/comm/in_process.h"
+#include "saddle/error.h"
+
+namespace saddle {
+namespace {
+
+torch::Tensor local_operator(int rank, int64_t dim) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1000 + rank);
+  return torch::randn({dim}, gen, torch::kFloat32);
+}
+
+torch::Tensor true_mean(int ranks, int64_t dim) {
+  torch::Tensor sum = torch::zeros({dim}, torch::kFloat64);
+  for (int r = 0; r < ranks; ++r) sum += local_operator(r, dim).to(torch::kFloat64);
+  return sum / ranks;
+}
+
+std::vector<double> as_doubles(const torch::Tensor& levels) {
+  torch::Tensor values = levels.to(torch::kFloat64).contiguous().view(-1);
+  return std::vector<double>(values.data_ptr<double>(), values.data_ptr<double>() + values.numel());
+}
+template <typename Container>
+std::vector<double> as_doubles(const Container& levels) {
+  return std::vector<double>(levels.begin(), levels.end());
+}
+
+CodecOptions codec(const std::string& quantizer, int bits = 4) {
+  return CodecOptions().quantizer(quantizer).bits(bits);
+}
+
+// Every rank's outputs of `calls` averages, indexed [rank][call].
+std::vector<std::vector<torch::Tensor>> run_averages(int ranks, const ExchangeOptions& options,
+                                                     int64_t dim, int calls,
+                                                     std::vector<Ledger>* ledgers = nullptr) {
+  std::vector<std::vector<torch::Tensor>> out(ranks);
+  if (ledgers) ledgers->assign(ranks, Ledger());
+  InProcessGroup group(ranks);
+  Logger quiet(LogLevel::kError);
+  group.run([&](Communicator& comm) {
+    Exchange exchange(comm, options, quiet);
+    torch::Tensor local = local_operator(comm.rank(), dim);
+    for (int c = 0; c < calls; ++c) {
+      exchange.begin_iteration(c);
+      out[comm.rank()].push_back(exchange.average(local));
+    }
+    if (ledgers) (*ledgers)[comm.rank()] = exchange.ledger();
+  });
+  return out;
+}
+
+TEST(Exchange, UnquantizedAverageIsTheExactMeanOnEveryRank) {
+  for (int ranks : {1, 2, 3}) {
+    std::vector<Ledger> ledgers;
+    auto out = run_averages(ranks, ExchangeOptions().codec(codec("none")), 100, 2, &ledgers);
+    for (int r = 0; r < ranks; ++r) {
+      EXPECT_TRUE(torch::equal(out[r][0], out[0][0])) << ranks << " ranks: rank " << r << " differs";
+      EXPECT_TRUE(torch::equal(out[r][1], out[0][0])) << "no quantization: calls agree";
+    }
+    EXPECT_TRUE(torch::allclose(out[0][0].to(torch::kFloat64), true_mean(ranks, 100), 1e-6, 1e-6));
+    // The message of "none" carries the 32-bit floats plus a small header.
+    const Ledger& ledger = ledgers[0];
+    EXPECT_EQ(ledger.exchanges, 2);
+    EXPECT_EQ(ledger.coordinates_sent, 200);
+    EXPECT_GE(ledger.bits_per_coordinate(), 32.0);
+    EXPECT_LT(ledger.bits_per_coordinate(), 40.0);
+    EXPECT_EQ(ledger.bytes_received, (ranks - 1) * ledger.bytes_sent);
+  }
+}
+
+TEST(Exchange, SingleProcessReturnsTheLocalOperator) {
+  auto comm = make_single_process_communicator();
+  Logger quiet(LogLevel::kError);
+  Exchange exchange(*comm, ExchangeOptions().codec(codec("none")), quiet);
+  torch::Tensor local = local_operator(0, 33);
+  EXPECT_TRUE(torch::equal(exchange.average(local), local));
+  EXPECT_GT(exchange.ledger().bytes_sent, 0);  // counted as what would be sent
+  EXPECT_EQ(exchange.ledger().bytes_received, 0);
+  EXPECT_THROW(exchange.average(local.to(torch::kFloat64)), Error);
+  EXPECT_THROW(exchange.average(local.view({3, 11})), Error);
+}
+
+class QuantizedExchange : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(QuantizedExchange, RanksAgreeAverageIsUnbiasedLedgerIsConsistent) {
+  const int ranks = 3, calls = 400;
+  const int64_t dim = 256;
+  std::vector<Ledger> ledgers;
+  auto options = ExchangeOptions().codec(codec(GetParam(), 4)).seed(7);
+  auto out = run_averages(ranks, options, dim, calls, &ledgers);
+
+  torch::Tensor samples = torch::stack(out[0]).to(torch::kFloat64);  // [calls, dim]
+  for (int r = 1; r < ranks; ++r) {
+    for (int c = 0; c < calls; ++c) {
+      ASSERT_TRUE(torch::equal(out[r][c], out[0][c])) << "rank " << r << " call " << c;
+    }
+  }
+  // Quantized (not the exact mean) and random across calls.
+  torch::Tensor exact = true_mean(ranks, dim);
+  EXPECT_FALSE(torch::allclose(samples[0], exact, 1e-4, 1e-4));
+  EXPECT_FALSE(torch::equal(out[0][0], out[0][1]));
+  // Unbiased: E||mean - exact||^2 = sum_i Var_i / calls; a biased codec overshoots 4x easily.
+  torch::Tensor mean = samples.mean(0);
+  const double error_sq = (mean - exact).square().sum().item<double>();
+  const double expected_sq = samples.var(0).sum().item<double>() / calls;
+  EXPECT_LT(error_sq, 4.0 * expected_sq + 1e-12)
+      << GetParam() << ": |mean - exact|^2 = " << error_sq << ", expected about " << expected_sq;
+
+  int64_t sent = 0, received = 0;
+  for (const Ledger& ledger : ledgers) {
+    EXPECT_EQ(ledger.exchanges, calls);
+    EXPECT_EQ(ledger.coordinates_sent, calls * dim);
+    EXPECT_GT(ledger.bytes_sent, 0);
+    EXPECT_LT(ledger.bits_per_coordinate(), 8.0) << GetParam() << " at 4 bits";
+    sent += ledger.bytes_sent;
+    received += ledger.bytes_received;
+  }
+  // Every byte a rank sends is received by the K - 1 others.
+  EXPECT_EQ(received, (ranks - 1) * sent);
+}
+
+INSTANTIATE_TEST_SUITE_P(Codecs, QuantizedExchange, ::testing::Values("qsgd", "alq"));
+
+TEST(Exchange, RanksUseDistinctRandomStreams) {
+  // Identical inputs on both ranks: with a shared stream the average would equal one rank's
+  // quantization, a point of the coarse grid {norm * k / s}; independent streams average two.
+  const int64_t dim = 512;
+  InProcessGroup group(2);
+  Logger quiet(LogLevel::kError);
+  std::vector<torch::Tensor> out(2);
+  group.run([&](Communicator& comm) {
+    Exchange exchange(comm, ExchangeOptions().codec(codec("qsgd", 4)), quiet);
+    out[comm.rank()] = exchange.average(local_operator(0, dim));
+  });
+  Codec reference(codec("qsgd", 4));
+  torch::Tensor message = reference.encode(local_operator(0, dim), 0, 0);
+  torch::Tensor single = torch::zeros({dim}, torch::kFloat32);
+  reference.decode_accumulate(message, single, 1.0);
+  EXPECT_FALSE(torch::allclose(out[0], single));
+}
+
+TEST(Exchange, LevelScheduleDefaults) {
+  auto comm = make_single_process_communicator();
+  Logger quiet(LogLevel::kError);
+  Exchange exchange(*comm, ExchangeOptions().codec(codec("alq")), quiet);
+  for (int64_t t : {0, 100, 2000, 10000, 20000, 1000000}) {
+    EXPECT_TRUE(exchange.level_update_due(t)) << t;
+  }
+  for (int64_t t : {1, 99, 101, 1999, 2001, 5000, 12000, 19999}) {
+    EXPECT_FALSE(exchange.level_update_due(t)) << t;
+  }
+  Exchange never_again(
+      *comm, ExchangeOptions().codec(codec("alq")).level_schedule({0, 50}).level_every(0), quiet);
+  EXPECT_TRUE(never_again.level_update_due(50));
+  EXPECT_FALSE(never_again.level_update_due(100));
+  EXPECT_THROW(Exchange(*comm, ExchangeOptions().level_every(-1), quiet), Error);
+}
+
+TEST(Exchange, AdaptiveLevelsRefitOnScheduleAndAgreeAcrossRanks) {
+  const int ranks = 3;
+  auto options = ExchangeOptions().codec(codec("alq", 3)).level_schedule({0, 3, 7}).level_every(10);
+  std::FILE* log = std::tmpfile();
+  ASSERT_NE(log, nullptr);
+  std::vector<std::vector<double>> levels(ranks);
+  std::vector<int64_t> updates(ranks);
+  InProcessGroup group(ranks);
+  group.run([&](Communicator& comm) {
+    Logger logger(LogLevel::kInfo, comm.rank(), ranks, log);
+    Exchange exchange(comm, options, logger);
+    // Different scales per rank, so the summed statistics differ from every local one.
+    torch::Tensor local = local_operator(comm.rank(), 200) * (1.0 + comm.rank());
+    for (int64_t t = 0; t < 25; ++t) {
+      exchange.begin_iteration(t);
+      exchange.average(local);
+      exchange.average(local);  // extra-gradient: the second call of an iteration never refits
+    }
+    levels[comm.rank()] = as_doubles(exchange.codec().levels());
+    updates[comm.rank()] = exchange.ledger().level_updates;
+    EXPECT_TRUE(std::isfinite(exchange.predicted_variance()));
+  });
+  for (int r = 0; r < ranks; ++r) {
+    EXPECT_EQ(updates[r], 5) << "refits at 0, 3, 7, 10, 20";
+    EXPECT_EQ(levels[r], levels[0]) << "rank " << r << " holds other levels";
+  }
+  std::rewind(log);
+  std::string text;
+  char buffer[4096];
+  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, log)) > 0;) text.append(buffer, n);
+  std::fclose(log);
+  for (int t : {0, 3, 7, 10, 20}) {
+    EXPECT_NE(text.find("[rank 0/3] info: levels refit at iteration " + std::to_string(t) + ":"),
+              std::string::npos)
+        << text;
+  }
+  EXPECT_NE(text.find("predicted variance"), std::string::npos);
+  EXPECT_EQ(text.find("iteration 5:"), std::string::npos);
+}
+
+// Delivers rank `victim`'s message damaged by `damage` to the wrapped rank.
+class CorruptingCommunicator final : public Communicator {
+ public:
+  CorruptingCommunicator(Communicator& inner, int victim,
+                         std::function<torch::Tensor(torch::Tensor)> damage)
+      : inner_(inner), victim_(victim), damage_(std::move(damage)) {}
+  int rank() const override { return inner_.rank(); }
+  int size() const override { return inner_.size(); }
+  std::string backend() const override { return "corrupting"; }
+  std::vector<torch::Tensor> allgather_bytes(const torch::Tensor& message) override {
+    auto messages = inner_.allgather_bytes(message);
+    messages[victim_] = damage_(messages[victim_]);
+    return messages;
+  }
+  void allreduce_sum(torch::Tensor& tensor) override { inner_.allreduce_sum(tensor); }
+  void broadcast_bytes(torch::Tensor& bytes, int root) override { inner_.broadcast_bytes(bytes, root); }
+  void barrier() override { inner_.barrier(); }
+  [[noreturn]] void abort(int code) override {
+    inner_.abort(code);
+    std::terminate();  // not reached: a virtual call does not carry [[noreturn]]
+  }
+
+ private:
+  Communicator& inner_;
+  int victim_;
+  std::function<torch::Tensor(torch::Tensor)> damage_;
+};
+
+TEST(Exchange, MalformedMessageNamesTheSendingRank) {
+  const std::vector<std::function<torch::Tensor(torch::Tensor)>> damages = {
+      [](torch::Tensor m) { return m.narrow(0, 0, m.numel() / 2).clone(); },
+      [](torch::Tensor) { return torch::empty({0}, torch::kUInt8); },
+      [](torch::Tensor m) { return torch::full_like(m, 0xFF); },
+  };
+  for (const std::string quantizer : {"none", "qsgd"}) {
+    for (size_t d = 0; d < damages.size(); ++d) {
+      if (quantizer == "none" && d == 2) continue;  // raw floats: any bit pattern is a float
+      InProcessGroup group(3);
+      Logger quiet(LogLevel::kError);
+      std::mutex mutex;
+      std::vector<std::string> errors;
+      group.run([&](Communicator& comm) {
+        CorruptingCommunicator corrupting(comm, 1, damages[d]);
+        // Ranks 0 and 2 receive a damaged copy of rank 1's message; rank 1 sees the real one.
+        Communicator& used = comm.rank() == 1 ? comm : static_cast<Communicator&>(corrupting);
+        Exchange exchange(used, ExchangeOptions().codec(codec(quantizer)), quiet);
+        try {
+          exchange.average(local_operator(comm.rank(), 64));
+        } catch (const Error& e) {
+          std::lock_guard<std::mutex> lock(mutex);
+          errors.push_back(e.what());
+        }
+      });
+      ASSERT_EQ(errors.size(), 2u) << quantizer << " damage " << d;
+      for (const auto& error : errors) {
+        EXPECT_EQ(error.rfind("malformed message from rank 1: ", 0), 0u) << error;
+      }
+    }
+  }
+}
+
+TEST(Exchange, MismatchedLengthsAreReportedAsMalformed) {
+  InProcessGroup group(2);
+  Logger quiet(LogLevel::kError);
+  std::mutex mutex;
+  std::vector<std::string> errors;
+  group.run([&](Communicator& comm) {
+    Exchange exchange(comm, ExchangeOptions().codec(codec("qsgd")), quiet);
+    try {
+      exchange.average(local_operator(comm.rank(), comm.rank() == 0 ? 40 : 41));
+    } catch (const Error& e) {
+      std::lock_guard<std::mutex> lock(mutex);
+      errors.push_back(e.what());
+    }
+  });
+  ASSERT_EQ(errors.size(), 2u);
+  for (const auto& error : errors) EXPECT_NE(error.find("malformed message from rank"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace saddle
