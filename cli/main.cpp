@@ -1,1 +1,80 @@
-int main() { return 0; }
+// saddle: solve min-max games and monotone VIs, on one process or many (mpirun).
+// main() only picks the communicator, parses the command line and turns every error into one
+// line on stderr and a non-zero exit; under mpirun an error on one rank ends every rank.
+#include <c10/util/Exception.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "commands.h"
+#include "saddle/comm/communicator.h"
+#include "saddle/error.h"
+
+namespace {
+
+// mpirun and srun export these; the library itself never reads the environment.
+bool launched_by_mpi_launcher() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"}) {
+    if (std::getenv(name) != nullptr) return true;
+  }
+  return false;
+}
+
+std::string one_line(std::string message) {
+  for (char& c : message) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  while (!message.empty() && message.back() == ' ') message.pop_back();
+  return message;
+}
+
+void report(const std::string& message, const saddle::Communicator* comm) {
+  std::string line = "saddle: error: " + one_line(message);
+  if (comm != nullptr && comm->size() > 1) {
+    line = "saddle: error on rank " + std::to_string(comm->rank()) + ": " + one_line(message);
+  }
+  line += "\n";
+  std::fwrite(line.data(), 1, line.size(), stderr);
+  std::fflush(stderr);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::unique_ptr<saddle::Communicator> comm;
+  // Ends the job: a lone process returns the code; under mpirun every rank is aborted so that
+  // none is left waiting in a collective.
+  auto fail = [&](const std::string& message, int code) {
+    report(message, comm.get());
+    if (comm && comm->size() > 1) comm->abort(code);
+    return code;
+  };
+
+  CLI::App app{"saddle: solve min-max games and monotone variational inequalities with "
+               "(distributed, quantized) extra-gradient methods"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Show the help of every subcommand");
+  saddle::cli::SolveCommand solve(app);
+  saddle::cli::DemoCommand demo(app);
+  try {
+    comm = saddle::cli::make_communicator(launched_by_mpi_launcher(), &argc, &argv);
+    if (argc > 1 && std::string(argv[1]) == "solve") solve.binder().apply_config_from_argv(argc, argv);
+    app.parse(argc, argv);
+    if (solve.app()->parsed()) return solve.run(*comm);
+    if (demo.app()->parsed()) return demo.run(*comm);
+    return 0;
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    return fail(std::string(e.what()) + " (see saddle --help)", 2);
+  } catch (const c10::Error& e) {
+    return fail(e.what_without_backtrace(), 1);
+  } catch (const std::exception& e) {
+    return fail(e.what(), 1);
+  }
+}

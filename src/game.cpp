@@ -57,6 +57,13 @@ void Game::bind_parameters(const std::vector<PlayerTensors>& groups) {
   params_ = flat;
 }
 
+torch::Tensor Game::negate_max_players(torch::Tensor grad) const {
+  for (const auto& player : players_) {
+    if (player.role == Role::kMax) grad.narrow(0, player.offset, player.numel).neg_();
+  }
+  return grad;
+}
+
 torch::Tensor Game::flat_operator_from_grads() const {
   torch::Tensor out = torch::zeros_like(params_);
   int64_t offset = 0;

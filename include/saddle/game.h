@@ -77,6 +77,10 @@ class Game {
   // (missing gradients count as zero).
   torch::Tensor flat_operator_from_grads() const;
 
+  // Turns the gradient of a zero-sum loss f with respect to z into F: negates, in place, the
+  // slices of maximizing players (they ascend f). Returns `grad`.
+  torch::Tensor negate_max_players(torch::Tensor grad) const;
+
   std::vector<Player> players_;
   torch::Tensor params_;
 

@@ -1,0 +1,80 @@
+// The subcommands of `saddle`. Each one registers its options on the CLI11 app, and run() builds
+// the pieces (game, exchange, solver, runner) and runs the loop. Nothing here is library logic.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config_binder.h"
+#include "games/registry.h"
+#include "saddle/comm/communicator.h"
+
+namespace saddle::cli {
+
+// Options shared by `solve` and `demo`: the exchange over ranks.
+struct ExchangeFlags {
+  std::string quantizer = "none";
+  int bits = 4;
+  int64_t bucket_size = 1024;
+  std::string norm = "l2";
+  std::string coder = "fixed";
+  std::vector<std::string> level_schedule = {"0", "100", "2000"};
+  int64_t level_every = 10000;
+  void add_to(ConfigBinder& binder);
+};
+
+// The world communicator: MPI when launched by mpirun/srun, a single process otherwise. The MPI
+// runtime lives until the program exits.
+std::unique_ptr<Communicator> make_communicator(bool under_mpi_launcher, int* argc, char*** argv);
+
+// Builds the exchange options from the flags; throws saddle::Error on invalid values.
+class SolveCommand {
+ public:
+  explicit SolveCommand(CLI::App& app);
+  CLI::App* app() { return app_; }
+  ConfigBinder& binder() { return binder_; }
+  int run(Communicator& comm);
+
+ private:
+  CLI::App* app_;
+  ConfigBinder binder_;
+  std::string config_;
+  std::string game_ = "bilinear";
+  std::string solver_ = "eg";
+  int64_t iters_ = 1000;
+  uint64_t seed_ = 0;
+  std::string out_;
+  std::string step_size_;  // empty: adaptive for qgenx, constant otherwise
+  double lr_ = 0.1;
+  std::vector<std::string> player_lr_;
+  std::string variant_ = "eg";
+  double beta1_ = 0.5, beta2_ = 0.9, eps_ = 1e-8;
+  std::string averaging_ = "none";
+  double ema_decay_ = 0.999;
+  GameOptions game_options_;
+  ExchangeFlags exchange_;
+  int64_t log_every_ = 0;
+  int64_t simulate_ranks_ = 1;
+  std::string log_level_ = "info";
+  bool no_progress_ = false;
+};
+
+class DemoCommand {
+ public:
+  explicit DemoCommand(CLI::App& app);
+  CLI::App* app() { return app_; }
+  int run(Communicator& comm);
+
+ private:
+  CLI::App* app_;
+  int64_t iters_ = 2000;
+  uint64_t seed_ = 0;
+  int64_t dim_ = 10;
+  std::string out_;
+  std::string log_level_ = "warn";
+};
+
+}  // namespace saddle::cli

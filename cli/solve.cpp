@@ -1,0 +1,181 @@
+// `saddle solve`: one game, one solver, optionally many ranks and a quantized exchange.
+#include <fmt/format.h>
+
+#include <cstdio>
+
+#include "commands.h"
+#include "saddle/comm/exchange.h"
+#include "saddle/error.h"
+#include "saddle/run/files.h"
+#include "saddle/run/runner.h"
+
+namespace saddle::cli {
+
+namespace {
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;
+  return out;
+}
+
+PlayerRates parse_player_rates(const std::vector<std::string>& items) {
+  PlayerRates rates;
+  for (const auto& item : items) {
+    const auto eq = item.find('=');
+    SADDLE_CHECK(eq != std::string::npos && eq > 0, "invalid --player-lr '", item,
+                 "' (expected NAME=LR, e.g. critic=5e-4)");
+    const std::string value = item.substr(eq + 1);
+    size_t used = 0;
+    double lr = 0.0;
+    try {
+      lr = std::stod(value, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    SADDLE_CHECK(used == value.size() && !value.empty(), "invalid --player-lr '", item,
+                 "': '", value, "' is not a number");
+    rates[item.substr(0, eq)] = lr;
+  }
+  return rates;
+}
+
+std::vector<int64_t> parse_schedule(const std::vector<std::string>& items) {
+  std::vector<int64_t> out;
+  for (const auto& item : items) {
+    size_t used = 0;
+    int64_t value = -1;
+    try {
+      value = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    SADDLE_CHECK(used == item.size() && value >= 0, "invalid --level-schedule entry '", item,
+                 "' (expected iterations >= 0)");
+    out.push_back(value);
+  }
+  return out;
+}
+
+}  // namespace
+
+void ExchangeFlags::add_to(ConfigBinder& binder) {
+  binder.add("quantizer", quantizer,
+             "Operator compression: " + join(quantizer_names()) + " (none sends fp32)");
+  binder.add("bits", bits, "Bits per coordinate of level-set quantizers, sign included (2..8)");
+  binder.add("bucket-size", bucket_size, "Coordinates per bucket; each bucket sends its own norm");
+  binder.add("norm", norm, "Bucket normalization: l2 | linf");
+  binder.add("coder", coder, "Wire coding of level indices: fixed (bit-packing) | entropy");
+  binder.add("level-schedule", level_schedule,
+             "Iterations at which adaptive levels (alq, amq) are refit");
+  binder.add("level-every", level_every, "After the schedule, refit adaptive levels every N iterations");
+}
+
+ExchangeOptions exchange_options(const ExchangeFlags& flags, uint64_t seed) {
+  SADDLE_CHECK(flags.level_every > 0, "invalid --level-every ", flags.level_every, " (must be > 0)");
+  CodecOptions codec;
+  codec.quantizer(flags.quantizer)
+      .bits(flags.bits)
+      .bucket_size(flags.bucket_size)
+      .norm(parse_norm(flags.norm))
+      .coder(parse_coder(flags.coder));
+  ExchangeOptions options;
+  options.codec(codec).level_schedule(parse_schedule(flags.level_schedule))
+      .level_every(flags.level_every).seed(seed);
+  return options;
+}
+
+SolveCommand::SolveCommand(CLI::App& app)
+    : app_(app.add_subcommand("solve", "Solve one game with one solver")), binder_(*app_) {
+  app_->add_option("--config", config_,
+                   "JSON file of options keyed by long flag name (flags given here override it)");
+  binder_.add("game", game_, "Game: " + join(game_names()));
+  binder_.add("solver", solver_, "Solver: " + join(solver_names()));
+  binder_.add("iters", iters_, "Iterations (> 0)");
+  binder_.add("seed", seed_, "Seed of the game instance, the samples and the quantizers");
+  binder_.add("out", out_, "Directory for metrics.jsonl and summary.json (none: no files)");
+  binder_.add("step-size", step_size_,
+              "Step size rule: constant | adaptive (default: adaptive for qgenx, constant otherwise)");
+  binder_.add("lr", lr_, "Base learning rate gamma_0 of every player");
+  binder_.add("player-lr", player_lr_, "Per-player learning rate NAME=LR (repeatable)");
+  binder_.add("variant", variant_, "qgenx extrapolation: eg | optimistic | dual-averaging");
+  binder_.add("beta1", beta1_, "Adam-family first-moment decay");
+  binder_.add("beta2", beta2_, "Adam-family second-moment decay");
+  binder_.add("eps", eps_, "Adam-family epsilon");
+  binder_.add("averaging", averaging_, "Iterate averaging reported beside the last iterate: none | uniform | ema");
+  binder_.add("ema-decay", ema_decay_, "Decay of the exponential moving average");
+  binder_.add("dim", game_options_.dim, "Analytic games: dimension of each player");
+  binder_.add("condition", game_options_.condition, "Analytic games: condition number (>= 1)");
+  binder_.add("noise", game_options_.noise, "Stochastic oracle: none | absolute | relative | finite-sum");
+  binder_.add("noise-scale", game_options_.noise_scale, "Scale of the oracle noise");
+  binder_.add("samples", game_options_.samples, "Finite-sum size (noise finite-sum)");
+  binder_.add("batch", game_options_.batch, "Samples per operator evaluation on each rank");
+  exchange_.add_to(binder_);
+  binder_.add("log-every", log_every_, "Iterations between metric records (0: about 100 records)");
+  binder_.add("simulate-ranks", simulate_ranks_,
+              "One process averaging the samples of K ranks (a reference for mpirun -np K)");
+  binder_.add("log-level", log_level_, "error | warn | info | debug");
+  binder_.add_flag("no-progress", no_progress_, "Do not show progress");
+}
+
+int SolveCommand::run(Communicator& comm) {
+  Logger logger(parse_log_level(log_level_), comm.rank(), comm.size());
+  SADDLE_CHECK(iters_ > 0, "invalid --iters ", iters_, " (must be > 0)");
+  if (!out_.empty() && comm.rank() == 0) prepare_output_dir(out_);
+  SADDLE_CHECK(!binder_.given("variant") || solver_ == "qgenx",
+               "--variant applies to --solver qgenx only (got --solver ", solver_, ")");
+
+  GameOptions game_options = game_options_;
+  game_options.seed = seed_;
+  auto game = make_game(game_, game_options);
+
+  const std::string step = !step_size_.empty() ? step_size_ : solver_ == "qgenx" ? "adaptive" : "constant";
+  SolverOptions solver_options;
+  solver_options.lr(lr_)
+      .player_lr(parse_player_rates(player_lr_))
+      .step_size(parse_step_size(step))
+      .variant(parse_variant(variant_))
+      .beta1(beta1_)
+      .beta2(beta2_)
+      .eps(eps_);
+  auto solver = make_solver(solver_, game->params(), game->players(), solver_options);
+
+  Exchange exchange(comm, exchange_options(exchange_, seed_), logger);
+
+  RunOptions run_options;
+  run_options.iterations(iters_)
+      .seed(seed_)
+      .log_every(log_every_)
+      .out_dir(out_)
+      .averaging(parse_averaging(averaging_))
+      .ema_decay(ema_decay_)
+      .simulate_ranks(simulate_ranks_)
+      .progress(!no_progress_ && logger.enabled(LogLevel::kInfo));
+  nlohmann::ordered_json config = binder_.resolved();
+  config["step-size"] = step;
+  config["ranks"] = comm.size();
+
+  logger.info("{} on {} (dim {}), {} iterations, {} rank(s), exchange {}", solver_, game_,
+              game->dim(), iters_, comm.size(), exchange_.quantizer);
+  RunResult result = saddle::run(*game, *solver, exchange, run_options, logger, config);
+
+  if (comm.rank() == 0) {
+    std::string table = fmt::format("{} / {}: {} iterations in {:.2f} s on {} rank(s)\n", game_,
+                                    solver_, result.iterations, result.wall_seconds, result.ranks);
+    for (const auto& [name, value] : result.final_metrics) {
+      table += fmt::format("  {:<24} {:.6e}\n", name, value);
+    }
+    if (result.bytes_sent_all > 0) {
+      table += fmt::format("  {:<24} {} ({:.1f}% of the {} fp32 would send, {:.2f} bits/coordinate)\n",
+                           "bytes_sent", result.bytes_sent_all,
+                           100.0 * result.bytes_sent_all / std::max<int64_t>(1, result.fp32_bytes_all),
+                           result.fp32_bytes_all, result.summary["bits_per_coordinate"].get<double>());
+    }
+    table += fmt::format("  {:<24} {}\n", "ranks_agree", result.ranks_agree ? "true" : "false");
+    if (!out_.empty()) table += fmt::format("  {:<24} {}/summary.json\n", "written", out_);
+    std::fwrite(table.data(), 1, table.size(), stdout);
+  }
+  return 0;
+}
+
+}  // namespace saddle::cli

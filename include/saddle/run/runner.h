@@ -1,0 +1,64 @@
+// The run loop: stage 4 of game -> exchange -> solver -> metrics, and the place they meet.
+// Each iteration the solver calls the oracle; the oracle evaluates the game's operator on this
+// rank's samples and hands it to the exchange, which returns the average over ranks. The runner
+// logs the game's metrics (for the last and the averaged iterate), writes metrics.jsonl and
+// summary.json on rank 0, shows progress, and stops with a saddle::Error naming the iteration if
+// the run diverges (NaN/Inf is never written as a number).
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <torch/arg.h>
+
+#include <cstdint>
+#include <string>
+
+#include "saddle/averaging.h"
+#include "saddle/comm/exchange.h"
+#include "saddle/game.h"
+#include "saddle/log.h"
+#include "saddle/solver.h"
+
+namespace saddle {
+
+struct RunOptions {
+  TORCH_ARG(int64_t, iterations) = 1000;
+  // Seeds every rank's sample stream (rank r draws from stream (seed, r)).
+  TORCH_ARG(uint64_t, seed) = 0;
+  // Iterations between metric records; 0 picks about 100 records per run. The first and the
+  // last iteration are always recorded.
+  TORCH_ARG(int64_t, log_every) = 0;
+  // Directory for metrics.jsonl and summary.json (rank 0 writes); empty writes nothing.
+  TORCH_ARG(std::string, out_dir) = "";
+  TORCH_ARG(AveragingKind, averaging) = AveragingKind::kNone;
+  TORCH_ARG(double, ema_decay) = 0.999;
+  // One process standing in for K ranks: the operator is the mean of K evaluations drawn from
+  // the streams (seed, 0..K-1), exactly the samples a K-rank run draws. For reference runs.
+  TORCH_ARG(int64_t, simulate_ranks) = 1;
+  // Progress on stderr (rank 0): a bar on a terminal, a line every 10% otherwise.
+  TORCH_ARG(bool, progress) = true;
+};
+
+struct RunResult {
+  int64_t iterations = 0;
+  double wall_seconds = 0.0;
+  Metrics final_metrics;        // the game's metrics, then "<name>_avg" for the averaged iterate
+  Ledger ledger;                // this rank's traffic and time
+  int64_t bytes_sent_all = 0;   // over all ranks
+  int64_t fp32_bytes_all = 0;   // what sending raw float32 would have cost, over all ranks
+  int ranks = 1;
+  bool ranks_agree = true;      // identical parameter hash on every rank at the end
+  nlohmann::ordered_json summary;  // what summary.json holds
+};
+
+// Runs `options.iterations` iterations of `solver` on `game`, exchanging operators through
+// `exchange`. `config` is the resolved configuration recorded in summary.json.
+RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& options,
+              const Logger& logger, const nlohmann::ordered_json& config = {});
+
+// The seed of sample stream `stream` of a run seeded with `seed` (a splitmix64 mix).
+uint64_t stream_seed(uint64_t seed, uint64_t stream);
+
+// A 64-bit FNV-1a hash of a tensor's bytes (contiguous copy), for checking ranks agree.
+uint64_t tensor_hash(const torch::Tensor& tensor);
+
+}  // namespace saddle

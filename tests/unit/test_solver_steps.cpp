@@ -1,0 +1,151 @@
+// One step of every solver checked against a hand computation on f(x, y) = x y from (1, 1).
+// F(x, y) = (y, -x). lr = 0.1 throughout.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "saddle/error.h"
+#include "test_support.h"
+
+namespace saddle {
+namespace {
+
+using testing::ScalarBilinear;
+constexpr double kLr = 0.1;
+constexpr double kTol = 1e-6;
+
+struct Stepped {
+  double x, y;
+  int calls;
+};
+
+Stepped one_step(const std::string& name, SolverOptions options = SolverOptions().lr(kLr),
+                 int steps = 1) {
+  ScalarBilinear game;
+  auto solver = make_solver(name, game.params(), game.players(), options);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(0);
+  Oracle oracle = [&]() { return game.operator_at(gen); };
+  for (int i = 0; i < steps; ++i) solver->step(oracle);
+  return {game.x(), game.y(), game.calls};
+}
+
+TEST(SolverStep, SimultaneousGda) {
+  // z1 = z0 - lr F(z0) = (1 - 0.1, 1 + 0.1)
+  auto s = one_step("gda");
+  EXPECT_NEAR(s.x, 0.9, kTol);
+  EXPECT_NEAR(s.y, 1.1, kTol);
+  EXPECT_EQ(s.calls, 1);
+}
+
+TEST(SolverStep, AlternatingGda) {
+  // x moves first: x1 = 0.9; then F(0.9, 1) has y-part -0.9, so y1 = 1 + 0.1 * 0.9.
+  auto s = one_step("alt-gda");
+  EXPECT_NEAR(s.x, 0.9, kTol);
+  EXPECT_NEAR(s.y, 1.09, kTol);
+  EXPECT_EQ(s.calls, 2);
+}
+
+TEST(SolverStep, ExtraGradient) {
+  // half = (0.9, 1.1); F(half) = (1.1, -0.9); z1 = (1 - 0.11, 1 + 0.09).
+  auto s = one_step("eg");
+  EXPECT_NEAR(s.x, 0.89, kTol);
+  EXPECT_NEAR(s.y, 1.09, kTol);
+  EXPECT_EQ(s.calls, 2);
+}
+
+TEST(SolverStep, OptimisticTwoSteps) {
+  // Step 1 (no past operator): z1 = (0.9, 1.1), remembers V = F(z0) = (1, -1).
+  // Step 2: half = z1 - 0.1 (1, -1) = (0.8, 1.2); F(half) = (1.2, -0.8);
+  //         z2 = z1 - 0.1 (1.2, -0.8) = (0.78, 1.18).
+  auto s1 = one_step("ogda");
+  EXPECT_NEAR(s1.x, 0.9, kTol);
+  EXPECT_NEAR(s1.y, 1.1, kTol);
+  auto s2 = one_step("ogda", SolverOptions().lr(kLr), 2);
+  EXPECT_NEAR(s2.x, 0.78, kTol);
+  EXPECT_NEAR(s2.y, 1.18, kTol);
+  EXPECT_EQ(s2.calls, 2);  // one call per step
+}
+
+TEST(SolverStep, QgenxAdaptiveExtraGradient) {
+  // Step 1 uses gamma_0: same as EG. It observes ||V_half - Vhat||^2 = 0.1^2 + 0.1^2 = 0.02,
+  // so step 2 uses gamma_0 / sqrt(1.02): from (0.89, 1.09), F = (1.09, -0.89),
+  // half = z1 - g (1.09, -0.89); F(half) = (1.09 + 0.89 g, -(0.89 - 1.09 g)); z2 = z1 - g F(half).
+  SolverOptions options = SolverOptions().lr(kLr).step_size(StepSizeKind::kAdaptive);
+  auto s1 = one_step("qgenx", options);
+  EXPECT_NEAR(s1.x, 0.89, kTol);
+  EXPECT_NEAR(s1.y, 1.09, kTol);
+  const double g = kLr / std::sqrt(1.02);
+  const double hx = 0.89 - g * 1.09, hy = 1.09 + g * 0.89;
+  auto s2 = one_step("qgenx", options, 2);
+  EXPECT_NEAR(s2.x, 0.89 - g * hy, kTol);
+  EXPECT_NEAR(s2.y, 1.09 + g * hx, kTol);
+}
+
+TEST(SolverStep, QgenxDualAveraging) {
+  // Vhat = 0: z1 = z0 - gamma_0 F(z0); observes ||F(z0)||^2 = 2, so gamma_1 = gamma_0 / sqrt(3).
+  SolverOptions options =
+      SolverOptions().lr(kLr).step_size(StepSizeKind::kAdaptive).variant(Variant::kDualAveraging);
+  auto s1 = one_step("qgenx", options);
+  EXPECT_NEAR(s1.x, 0.9, kTol);
+  EXPECT_NEAR(s1.y, 1.1, kTol);
+  EXPECT_EQ(s1.calls, 1);
+  const double g = kLr / std::sqrt(3.0);
+  auto s2 = one_step("qgenx", options, 2);
+  EXPECT_NEAR(s2.x, 0.9 - g * 1.1, kTol);
+  EXPECT_NEAR(s2.y, 1.1 + g * 0.9, kTol);
+}
+
+TEST(SolverStep, QgenxOptimisticMatchesOgda) {
+  SolverOptions options = SolverOptions().lr(kLr).variant(Variant::kOptimistic);
+  auto a = one_step("qgenx", options, 3);
+  auto b = one_step("ogda", SolverOptions().lr(kLr), 3);
+  EXPECT_DOUBLE_EQ(a.x, b.x);
+  EXPECT_DOUBLE_EQ(a.y, b.y);
+}
+
+TEST(SolverStep, ExtraAdam) {
+  // beta1 = 0.5, beta2 = 0.9. Extrapolation on g1 = (1, -1): m = 0.5 g1, v = 0.1 g1^2, bias
+  // corrected m/0.5 = g1, v/0.1 = g1^2, so d1 = g1 / (1 + eps) and half = (0.9, 1.1).
+  // Update on g2 = F(half) = (1.1, -0.9): m = 0.25 g1 + 0.5 g2, v = 0.09 g1^2 + 0.1 g2^2,
+  // corrections 1 - 0.5^2 and 1 - 0.9^2; z1 = z0 - lr * mhat / (sqrt(vhat) + eps).
+  auto s = one_step("extra-adam");
+  const double eps = 1e-8;
+  auto expected = [&](double g1, double g2) {
+    const double m = 0.25 * g1 + 0.5 * g2, v = 0.09 * g1 * g1 + 0.1 * g2 * g2;
+    return (m / 0.75) / (std::sqrt(v / 0.19) + eps);
+  };
+  EXPECT_NEAR(s.x, 1.0 - kLr * expected(1.0, 1.1), kTol);
+  EXPECT_NEAR(s.y, 1.0 - kLr * expected(-1.0, -0.9), kTol);
+  EXPECT_EQ(s.calls, 2);
+}
+
+TEST(SolverStep, OptimisticAdam) {
+  // First step: d1 = g1 / (1 + eps) = (1, -1); z1 = z0 - lr (2 d1 - 0) = (0.8, 1.2).
+  auto s = one_step("optimistic-adam");
+  EXPECT_NEAR(s.x, 0.8, kTol);
+  EXPECT_NEAR(s.y, 1.2, kTol);
+  EXPECT_EQ(s.calls, 1);
+}
+
+TEST(SolverStep, PerPlayerLearningRates) {
+  // gda with lr_x = 0.1, lr_y = 0.5: z1 = (1 - 0.1, 1 + 0.5).
+  auto s = one_step("gda", SolverOptions().lr(kLr).player_lr({{"y", 0.5}}));
+  EXPECT_NEAR(s.x, 0.9, kTol);
+  EXPECT_NEAR(s.y, 1.5, kTol);
+}
+
+TEST(SolverStep, RejectsBadOptions) {
+  ScalarBilinear game;
+  EXPECT_THROW(make_solver("sgd", game.params(), game.players(), SolverOptions()), Error);
+  EXPECT_THROW(make_solver("eg", game.params(), game.players(), SolverOptions().lr(-1)), Error);
+  EXPECT_THROW(make_solver("eg", game.params(), game.players(), SolverOptions().player_lr({{"z", 1.0}})),
+               Error);
+  try {
+    make_solver("sgd", game.params(), game.players(), SolverOptions());
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown solver 'sgd'"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace saddle
