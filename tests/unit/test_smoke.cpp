@@ -1,3 +1,0 @@
-#include <gtest/gtest.h>
-#include "games/registry.h"
-TEST(Smoke, Builds) { auto g = saddle::make_game("bilinear", {}); EXPECT_EQ(g->dim(), 20); }
