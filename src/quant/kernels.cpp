@@ -70,8 +70,9 @@ float bucket_norm(const float* __restrict v, int64_t m, NormKind norm, int64_t f
   }
   double total = 0;
   for (int k = 0; k < 8; ++k) total = norm == NormKind::kL2 ? total + acc[k] : std::max<double>(total, acc[k]);
-  if (!std::isfinite(total) && norm == NormKind::kL2) {
-    // Squares of large finite values overflow float; redo the sum in double.
+  if (norm == NormKind::kL2 && !(total >= 1e-30 && total <= 1e37)) {
+    // Squares of large finite values overflow float and those of tiny ones underflow to zero;
+    // redo such sums in double (this also lets NaN reach the check below).
     total = 0;
     for (int64_t j = 0; j < m; ++j) total += static_cast<double>(v[j]) * v[j];
   }
