@@ -19,7 +19,8 @@
 
 namespace saddle {
 
-// F at the current parameters, averaged over ranks. Must not modify z. Each call returns a tensor
+// F at the current parameters, averaged over ranks. Must not modify z. Solvers call it with
+// autograd enabled, so games may differentiate their losses inside it. Each call returns a tensor
 // the solver owns: a later call never overwrites it (extra-gradient keeps both).
 using Oracle = std::function<torch::Tensor()>;
 

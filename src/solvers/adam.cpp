@@ -27,7 +27,6 @@ torch::Tensor AdamSolver::direction(const torch::Tensor& g) {
 }
 
 void AdamSolver::step(const Oracle& oracle) {
-  torch::NoGradGuard no_grad;
   const double scale = step_size_->scale();
   if (optimistic_) {
     torch::Tensor g = oracle();

@@ -11,7 +11,6 @@ ExtraGradientSolver::ExtraGradientSolver(torch::Tensor params, const std::vector
 }
 
 void ExtraGradientSolver::step(const Oracle& oracle) {
-  torch::NoGradGuard no_grad;
   const double scale = step_size_->scale();
   anchor_.copy_(z_);
   torch::Tensor v_hat;

@@ -11,7 +11,6 @@ int GdaSolver::oracle_calls_per_step() const {
 }
 
 void GdaSolver::step(const Oracle& oracle) {
-  torch::NoGradGuard no_grad;
   const double scale = step_size_->scale();
   if (!alternating_) {
     torch::Tensor v = oracle();
