@@ -1,0 +1,213 @@
+// The `saddle` command as a user runs it: outputs, determinism, and one-line errors with a
+// non-zero exit for every kind of bad input (never a crash or a half-written output).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CliResult {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+std::string slurp(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = fs::temp_directory_path() / (std::string("saddle_cli_") + info->name() + "_" +
+                                        std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  CliResult run(const std::string& args, const std::string& program = SADDLE_CLI_PATH) {
+    const fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
+    const std::string command = std::string(program) + " " + args + " >" + out.string() + " 2>" +
+                                err.string() + " </dev/null";
+    const int status = std::system(command.c_str());
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), slurp(out), slurp(err)};
+  }
+
+  // A failed command: non-zero exit, and the error is one line (the last on stderr, after any
+  // progress lines) that contains `needle`.
+  void expect_one_line_error(const CliResult& r, const std::string& needle) {
+    EXPECT_NE(r.code, 0);
+    EXPECT_LT(r.code, 128) << "crashed: " << r.err;
+    ASSERT_FALSE(r.err.empty());
+    ASSERT_EQ(r.err.back(), '\n');
+    const size_t start = r.err.rfind('\n', r.err.size() - 2);
+    const std::string last = r.err.substr(start == std::string::npos ? 0 : start + 1);
+    EXPECT_EQ(last.rfind("saddle: error", 0), 0u) << "last line is not the error: " << r.err;
+    EXPECT_NE(last.find(needle), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find("saddle: error"), r.err.rfind("saddle: error")) << r.err;
+  }
+
+  std::string write(const std::string& name, const std::string& text) {
+    const fs::path path = dir_ / name;
+    std::ofstream(path) << text;
+    return path.string();
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(Cli, SolveWritesMetricsAndSummary) {
+  const std::string out = (dir_ / "run").string();
+  auto r = run("solve --game bilinear --solver eg --lr 0.5 --iters 300 --log-every 50 "
+               "--averaging uniform --seed 3 --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::ifstream metrics(out + "/metrics.jsonl");
+  std::string line;
+  std::vector<nlohmann::json> records;
+  while (std::getline(metrics, line)) records.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(records.size(), 7u);  // iterations 0, 50, ..., 300
+  EXPECT_EQ(records.front()["iter"], 0);
+  EXPECT_EQ(records.back()["iter"], 300);
+  for (const auto& rec : records) {
+    EXPECT_TRUE(rec.contains("operator_norm_sq"));
+    EXPECT_TRUE(rec.contains("distance_sq"));
+    EXPECT_TRUE(rec.contains("bytes_sent"));
+  }
+  EXPECT_TRUE(records.back().contains("distance_sq_avg"));
+  auto summary = nlohmann::json::parse(slurp(out + "/summary.json"));
+  EXPECT_EQ(summary["iterations"], 300);
+  EXPECT_TRUE(summary.contains("wall_seconds"));
+  EXPECT_EQ(summary["distance_sq"], records.back()["distance_sq"]);
+  EXPECT_EQ(summary["config"]["solver"], "eg");
+  EXPECT_EQ(summary["config"]["lr"], 0.5);
+  EXPECT_EQ(summary["config"]["step-size"], "constant");
+  EXPECT_LT(summary["distance_sq"].get<double>(), records.front()["distance_sq"].get<double>());
+  EXPECT_FALSE(fs::exists(out + "/metrics.jsonl.partial"));
+}
+
+TEST_F(Cli, SameSeedGivesByteIdenticalMetrics) {
+  const std::string args =
+      "solve --game bilinear --noise absolute --solver qgenx --iters 200 --log-every 10 "
+      "--quantizer qsgd --bits 4 --averaging ema --seed 11 --out ";
+  ASSERT_EQ(run(args + (dir_ / "a").string()).code, 0);
+  ASSERT_EQ(run(args + (dir_ / "b").string()).code, 0);
+  const std::string a = slurp(dir_ / "a" / "metrics.jsonl");
+  EXPECT_FALSE(a.empty());
+  EXPECT_EQ(a, slurp(dir_ / "b" / "metrics.jsonl"));
+  // A different seed gives different numbers.
+  const std::string other = "solve --game bilinear --noise absolute --solver qgenx --iters 200 "
+                            "--log-every 10 --quantizer qsgd --bits 4 --averaging ema --seed 12 --out ";
+  ASSERT_EQ(run(other + (dir_ / "c").string()).code, 0);
+  EXPECT_NE(a, slurp(dir_ / "c" / "metrics.jsonl"));
+}
+
+TEST_F(Cli, ConfigFileWithFlagsOverriding) {
+  const std::string config =
+      write("run.json", R"({"game": "quadratic", "solver": "ogda", "iters": 50, "lr": 0.3,
+                            "player-lr": {"y": 0.2}, "dim": 4})");
+  const std::string out = (dir_ / "run").string();
+  auto r = run("solve --config " + config + " --iters 80 --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto summary = nlohmann::json::parse(slurp(out + "/summary.json"));
+  EXPECT_EQ(summary["iterations"], 80);
+  EXPECT_EQ(summary["game"], "quadratic");
+  EXPECT_EQ(summary["solver"], "ogda");
+  EXPECT_EQ(summary["config"]["dim"], 4);
+}
+
+TEST_F(Cli, UnknownGameOrSolver) {
+  expect_one_line_error(run("solve --game chess --iters 10"), "unknown game 'chess'");
+  expect_one_line_error(run("solve --solver sgd --iters 10"), "unknown solver 'sgd'");
+  expect_one_line_error(run("solve --quantizer zip --iters 10"), "zip");
+  expect_one_line_error(run("solve --frobnicate 3"), "frobnicate");
+}
+
+TEST_F(Cli, NonPositiveIterations) {
+  expect_one_line_error(run("solve --iters 0"), "--iters 0");
+  expect_one_line_error(run("solve --iters -5"), "--iters -5");
+}
+
+TEST_F(Cli, MalformedOrMistypedConfig) {
+  expect_one_line_error(run("solve --config " + write("bad.json", "{\"iters\": 10,")),
+                        "invalid JSON");
+  expect_one_line_error(run("solve --config " + write("typed.json", R"({"iters": "100"})")),
+                        "key 'iters' must be an integer");
+  expect_one_line_error(run("solve --config " + write("lr.json", R"({"lr": "fast"})")),
+                        "key 'lr' must be a number");
+  expect_one_line_error(run("solve --config " + write("unknown.json", R"({"iterations": 10})")),
+                        "unknown key 'iterations'");
+  expect_one_line_error(run("solve --config " + write("list.json", R"([1, 2])")),
+                        "must be a JSON object");
+  expect_one_line_error(run("solve --config " + (dir_ / "missing.json").string()),
+                        "cannot open file");
+}
+
+TEST_F(Cli, UnwritableOut) {
+  const std::string file = write("plain-file", "x");
+  expect_one_line_error(run("solve --iters 10 --out " + file + "/run"), "cannot write to --out");
+}
+
+TEST_F(Cli, DivergingRunIsReportedWithItsIteration) {
+  const std::string out = (dir_ / "run").string();
+  auto r = run("solve --game bilinear --solver gda --lr 2 --iters 100000 --log-every 1 --out " + out);
+  expect_one_line_error(r, "diverged at iteration");
+  EXPECT_FALSE(fs::exists(out + "/metrics.jsonl"));
+  EXPECT_FALSE(fs::exists(out + "/summary.json"));
+  // The records up to the divergence stay, marked partial, and never hold nan or inf.
+  const std::string partial = slurp(out + "/metrics.jsonl.partial");
+  EXPECT_FALSE(partial.empty());
+  EXPECT_EQ(partial.find("nan"), std::string::npos);
+  EXPECT_EQ(partial.find("inf"), std::string::npos);
+  EXPECT_EQ(partial.find("null"), std::string::npos);
+}
+
+TEST_F(Cli, VariantOnlyWithQgenx) {
+  expect_one_line_error(run("solve --solver eg --variant optimistic --iters 10"),
+                        "--variant applies to --solver qgenx only");
+  expect_one_line_error(run("solve --solver qgenx --variant sideways --iters 10"),
+                        "unknown qgenx variant 'sideways'");
+}
+
+TEST_F(Cli, HelpListsEverything) {
+  auto top = run("--help");
+  EXPECT_EQ(top.code, 0);
+  EXPECT_NE(top.out.find("solve"), std::string::npos);
+  EXPECT_NE(top.out.find("demo"), std::string::npos);
+  auto solve = run("solve --help");
+  EXPECT_EQ(solve.code, 0);
+  for (const char* flag : {"--game", "--solver", "--iters", "--seed", "--out", "--step-size", "--lr",
+                           "--player-lr", "--variant", "--averaging", "--config", "--quantizer",
+                           "--bits", "--bucket-size", "--norm", "--coder", "--noise"}) {
+    EXPECT_NE(solve.out.find(flag), std::string::npos) << flag;
+  }
+}
+
+TEST_F(Cli, DemoComparesEverySolver) {
+  auto r = run("demo --iters 300");
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* solver : {"gda", "alt-gda", "eg", "ogda", "extra-adam", "optimistic-adam", "qgenx"}) {
+    EXPECT_NE(r.out.find(solver), std::string::npos) << solver;
+  }
+}
+
+TEST_F(Cli, CustomGameExampleConverges) {
+  auto r = run("", SADDLE_EXAMPLE_PATH);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const double distance = std::stod(r.out.substr(r.out.find("distance_sq") + 12));
+  EXPECT_LT(distance, 1e-6) << r.out;
+}
+
+}  // namespace
