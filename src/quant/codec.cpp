@@ -147,7 +147,8 @@ void Codec::rebuild_tables() {
     const float lo = static_cast<float>(c) / quant_detail::kLutCells;
     const float hi = static_cast<float>(c + 1) / quant_detail::kLutCells;
     while (j < count - 2 && levels_[j + 1] <= lo) ++j;
-    const bool scan = j < count - 2 && levels_[j + 1] <= hi;
+    // The kernel's one comparison covers a single level inside the cell; more need its scan.
+    const bool scan = j + 2 <= count - 2 && levels_[j + 2] <= hi;
     level_lut_[c] = static_cast<uint8_t>(j | (scan ? quant_detail::kLutScan : 0));
   }
 }

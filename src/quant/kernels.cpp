@@ -89,9 +89,18 @@ inline uint8_t make_symbol(int idx, uint32_t value_bits, int bits) {
   return static_cast<uint8_t>(static_cast<uint32_t>(idx) | (sign << (bits - 1)));
 }
 
+// The quantize loops get an AVX2 clone picked at load time (GCC function multiversioning): 8-wide
+// 32-bit multiplies for the generator and gathers for the level table, while the binary still runs
+// on any x86-64.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SADDLE_QUANT_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define SADDLE_QUANT_CLONES
+#endif
+
 // Uniform levels j/s: the index is floor(|v| * s / norm), rounded up with probability frac.
 template <typename Scale>
-void quantize_uniform(const float* __restrict v, int m, Scale mul, int s, int bits, uint32_t counter,
+SADDLE_QUANT_CLONES void quantize_uniform(const float* __restrict v, int m, Scale mul, int s, int bits, uint32_t counter,
                       uint32_t key, uint8_t* __restrict out) {
   for (int i = 0; i < m; ++i) {
     uint32_t value_bits;
@@ -105,31 +114,44 @@ void quantize_uniform(const float* __restrict v, int m, Scale mul, int s, int bi
   }
 }
 
-// Arbitrary levels: the grid cell of r gives the level just below, a short scan when the cell holds
-// more than one level, then the same stochastic rounding with the precomputed 1 / gap.
+// Arbitrary levels: the grid cell of r gives the level just below the cell, one comparison moves to
+// the next level when the cell holds one, then the same stochastic rounding with 1 / gap. Cells
+// holding two or more levels (tiny levels of long exponential sets) are redone by a short scan.
 template <typename Scale>
-void quantize_table(const float* __restrict v, int m, Scale inv_norm, const QuantParams& p,
-                    uint32_t counter, uint32_t key, uint8_t* __restrict out) {
+SADDLE_QUANT_CLONES void quantize_table(const float* __restrict v, int m, Scale inv_norm, const QuantParams& p,
+                                        uint32_t counter, uint32_t key, uint8_t* __restrict out) {
   const float* __restrict levels = p.levels;
   const float* __restrict inv_gap = p.inv_gap;
   const uint8_t* __restrict lut = p.lut;
-  const int top = p.count - 2;
+  const int bits = p.bits, top = p.count - 2;
+  int crowded = 0;
   for (int i = 0; i < m; ++i) {
     uint32_t value_bits;
     std::memcpy(&value_bits, v + i, sizeof value_bits);
     const float r = std::min(static_cast<float>(std::fabs(v[i]) * inv_norm), 1.0f);
     const int cell = std::min(static_cast<int>(r * static_cast<float>(kLutCells)), kLutCells - 1);
-    const uint8_t entry = lut[cell];
+    const int entry = lut[cell];
+    crowded |= entry;
     int j = entry & 0x7f;
-    if (entry & kLutScan) {
-      while (j < top && levels[j + 1] <= r) ++j;
-    }
+    j += (j < top) & (levels[j + 1] <= r);
     const float frac = (r - levels[j]) * inv_gap[j];
     const int idx = j + (uniform24(counter + static_cast<uint32_t>(i), key) < frac);
-    out[i] = make_symbol(idx, value_bits, p.bits);
+    out[i] = make_symbol(idx, value_bits, bits);
+  }
+  if (!(crowded & kLutScan)) return;
+  for (int i = 0; i < m; ++i) {
+    const float r = std::min(static_cast<float>(std::fabs(v[i]) * inv_norm), 1.0f);
+    const int cell = std::min(static_cast<int>(r * static_cast<float>(kLutCells)), kLutCells - 1);
+    if (!(lut[cell] & kLutScan)) continue;
+    uint32_t value_bits;
+    std::memcpy(&value_bits, v + i, sizeof value_bits);
+    int j = lut[cell] & 0x7f;
+    while (j < top && levels[j + 1] <= r) ++j;
+    const float frac = (r - levels[j]) * inv_gap[j];
+    const int idx = j + (uniform24(counter + static_cast<uint32_t>(i), key) < frac);
+    out[i] = make_symbol(idx, value_bits, bits);
   }
 }
-
 
 // The per-bucket multiplier: s / norm (uniform) or 1 / norm (table). A subnormal norm makes the
 // float multiplier overflow; such buckets take the double-precision path.
@@ -193,27 +215,47 @@ void quantize_stream(const float* v, int64_t n, const QuantParams& p, float* nor
   if (fill > 0) sink(buf, fill);
 }
 
-// kChunk symbols of B bits fill exactly B words; with the loop unrolled every shift is a constant.
+// kChunk symbols of B bits fill exactly B words. Widths that divide 8 pack whole bytes (a loop the
+// compiler vectorizes); the others unroll with every shift a constant.
 template <int B>
 inline void pack_chunk(const uint8_t* __restrict s, uint64_t* __restrict w) {
-  for (int k = 0; k < B; ++k) w[k] = 0;
+  if constexpr (8 % B == 0) {
+    constexpr int kPerByte = 8 / B;
+    uint8_t bytes[8 * B];
+    for (int k = 0; k < 8 * B; ++k) {
+      uint8_t x = 0;
+      for (int t = 0; t < kPerByte; ++t) x |= static_cast<uint8_t>(s[k * kPerByte + t] << (t * B));
+      bytes[k] = x;
+    }
+    std::memcpy(w, bytes, sizeof bytes);
+  } else {
+    for (int k = 0; k < B; ++k) w[k] = 0;
 #pragma GCC unroll 64
-  for (int i = 0; i < kChunk; ++i) {
-    const int bit = i * B, word = bit >> 6, shift = bit & 63;
-    w[word] |= static_cast<uint64_t>(s[i]) << shift;
-    if (shift + B > 64) w[word + 1] |= static_cast<uint64_t>(s[i]) >> (64 - shift);
+    for (int i = 0; i < kChunk; ++i) {
+      const int bit = i * B, word = bit >> 6, shift = bit & 63;
+      w[word] |= static_cast<uint64_t>(s[i]) << shift;
+      if (shift + B > 64) w[word + 1] |= static_cast<uint64_t>(s[i]) >> (64 - shift);
+    }
   }
 }
 
 template <int B>
 inline void unpack_chunk(const uint64_t* __restrict w, uint8_t* __restrict s) {
   constexpr uint64_t kMask = (uint64_t{1} << B) - 1;
+  if constexpr (8 % B == 0) {
+    constexpr int kPerByte = 8 / B;
+    uint8_t bytes[8 * B];
+    std::memcpy(bytes, w, sizeof bytes);
+    for (int k = 0; k < 8 * B; ++k)
+      for (int t = 0; t < kPerByte; ++t) s[k * kPerByte + t] = static_cast<uint8_t>((bytes[k] >> (t * B)) & kMask);
+  } else {
 #pragma GCC unroll 64
-  for (int i = 0; i < kChunk; ++i) {
-    const int bit = i * B, word = bit >> 6, shift = bit & 63;
-    uint64_t x = w[word] >> shift;
-    if (shift + B > 64) x |= w[word + 1] << (64 - shift);
-    s[i] = static_cast<uint8_t>(x & kMask);
+    for (int i = 0; i < kChunk; ++i) {
+      const int bit = i * B, word = bit >> 6, shift = bit & 63;
+      uint64_t x = w[word] >> shift;
+      if (shift + B > 64) x |= w[word + 1] << (64 - shift);
+      s[i] = static_cast<uint8_t>(x & kMask);
+    }
   }
 }
 

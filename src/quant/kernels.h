@@ -14,7 +14,7 @@ namespace quant_detail {
 // Non-uniform level search: a grid of kLutCells cells over r in [0, 1].
 constexpr int kLutBits = 12;
 constexpr int kLutCells = 1 << kLutBits;
-constexpr uint8_t kLutScan = 0x80;  // the cell holds another level above the one stored
+constexpr uint8_t kLutScan = 0x80;  // the cell holds two or more levels above the one stored
 
 struct QuantParams {
   int bits = 4;             // symbol width: sign in the top bit, level index below
