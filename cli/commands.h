@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,8 +12,14 @@
 #include "config_binder.h"
 #include "games/registry.h"
 #include "saddle/comm/communicator.h"
+#include "saddle/log.h"
 
 namespace saddle::cli {
+
+// Rank 0 logs at the chosen level; the other ranks only warn and fail, unless debugging.
+inline LogLevel rank_log_level(LogLevel level, int rank) {
+  return rank == 0 || level == LogLevel::kDebug ? level : std::min(level, LogLevel::kWarn);
+}
 
 // Options shared by `solve` and `demo`: the exchange over ranks.
 struct ExchangeFlags {
@@ -25,10 +32,6 @@ struct ExchangeFlags {
   int64_t level_every = 10000;
   void add_to(ConfigBinder& binder);
 };
-
-// The world communicator: MPI when launched by mpirun/srun, a single process otherwise. The MPI
-// runtime lives until the program exits.
-std::unique_ptr<Communicator> make_communicator(bool under_mpi_launcher, int* argc, char*** argv);
 
 // Builds the exchange options from the flags; throws saddle::Error on invalid values.
 class SolveCommand {

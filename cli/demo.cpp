@@ -40,7 +40,7 @@ DemoCommand::DemoCommand(CLI::App& app)
 }
 
 int DemoCommand::run(Communicator& comm) {
-  Logger logger(parse_log_level(log_level_), comm.rank(), comm.size());
+  Logger logger(rank_log_level(parse_log_level(log_level_), comm.rank()), comm.rank(), comm.size());
   SADDLE_CHECK(iters_ > 0, "invalid --iters ", iters_, " (must be > 0)");
   GameOptions game_options;
   game_options.dim = dim_;

@@ -11,6 +11,7 @@
 
 #include "commands.h"
 #include "saddle/comm/communicator.h"
+#include "saddle/comm/mpi.h"
 #include "saddle/error.h"
 
 namespace {
@@ -44,6 +45,8 @@ void report(const std::string& message, const saddle::Communicator* comm) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Declared before the communicator so that it outlives it (MPI_Finalize comes last).
+  std::unique_ptr<saddle::MpiRuntime> mpi;
   std::unique_ptr<saddle::Communicator> comm;
   // Ends the job: a lone process returns the code; under mpirun every rank is aborted so that
   // none is left waiting in a collective.
@@ -60,7 +63,12 @@ int main(int argc, char** argv) {
   saddle::cli::SolveCommand solve(app);
   saddle::cli::DemoCommand demo(app);
   try {
-    comm = saddle::cli::make_communicator(launched_by_mpi_launcher(), &argc, &argv);
+    if (launched_by_mpi_launcher()) {
+      mpi = std::make_unique<saddle::MpiRuntime>(argc, argv);
+      comm = mpi->world();
+    } else {
+      comm = saddle::make_single_process_communicator();
+    }
     if (argc > 1 && std::string(argv[1]) == "solve") solve.binder().apply_config_from_argv(argc, argv);
     app.parse(argc, argv);
     if (solve.app()->parsed()) return solve.run(*comm);

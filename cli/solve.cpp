@@ -119,7 +119,7 @@ SolveCommand::SolveCommand(CLI::App& app)
 }
 
 int SolveCommand::run(Communicator& comm) {
-  Logger logger(parse_log_level(log_level_), comm.rank(), comm.size());
+  Logger logger(rank_log_level(parse_log_level(log_level_), comm.rank()), comm.rank(), comm.size());
   SADDLE_CHECK(iters_ > 0, "invalid --iters ", iters_, " (must be > 0)");
   if (!out_.empty() && comm.rank() == 0) prepare_output_dir(out_);
   SADDLE_CHECK(!binder_.given("variant") || solver_ == "qgenx",
