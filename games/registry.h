@@ -22,8 +22,19 @@ struct GameOptions {
   double noise_scale = 0.1;
   int64_t samples = 64;  // finite-sum size
   int64_t batch = 1;     // samples per operator evaluation on each rank
-  // Seeds the game instance (its matrices and starting point) — identical on every rank.
+  // Seeds the game instance (its matrices, networks and starting point) — identical on every rank.
   uint64_t seed = 0;
+  // This process's rank and the number of ranks: data-backed games read a disjoint shard.
+  int rank = 0;
+  int ranks = 1;
+
+  // GAN games (wgan-gp, mog8, mog25).
+  std::string dataset = "fashion-mnist";  // wgan-gp: fashion-mnist | cifar10
+  std::string data_dir;                   // empty: the dataset's default location
+  int64_t filters = 64;                   // DCGAN-32 width
+  int64_t latent = 128;                   // generator input size
+  double gp_lambda = 10.0;                // gradient-penalty weight
+  std::string gan_loss = "wgan-gp";       // wgan-gp | nonsaturating
 };
 
 const std::vector<std::string>& game_names();
