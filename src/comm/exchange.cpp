@@ -109,7 +109,7 @@ torch::Tensor Exchange::average(const torch::Tensor& local) {
                messages.size(), " messages for ", ranks, " ranks");
 
   torch::Tensor average = torch::zeros({input.numel()}, torch::kFloat32);
-  const double weight = 1.0 / ranks;
+  const float weight = 1.0f / static_cast<float>(ranks);
   for (int r = 0; r < ranks; ++r) {
     try {
       codec_.decode_accumulate(messages[r], average, weight);

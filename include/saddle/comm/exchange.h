@@ -40,6 +40,8 @@ struct ExchangeOptions {
 
 // Traffic and time of one rank, cumulative since the start of the run.
 struct Ledger {
+  // This rank's encoded messages (counted with one rank too, see above) and the other ranks'
+  // messages it received. The small statistics summed at level refits are not counted.
   int64_t bytes_sent = 0;
   int64_t bytes_received = 0;
   int64_t coordinates_sent = 0;   // float32 coordinates this rank has exchanged
