@@ -75,7 +75,11 @@ class DemoCommand {
   CLI::App* app_;
   int64_t iters_ = 2000;
   uint64_t seed_ = 0;
-  int64_t dim_ = 10;
+  int64_t dim_ = 128;
+  std::string noise_ = "relative";
+  double noise_scale_ = 0.2;
+  std::string quantizer_ = "alq";
+  int bits_ = 4;
   std::string out_;
   std::string log_level_ = "warn";
 };
