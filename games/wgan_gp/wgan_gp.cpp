@@ -1,0 +1,214 @@
+#include "games/wgan_gp/wgan_gp.h"
+
+#include <torch/autograd.h>
+#include <torch/nn/functional.h>
+
+#include <cmath>
+
+#include "saddle/error.h"
+#include "saddle/run/images.h"
+
+namespace saddle {
+
+namespace {
+
+const GameOptions& checked(const GameOptions& options) {
+  SADDLE_CHECK(options.filters > 0, "invalid --filters ", options.filters, " (must be > 0)");
+  SADDLE_CHECK(options.latent > 0, "invalid --latent ", options.latent, " (must be > 0)");
+  SADDLE_CHECK(options.batch > 0, "invalid --batch ", options.batch, " (must be > 0)");
+  SADDLE_CHECK(options.gp_lambda >= 0.0 && std::isfinite(options.gp_lambda), "invalid --gp-lambda ",
+               options.gp_lambda, " (must be >= 0)");
+  parse_gan_loss(options.gan_loss);
+  return options;
+}
+
+// The flat concatenation of `grads` (undefined: unused, zero) in the layout of `params`.
+void copy_grads(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& grads,
+                torch::Tensor out, double scale) {
+  int64_t offset = 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const int64_t n = params[i].numel();
+    torch::Tensor slice = out.narrow(0, offset, n);
+    if (grads[i].defined()) {
+      slice.copy_(grads[i].reshape({-1}));
+      if (scale != 1.0) slice.mul_(scale);
+    } else {
+      slice.zero_();
+    }
+    offset += n;
+  }
+}
+
+// Restores a module's buffers (batch-norm running statistics) when it goes out of scope, so that
+// metrics() can run the generator in training mode without side effects.
+class BufferSnapshot {
+ public:
+  explicit BufferSnapshot(torch::nn::Module& module) : buffers_(module.buffers()) {
+    for (const auto& b : buffers_) saved_.push_back(b.clone());
+  }
+  ~BufferSnapshot() {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < buffers_.size(); ++i) buffers_[i].copy_(saved_[i]);
+  }
+  BufferSnapshot(const BufferSnapshot&) = delete;
+  BufferSnapshot& operator=(const BufferSnapshot&) = delete;
+
+ private:
+  std::vector<torch::Tensor> buffers_, saved_;
+};
+
+}  // namespace
+
+GanLoss parse_gan_loss(const std::string& name) {
+  if (name == "wgan-gp") return GanLoss::kWganGp;
+  if (name == "nonsaturating") return GanLoss::kNonSaturating;
+  throw Error("unknown --gan-loss '" + name + "' (expected wgan-gp or nonsaturating)");
+}
+
+WganGpGame::WganGpGame(const GameOptions& options)
+    : WganGpGame(options, dataset_source(checked(options))) {}
+
+WganGpGame::WganGpGame(const GameOptions& options, RealBatches real, int64_t channels,
+                       torch::Dtype dtype)
+    : batch_(checked(options).batch == 1 ? kDefaultGanBatch : options.batch),
+      channels_(channels),
+      latent_(options.latent),
+      gp_lambda_(options.gp_lambda),
+      loss_(parse_gan_loss(options.gan_loss)),
+      dtype_(dtype),
+      real_(std::move(real)) {
+  SADDLE_CHECK(channels > 0, "wgan-gp: invalid number of image channels ", channels);
+  SADDLE_CHECK(real_, "wgan-gp: no source of real images");
+  SADDLE_CHECK(dtype == torch::kFloat32 || dtype == torch::kFloat64,
+               "wgan-gp: parameters must be float32 or float64, got ", dtype);
+  const DCGAN32Options net{options.latent, options.filters, channels};
+  generator_ = DCGAN32Generator(net);
+  critic_ = DCGAN32Critic(net);
+  // Identical on every rank: everything below depends only on the seed.
+  at::Generator init = at::make_generator<at::CPUGeneratorImpl>(options.seed);
+  reset_parameters(*generator_, init);
+  reset_parameters(*critic_, init);
+  generator_->to(dtype);
+  critic_->to(dtype);
+  generator_params_ = generator_->parameters();
+  critic_params_ = critic_->parameters();
+  bind_parameters({{"generator", Role::kMin, generator_params_},
+                   {"critic", Role::kMax, critic_params_}});
+  // The evaluation batch of metrics(): fixed, but not the same stream as any training draw.
+  at::Generator eval = at::make_generator<at::CPUGeneratorImpl>(options.seed ^ 0x5eed'e7a1'0000ULL);
+  eval_ = draw(eval);
+}
+
+WganGpGame::Draw WganGpGame::draw(at::Generator& gen) {
+  Draw d;
+  d.real = real_(batch_, gen).to(dtype_);
+  SADDLE_CHECK(d.real.dim() == 4 && d.real.size(0) == batch_ && d.real.size(1) == channels_ &&
+                   d.real.size(2) == 32 && d.real.size(3) == 32,
+               "wgan-gp: real batch has shape ", d.real.sizes(), ", expected [", batch_, ", ",
+               channels_, ", 32, 32]");
+  const auto opts = torch::TensorOptions().dtype(dtype_);
+  d.latent = torch::randn({batch_, latent_}, gen, opts);
+  d.mix = torch::rand({batch_, 1, 1, 1}, gen, opts);
+  return d;
+}
+
+torch::Tensor WganGpGame::penalty(const Draw& d, const torch::Tensor& fake) {
+  torch::Tensor xhat = (d.mix * d.real + (1 - d.mix) * fake.detach()).requires_grad_(true);
+  torch::Tensor scores = critic_->forward(xhat);
+  torch::Tensor g = torch::autograd::grad({scores.sum()}, {xhat}, {}, /*retain_graph=*/true,
+                                          /*create_graph=*/true)[0];
+  return (g.flatten(1).norm(2, 1) - 1).square().mean();
+}
+
+WganGpGame::Forward WganGpGame::forward(const Draw& d, bool with_penalty) {
+  generator_->train();
+  critic_->train();
+  Forward f;
+  f.fake = generator_->forward(d.latent);
+  // One critic pass over real and fake images: the critic has no batch norm, so this equals two
+  // passes, with larger matrix products.
+  torch::Tensor scores = critic_->forward(torch::cat({d.real, f.fake}));
+  f.real_scores = scores.narrow(0, 0, batch_);
+  f.fake_scores = scores.narrow(0, batch_, batch_);
+  if (with_penalty) f.penalty = penalty(d, f.fake);
+  return f;
+}
+
+WganGpGame::Losses WganGpGame::losses(const Draw& d) {
+  torch::AutoGradMode grad_mode(true);  // the penalty differentiates the critic
+  Forward f = forward(d, /*with_penalty=*/true);
+  Losses l;
+  l.penalty = f.penalty;
+  l.wasserstein = f.real_scores.mean() - f.fake_scores.mean();
+  if (loss_ == GanLoss::kWganGp) {
+    l.generator = -f.fake_scores.mean();
+    l.critic = -l.wasserstein + gp_lambda_ * f.penalty;
+  } else {
+    namespace F = torch::nn::functional;
+    l.generator = F::softplus(-f.fake_scores).mean();
+    l.critic = F::softplus(-f.real_scores).mean() + F::softplus(f.fake_scores).mean() +
+               gp_lambda_ * f.penalty;
+  }
+  return l;
+}
+
+torch::Tensor WganGpGame::operator_at(const Draw& d) {
+  torch::AutoGradMode grad_mode(true);
+  Forward f = forward(d, /*with_penalty=*/gp_lambda_ > 0);
+  torch::Tensor out = torch::empty_like(params_);
+  const Player& gen = players_[0];
+  const Player& critic = players_[1];
+  torch::Tensor out_gen = out.narrow(0, gen.offset, gen.numel);
+  torch::Tensor out_critic = out.narrow(0, critic.offset, critic.numel);
+  torch::Tensor l_critic = loss_ == GanLoss::kWganGp
+                               ? f.fake_scores.mean() - f.real_scores.mean()
+                               : torch::nn::functional::softplus(-f.real_scores).mean() +
+                                     torch::nn::functional::softplus(f.fake_scores).mean();
+  if (f.penalty.defined()) l_critic = l_critic + gp_lambda_ * f.penalty;
+  if (loss_ == GanLoss::kWganGp) {
+    // L_G = -(the fake term of L_D) and the penalty sees G(z) detached, so one backward pass of
+    // L_D through both networks gives grad_phi L_D and grad_theta L_D = -grad_theta L_G.
+    std::vector<torch::Tensor> all = generator_params_;
+    all.insert(all.end(), critic_params_.begin(), critic_params_.end());
+    auto grads = torch::autograd::grad({l_critic}, all, {}, /*retain_graph=*/false,
+                                       /*create_graph=*/false, /*allow_unused=*/true);
+    const auto split = grads.begin() + static_cast<std::ptrdiff_t>(generator_params_.size());
+    copy_grads(generator_params_, {grads.begin(), split}, out_gen, -1.0);
+    copy_grads(critic_params_, {split, grads.end()}, out_critic, 1.0);
+  } else {
+    torch::Tensor l_gen = torch::nn::functional::softplus(-f.fake_scores).mean();
+    auto g_critic = torch::autograd::grad({l_critic}, critic_params_, {}, /*retain_graph=*/true,
+                                          /*create_graph=*/false, /*allow_unused=*/true);
+    auto g_gen = torch::autograd::grad({l_gen}, generator_params_, {}, /*retain_graph=*/false,
+                                       /*create_graph=*/false, /*allow_unused=*/true);
+    copy_grads(generator_params_, g_gen, out_gen, 1.0);
+    copy_grads(critic_params_, g_critic, out_critic, 1.0);
+  }
+  return out;
+}
+
+Metrics WganGpGame::metrics() {
+  BufferSnapshot keep(*generator_);
+  Losses l = losses(eval_);
+  return {{"wasserstein", l.wasserstein.item<double>()},
+          {"generator_loss", l.generator.item<double>()},
+          {"critic_loss", l.critic.item<double>()},
+          {"gradient_penalty", l.penalty.item<double>()}};
+}
+
+torch::Tensor WganGpGame::sample(int64_t n, uint64_t seed) {
+  SADDLE_CHECK(n > 0, "wgan-gp: cannot sample ", n, " images");
+  torch::NoGradGuard no_grad;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  torch::Tensor z = torch::randn({n, latent_}, gen, torch::TensorOptions().dtype(dtype_));
+  generator_->eval();
+  torch::Tensor images = generator_->forward(z);
+  generator_->train();
+  return images;
+}
+
+void WganGpGame::write_samples(const std::string& path, int64_t n, uint64_t seed, int64_t columns) {
+  write_image_grid(path, sample(n, seed).to(torch::kFloat32), columns);
+}
+
+}  // namespace saddle
