@@ -1,7 +1,9 @@
 // Communicator: how ranks talk (stage 2 of game -> exchange -> solver -> metrics). The Exchange
 // builds on the few collectives below; implementations: a single-process one, an in-process group
-// of threads for unit tests, and MPI (src/comm/mpi_communicator.cpp, the only file that knows
-// <mpi.h>). Nothing here assumes shared memory or one host.
+// of threads for unit tests (in_process.h), and MPI (mpi.h; src/comm/mpi_communicator.cpp is the
+// only file that knows <mpi.h>). Nothing here assumes shared memory or one host. Collectives must
+// be called by every rank in the same order; invalid arguments throw saddle::Error before any
+// communication, so the failing rank can abort() the job.
 #pragma once
 
 #include <torch/types.h>
@@ -25,6 +27,8 @@ class Communicator {
   virtual std::vector<torch::Tensor> allgather_bytes(const torch::Tensor& message) = 0;
 
   // Elementwise sum over ranks, in place, of a contiguous kFloat64, kFloat32 or kInt64 tensor.
+  // Every rank gets the same bits (floating-point sums included): state refit from the sum, such
+  // as adaptive quantization levels, must agree on all ranks.
   virtual void allreduce_sum(torch::Tensor& tensor) = 0;
 
   // Rank `root`'s bytes to every rank (resized on receivers).
