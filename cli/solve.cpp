@@ -110,6 +110,13 @@ SolveCommand::SolveCommand(CLI::App& app)
   binder_.add("noise-scale", game_options_.noise_scale, "Scale of the oracle noise");
   binder_.add("samples", game_options_.samples, "Finite-sum size (noise finite-sum)");
   binder_.add("batch", game_options_.batch, "Samples per operator evaluation on each rank");
+  binder_.add("dataset", game_options_.dataset, "wgan-gp: fashion-mnist | cifar10");
+  binder_.add("data-dir", game_options_.data_dir,
+              "Directory of the dataset files (default: /usr/share/datasets/fashion-mnist)");
+  binder_.add("filters", game_options_.filters, "GAN games: DCGAN-32 width");
+  binder_.add("latent", game_options_.latent, "GAN games: generator input size");
+  binder_.add("gp-lambda", game_options_.gp_lambda, "WGAN-GP gradient-penalty weight");
+  binder_.add("gan-loss", game_options_.gan_loss, "GAN loss: wgan-gp | nonsaturating");
   exchange_.add_to(binder_);
   binder_.add("log-every", log_every_, "Iterations between metric records (0: about 100 records)");
   binder_.add("simulate-ranks", simulate_ranks_,
@@ -127,6 +134,8 @@ int SolveCommand::run(Communicator& comm) {
 
   GameOptions game_options = game_options_;
   game_options.seed = seed_;
+  game_options.rank = comm.rank();
+  game_options.ranks = comm.size();
   auto game = make_game(game_, game_options);
 
   const std::string step = !step_size_.empty() ? step_size_ : solver_ == "qgenx" ? "adaptive" : "constant";
