@@ -149,7 +149,7 @@ void Codec::rebuild_tables() {
     while (j < count - 2 && levels_[j + 1] <= lo) ++j;
     // The kernel's one comparison covers a single level inside the cell; more need its scan.
     const bool scan = j + 2 <= count - 2 && levels_[j + 2] <= hi;
-    level_lut_[c] = static_cast<uint8_t>(j | (scan ? quant_detail::kLutScan : 0));
+    level_lut_[c] = j | (scan ? quant_detail::kLutScan : 0);
   }
 }
 
@@ -163,7 +163,7 @@ int64_t Codec::max_encoded_bytes(int64_t n) const {
 namespace {
 
 quant_detail::QuantParams params_of(const CodecOptions& o, int id, const std::vector<float>& levels,
-                                    const std::vector<float>& inv_gap, const std::vector<uint8_t>& lut) {
+                                    const std::vector<float>& inv_gap, const std::vector<int32_t>& lut) {
   quant_detail::QuantParams p;
   p.bits = o.bits();
   p.count = static_cast<int>(levels.size());

@@ -7,6 +7,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#endif
 
 #include "saddle/error.h"
 #include "saddle/quant/level_set.h"
@@ -18,6 +23,9 @@ namespace quant_detail {
 namespace {
 
 constexpr int kChunk = 64;
+
+// Helpers of the quantize loops; forced inline so that the haswell-tuned copy below can inline them.
+#define SADDLE_QUANT_INLINE __attribute__((always_inline))
 
 inline uint64_t splitmix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
@@ -34,7 +42,7 @@ inline uint32_t block_key(uint64_t seed, uint64_t stream, uint64_t block) {
   return static_cast<uint32_t>(splitmix64(splitmix64(seed ^ splitmix64(stream)) + block) >> 32);
 }
 
-inline uint32_t mix32(uint32_t x) {
+SADDLE_QUANT_INLINE inline uint32_t mix32(uint32_t x) {
   x ^= x >> 16;
   x *= 0x7feb352dU;
   x ^= x >> 15;
@@ -43,7 +51,7 @@ inline uint32_t mix32(uint32_t x) {
   return x;
 }
 
-inline float uniform24(uint32_t counter, uint32_t key) {
+SADDLE_QUANT_INLINE inline float uniform24(uint32_t counter, uint32_t key) {
   return static_cast<float>(mix32(counter * 0x9E3779B9U + key) >> 8) * 0x1p-24f;
 }
 
@@ -84,7 +92,7 @@ float bucket_norm(const float* __restrict v, int64_t m, NormKind norm, int64_t f
   return static_cast<float>(total);
 }
 
-inline uint8_t make_symbol(int idx, uint32_t value_bits, int bits) {
+SADDLE_QUANT_INLINE inline uint8_t make_symbol(int idx, uint32_t value_bits, int bits) {
   const uint32_t sign = (value_bits >> 31) & static_cast<uint32_t>(idx != 0);
   return static_cast<uint8_t>(static_cast<uint32_t>(idx) | (sign << (bits - 1)));
 }
@@ -118,18 +126,21 @@ SADDLE_QUANT_CLONES void quantize_uniform(const float* __restrict v, int m, Scal
 // the next level when the cell holds one, then the same stochastic rounding with 1 / gap. Cells
 // holding two or more levels (tiny levels of long exponential sets) are redone by a short scan.
 template <typename Scale>
-SADDLE_QUANT_CLONES void quantize_table(const float* __restrict v, int m, Scale inv_norm, const QuantParams& p,
+__attribute__((always_inline)) inline void quantize_table_body(const float* __restrict v, int m, Scale inv_norm, const QuantParams& p,
                                         uint32_t counter, uint32_t key, uint8_t* __restrict out) {
   const float* __restrict levels = p.levels;
   const float* __restrict inv_gap = p.inv_gap;
-  const uint8_t* __restrict lut = p.lut;
+  const int32_t* __restrict lut = p.lut;
   const int bits = p.bits, top = p.count - 2;
   int crowded = 0;
   for (int i = 0; i < m; ++i) {
     uint32_t value_bits;
-    std::memcpy(&value_bits, v + i, sizeof value_bits);
-    const float r = std::min(static_cast<float>(std::fabs(v[i]) * inv_norm), 1.0f);
-    const int cell = std::min(static_cast<int>(r * static_cast<float>(kLutCells)), kLutCells - 1);
+    __builtin_memcpy(&value_bits, v + i, sizeof value_bits);
+    // r and the cell are clamped separately (r * kLutCells is exact): a clamp shared by both lets
+    // GCC thread a branch through the loop, which then no longer vectorizes.
+    const float a = static_cast<float>(__builtin_fabsf(v[i]) * inv_norm);
+    const float r = 1.0f < a ? 1.0f : a;  // std::min, spelled out to inline under any tuning
+    const int cell = static_cast<int>(kLutCells - 1.0f < a * kLutCells ? kLutCells - 1.0f : a * kLutCells);
     const int entry = lut[cell];
     crowded |= entry;
     int j = entry & 0x7f;
@@ -140,17 +151,147 @@ SADDLE_QUANT_CLONES void quantize_table(const float* __restrict v, int m, Scale 
   }
   if (!(crowded & kLutScan)) return;
   for (int i = 0; i < m; ++i) {
-    const float r = std::min(static_cast<float>(std::fabs(v[i]) * inv_norm), 1.0f);
-    const int cell = std::min(static_cast<int>(r * static_cast<float>(kLutCells)), kLutCells - 1);
+    const float a = static_cast<float>(__builtin_fabsf(v[i]) * inv_norm);
+    const float r = 1.0f < a ? 1.0f : a;  // std::min, spelled out to inline under any tuning
+    const int cell = static_cast<int>(kLutCells - 1.0f < a * kLutCells ? kLutCells - 1.0f : a * kLutCells);
     if (!(lut[cell] & kLutScan)) continue;
     uint32_t value_bits;
-    std::memcpy(&value_bits, v + i, sizeof value_bits);
+    __builtin_memcpy(&value_bits, v + i, sizeof value_bits);
     int j = lut[cell] & 0x7f;
     while (j < top && levels[j + 1] <= r) ++j;
     const float frac = (r - levels[j]) * inv_gap[j];
     const int idx = j + (uniform24(counter + static_cast<uint32_t>(i), key) < frac);
     out[i] = make_symbol(idx, value_bits, bits);
   }
+}
+
+// Few levels (bits <= 4, K <= 8): no table at all. The bracket is found by comparing r with every
+// inner level held in registers, selecting the level and 1 / gap as it goes, which gives exactly
+// the j of the table search (the largest j <= K - 2 with l_j <= r; levels strictly increase).
+template <int K, typename Scale>
+__attribute__((always_inline)) inline void quantize_few_body(const float* __restrict v, int m, Scale inv_norm,
+                                                             const QuantParams& p, uint32_t counter, uint32_t key,
+                                                             uint8_t* __restrict out) {
+  float lv[K], ig[K];
+  for (int k = 0; k < K; ++k) {
+    lv[k] = p.levels[k];
+    ig[k] = p.inv_gap[k];
+  }
+  const int bits = p.bits;
+  for (int i = 0; i < m; ++i) {
+    uint32_t value_bits;
+    __builtin_memcpy(&value_bits, v + i, sizeof value_bits);
+    const float a = static_cast<float>(__builtin_fabsf(v[i]) * inv_norm);
+    const float r = 1.0f < a ? 1.0f : a;
+    int j = 0;
+    float lo = lv[0], g = ig[0];
+#pragma GCC unroll 8
+    for (int k = 1; k + 1 < K; ++k) {
+      const bool up = lv[k] <= r;
+      j += up;
+      lo = up ? lv[k] : lo;
+      g = up ? ig[k] : g;
+    }
+    const float frac = (r - lo) * g;
+    const int idx = j + (uniform24(counter + static_cast<uint32_t>(i), key) < frac);
+    out[i] = make_symbol(idx, value_bits, bits);
+  }
+}
+
+template <typename Scale>
+__attribute__((always_inline)) inline void quantize_levels_body(const float* __restrict v, int m, Scale inv_norm,
+                                                                const QuantParams& p, uint32_t counter, uint32_t key,
+                                                                uint8_t* __restrict out) {
+  switch (p.count) {
+    case 2: return quantize_few_body<2, Scale>(v, m, inv_norm, p, counter, key, out);
+    case 4: return quantize_few_body<4, Scale>(v, m, inv_norm, p, counter, key, out);
+    case 8: return quantize_few_body<8, Scale>(v, m, inv_norm, p, counter, key, out);
+    default: return quantize_table_body<Scale>(v, m, inv_norm, p, counter, key, out);
+  }
+}
+
+// GCC's generic tuning (which target_clones keeps) turns gathers off, so the table loop would stay
+// scalar in an "avx2" clone; a haswell-tuned AVX2 copy, picked once at load time, gathers the level
+// table 8 lanes at a time.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SADDLE_QUANT_GATHER 1
+template <typename Scale>
+__attribute__((target("avx2,tune=haswell"))) void quantize_table_avx2(const float* __restrict v, int m, Scale inv_norm,
+                                                                   const QuantParams& p, uint32_t counter,
+                                                                   uint32_t key, uint8_t* __restrict out) {
+  quantize_levels_body<Scale>(v, m, inv_norm, p, counter, key, out);
+}
+
+const bool kHasAvx2 = [] {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") != 0;
+}();
+#endif
+
+// Few levels in AVX2 registers: j counts the inner levels <= r, and l_j, 1 / gap_j come from a
+// lane permute instead of a gather or a chain of selects. Same arithmetic as quantize_few_body.
+__attribute__((target("avx2"))) void quantize_few_avx2(const float* __restrict v, int m, float inv_norm,
+                                                       const QuantParams& p, uint32_t counter, uint32_t key,
+                                                       uint8_t* __restrict out) {
+  alignas(32) float lv[8] = {0, 0, 0, 0, 0, 0, 0, 0}, ig[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int k = 0; k < p.count; ++k) {
+    lv[k] = p.levels[k];
+    ig[k] = p.inv_gap[k];
+  }
+  const __m256 levels = _mm256_load_ps(lv), gaps = _mm256_load_ps(ig);
+  __m256 inner[6];
+  const int n_inner = p.count - 2;
+  for (int k = 0; k < n_inner; ++k) inner[k] = _mm256_set1_ps(lv[k + 1]);
+  const __m256 scale = _mm256_set1_ps(inv_norm), one = _mm256_set1_ps(1.0f);
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256 unit24 = _mm256_set1_ps(0x1p-24f);
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), keyv = _mm256_set1_epi32(static_cast<int>(key));
+  const __m256i golden = _mm256_set1_epi32(static_cast<int>(0x9E3779B9U));
+  const __m256i mul1 = _mm256_set1_epi32(0x7feb352d), mul2 = _mm256_set1_epi32(static_cast<int>(0x846ca68bU));
+  const __m128i sign_shift = _mm_cvtsi32_si128(p.bits - 1);
+  const __m256i low_bytes = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,  //
+                                             0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i join = _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1);
+  int i = 0;
+  for (; i + 8 <= m; i += 8) {
+    const __m256 x = _mm256_loadu_ps(v + i);
+    const __m256 a = _mm256_mul_ps(_mm256_and_ps(x, abs_mask), scale);
+    const __m256 r = _mm256_min_ps(one, a);  // one < a ? one : a, as the scalar code
+    __m256i j = _mm256_setzero_si256();
+    for (int k = 0; k < n_inner; ++k)
+      j = _mm256_sub_epi32(j, _mm256_castps_si256(_mm256_cmp_ps(inner[k], r, _CMP_LE_OQ)));
+    const __m256 lo = _mm256_permutevar8x32_ps(levels, j), g = _mm256_permutevar8x32_ps(gaps, j);
+    const __m256 frac = _mm256_mul_ps(_mm256_sub_ps(r, lo), g);
+    __m256i h = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(counter + static_cast<uint32_t>(i))), lanes);
+    h = _mm256_add_epi32(_mm256_mullo_epi32(h, golden), keyv);
+    h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
+    h = _mm256_mullo_epi32(h, mul1);
+    h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
+    h = _mm256_mullo_epi32(h, mul2);
+    h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
+    const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(h, 8)), unit24);
+    const __m256i idx = _mm256_sub_epi32(j, _mm256_castps_si256(_mm256_cmp_ps(u, frac, _CMP_LT_OQ)));
+    const __m256i nonzero = _mm256_andnot_si256(_mm256_cmpeq_epi32(idx, _mm256_setzero_si256()),
+                                                _mm256_srli_epi32(_mm256_castps_si256(x), 31));
+    const __m256i sym = _mm256_or_si256(idx, _mm256_sll_epi32(nonzero, sign_shift));
+    const __m256i packed = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(sym, low_bytes), join);
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(out + i), _mm256_castsi256_si128(packed));
+  }
+  if (i < m) quantize_levels_body<float>(v + i, m - i, inv_norm, p, counter + static_cast<uint32_t>(i), key, out + i);
+}
+
+template <typename Scale>
+void quantize_table(const float* __restrict v, int m, Scale inv_norm, const QuantParams& p, uint32_t counter,
+                    uint32_t key, uint8_t* __restrict out) {
+#ifdef SADDLE_QUANT_GATHER
+  if (kHasAvx2) {
+    if constexpr (std::is_same_v<Scale, float>) {
+      if (p.count <= 8) return quantize_few_avx2(v, m, inv_norm, p, counter, key, out);
+    }
+    return quantize_table_avx2<Scale>(v, m, inv_norm, p, counter, key, out);
+  }
+#endif
+  quantize_levels_body<Scale>(v, m, inv_norm, p, counter, key, out);
 }
 
 // The per-bucket multiplier: s / norm (uniform) or 1 / norm (table). A subnormal norm makes the

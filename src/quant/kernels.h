@@ -14,7 +14,7 @@ namespace quant_detail {
 // Non-uniform level search: a grid of kLutCells cells over r in [0, 1].
 constexpr int kLutBits = 12;
 constexpr int kLutCells = 1 << kLutBits;
-constexpr uint8_t kLutScan = 0x80;  // the cell holds two or more levels above the one stored
+constexpr int32_t kLutScan = 0x80;  // the cell holds two or more levels above the one stored
 
 struct QuantParams {
   int bits = 4;             // symbol width: sign in the top bit, level index below
@@ -24,7 +24,7 @@ struct QuantParams {
   int64_t bucket = 1024;
   const float* levels = nullptr;
   const float* inv_gap = nullptr;  // 1 / (l_{j+1} - l_j)
-  const uint8_t* lut = nullptr;    // kLutCells entries: level index | kLutScan
+  const int32_t* lut = nullptr;    // kLutCells entries: level index | kLutScan (32-bit: AVX2 gathers them)
   uint64_t seed = 0, stream = 0;
 };
 

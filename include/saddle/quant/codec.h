@@ -86,7 +86,7 @@ class Codec {
   uint32_t levels_hash_ = 0;
   // Level search for non-uniform sets: a grid over r gives the level just below the cell (bit 7
   // set when the cell holds two or more levels, so a short scan follows); inv_gap_[j] = 1 / (l_{j+1} - l_j).
-  std::vector<uint8_t> level_lut_;
+  std::vector<int32_t> level_lut_;
   std::vector<float> inv_gap_;
 };
 
