@@ -1,18 +1,21 @@
 #include "games/registry.h"
 
 #include "games/bilinear/bilinear.h"
+#include "games/mog/mog.h"
 #include "games/quadratic/quadratic.h"
 #include "saddle/error.h"
 
 namespace saddle {
 
 const std::vector<std::string>& game_names() {
-  static const std::vector<std::string> kNames = {"bilinear", "quadratic"};
+  static const std::vector<std::string> kNames = {"bilinear", "mog8", "mog25",
+                                                  "quadratic"};
   return kNames;
 }
 
 std::unique_ptr<Game> make_game(const std::string& name, const GameOptions& options) {
   if (name == "bilinear") return std::make_unique<BilinearGame>(options);
+  if (name == "mog8" || name == "mog25") return std::make_unique<MogGame>(name, options);
   if (name == "quadratic") return std::make_unique<QuadraticGame>(options);
   std::string known;
   for (const auto& n : game_names()) known += (known.empty() ? "" : ", ") + n;

@@ -79,8 +79,11 @@ MogGame::MogGame(const std::string& name, const GameOptions& options)
       stddev_(name == "mog8" ? 0.02 : 0.05),
       batch_(options.batch <= 1 ? kDefaultBatch : options.batch),
       latent_(options.latent),
+      hidden_(options.filters),
       gp_lambda_(options.gp_lambda),
       seed_(options.seed) {
+  SADDLE_CHECK(options.filters >= 1, name, ": filters (hidden units) must be positive, got ",
+               options.filters);
   SADDLE_CHECK(options.latent >= 1, name, ": latent must be positive, got ", options.latent);
   SADDLE_CHECK(options.gp_lambda >= 0, name, ": gp_lambda must be >= 0, got ", options.gp_lambda);
   if (options.gan_loss == "wgan-gp") {
@@ -92,8 +95,8 @@ MogGame::MogGame(const std::string& name, const GameOptions& options)
                                "' (expected wgan-gp or nonsaturating)"));
   }
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(options.seed);
-  generator_ = mlp(latent_, kHidden, 2);
-  critic_ = mlp(2, kHidden, 1);
+  generator_ = mlp(latent_, hidden_, 2);
+  critic_ = mlp(2, hidden_, 1);
   init_linear_layers(generator_, gen);
   init_linear_layers(critic_, gen);
   bind_parameters({PlayerTensors{"generator", Role::kMin, generator_->parameters()},

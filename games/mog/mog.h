@@ -2,9 +2,10 @@
 // 2017), scored with the mode-coverage protocol of VEEGAN (Srivastava et al., 2017).
 //   mog8:  8 Gaussians evenly spaced on a circle of radius 2, std 0.02.
 //   mog25: 25 Gaussians on the grid {-4, -2, 0, 2, 4}^2, std 0.05.
-// Players: "generator" (min), an MLP latent -> 128 -> 128 -> 128 -> 2 (ReLU) fed N(0, I) noise of
-// GameOptions.latent dimensions; "critic" (max), an MLP 2 -> 128 -> 128 -> 128 -> 1 (ReLU). Both
-// are bound into z, so the solver moves them as one flat vector.
+// Players: "generator" (min), an MLP latent -> H -> H -> H -> 2 (ReLU) fed N(0, I) noise of
+// GameOptions.latent dimensions; "critic" (max), an MLP 2 -> H -> H -> H -> 1 (ReLU), where the
+// width H is GameOptions.filters (default 64). Both are bound into z, so the solver moves them as
+// one flat vector.
 // Losses (GameOptions.gan_loss), D the critic's raw output:
 //   wgan-gp:       critic ascends E D(x) - E D(G(z)) - gp_lambda * E (|grad D(x^)| - 1)^2,
 //                  generator descends -E D(G(z));
@@ -57,7 +58,6 @@ class MogGame final : public Game {
   double stddev() const { return stddev_; }
   int64_t batch() const { return batch_; }
 
-  static constexpr int64_t kHidden = 128;
   static constexpr int64_t kMetricSamples = 2500;
   static constexpr int64_t kDefaultBatch = 256;
 
@@ -75,6 +75,7 @@ class MogGame final : public Game {
   double stddev_;
   int64_t batch_;
   int64_t latent_;
+  int64_t hidden_;
   double gp_lambda_;
   Loss loss_;
   uint64_t seed_;

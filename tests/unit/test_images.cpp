@@ -1,0 +1,86 @@
+// PNG output: valid files (signature, IHDR size), written atomically, bad input rejected.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include "saddle/error.h"
+#include "saddle/run/images.h"
+
+namespace saddle {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+uint32_t be32(const std::string& s, size_t at) {
+  return (uint32_t{static_cast<uint8_t>(s[at])} << 24) | (uint32_t{static_cast<uint8_t>(s[at + 1])} << 16) |
+         (uint32_t{static_cast<uint8_t>(s[at + 2])} << 8) | uint32_t{static_cast<uint8_t>(s[at + 3])};
+}
+
+// Checks the PNG signature and the IHDR chunk: width, height, colour type.
+void expect_png(const std::string& bytes, uint32_t width, uint32_t height, int color_type) {
+  ASSERT_GT(bytes.size(), 33u);
+  EXPECT_EQ(bytes.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  EXPECT_EQ(be32(bytes, 8), 13u);
+  EXPECT_EQ(bytes.substr(12, 4), "IHDR");
+  EXPECT_EQ(be32(bytes, 16), width);
+  EXPECT_EQ(be32(bytes, 20), height);
+  EXPECT_EQ(static_cast<int>(bytes[24]), 8);  // bit depth
+  EXPECT_EQ(static_cast<int>(bytes[25]), color_type);
+  EXPECT_EQ(bytes.substr(bytes.size() - 8, 4), "IEND");
+}
+
+class ImageOutput : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = (fs::temp_directory_path() / ("saddle_test_images_" + std::to_string(::getpid()))).string();
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string dir_;
+};
+
+TEST_F(ImageOutput, GridOfGreyAndColourImages) {
+  // 10 grey 32x32 images in 4 columns with 2-pixel padding: 4*34+2 wide, 3*34+2 high.
+  torch::Tensor grey = torch::linspace(-1.5, 1.5, 10 * 32 * 32).reshape({10, 1, 32, 32});
+  write_image_grid(dir_ + "/grey.png", grey, 4);
+  expect_png(read_all(dir_ + "/grey.png"), 138, 104, 0);
+  torch::Tensor rgb = torch::zeros({3, 3, 8, 8});
+  write_image_grid(dir_ + "/rgb.png", rgb, 8, 0);
+  expect_png(read_all(dir_ + "/rgb.png"), 24, 8, 2);
+  EXPECT_FALSE(fs::exists(dir_ + "/rgb.png.tmp"));
+  EXPECT_THROW(write_image_grid(dir_ + "/bad.png", torch::zeros({2, 2, 8, 8})), Error);
+  EXPECT_THROW(write_image_grid(dir_ + "/no/such/dir/x.png", rgb), Error);
+}
+
+TEST_F(ImageOutput, ScatterOfSamplesOverModes) {
+  torch::Tensor samples = torch::randn({500, 2}) * 2;
+  samples[0][0] = std::numeric_limits<float>::quiet_NaN();  // dropped, not a crash
+  torch::Tensor modes = torch::tensor({{2.0f, 0.0f}, {-2.0f, 0.0f}, {0.0f, 2.0f}});
+  write_scatter(dir_ + "/scatter.png", samples, modes, ScatterOptions().size(200));
+  expect_png(read_all(dir_ + "/scatter.png"), 200, 200, 2);
+  write_scatter(dir_ + "/auto.png", samples, torch::Tensor());
+  expect_png(read_all(dir_ + "/auto.png"), 512, 512, 2);
+  write_scatter(dir_ + "/bounds.png", samples, modes, ScatterOptions().lo(-5).hi(5).size(64));
+  expect_png(read_all(dir_ + "/bounds.png"), 64, 64, 2);
+  EXPECT_THROW(write_scatter(dir_ + "/bad.png", torch::zeros({4, 3}), modes), Error);
+}
+
+TEST_F(ImageOutput, EncodedPixelsRoundTripTheirSize) {
+  torch::Tensor pixels = torch::randint(0, 256, {7, 5, 4}, torch::kUInt8);
+  expect_png(encode_png(pixels), 5, 7, 6);
+  EXPECT_THROW(encode_png(torch::zeros({7, 5, 2}, torch::kUInt8)), Error);
+  EXPECT_THROW(encode_png(torch::zeros({7, 5, 3})), Error);
+}
+
+}  // namespace
+}  // namespace saddle
