@@ -53,6 +53,20 @@ class Game {
   // The equilibrium z*, when the game knows it.
   virtual std::optional<torch::Tensor> equilibrium() const { return std::nullopt; }
 
+  // Metrics too expensive for every record (FID, modes captured), computed by the runner at its
+  // evaluation points only, at the current parameters. Must be deterministic.
+  virtual Metrics evaluation_metrics() { return {}; }
+
+  // Writes a picture of the game's samples at the current parameters (a PNG grid of images or a
+  // scatter over the modes) to `path`. Returns false when the game has nothing to draw.
+  virtual bool write_samples(const std::string& path) { return false; }
+
+  // State outside z that a checkpoint must hold to continue exactly: batch-norm buffers, the
+  // position of a data sampler. Named tensors; load_state() receives what state() returned.
+  using State = std::vector<std::pair<std::string, torch::Tensor>>;
+  virtual State state() const { return {}; }
+  virtual void load_state(const State& state) {}
+
   const std::vector<Player>& players() const { return players_; }
   // The flat parameter vector z. Solvers update it in place.
   torch::Tensor params() const { return params_; }

@@ -69,8 +69,9 @@ class Solver {
   const SolverOptions& options() const { return options_; }
 
   // Everything a checkpoint needs to continue exactly: named tensors and the step-size state.
-  virtual std::vector<std::pair<std::string, torch::Tensor>> state() const;
-  virtual void load_state(const std::vector<std::pair<std::string, torch::Tensor>>& state);
+  using State = std::vector<std::pair<std::string, torch::Tensor>>;
+  virtual State state() const;
+  virtual void load_state(const State& state);
 
  protected:
   // z <- base - scale * lr ⊙ direction (per-player learning rates), in place.

@@ -1,6 +1,8 @@
 // Exchange: encode -> allgather -> decode every rank's message in rank order -> average.
 #include "saddle/comm/exchange.h"
 
+#include <cstring>
+
 #include <algorithm>
 #include <chrono>
 #include <exception>
@@ -65,6 +67,52 @@ void Exchange::begin_iteration(int64_t iteration) {
 void Exchange::set_calls(int64_t calls) {
   SADDLE_CHECK(calls >= 0, "Exchange::set_calls: calls must be >= 0, got ", calls);
   calls_ = calls;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> Exchange::state() const {
+  const std::vector<float>& levels = codec_.levels();
+  torch::Tensor level_tensor = torch::empty({static_cast<int64_t>(levels.size())}, torch::kFloat32);
+  if (!levels.empty()) std::memcpy(level_tensor.data_ptr<float>(), levels.data(), levels.size() * sizeof(float));
+  torch::Tensor counters = torch::tensor({calls_, ledger_.bytes_sent, ledger_.bytes_received,
+                                          ledger_.coordinates_sent, ledger_.exchanges,
+                                          ledger_.level_updates},
+                                         torch::kInt64);
+  torch::Tensor seconds = torch::tensor({ledger_.seconds_encode, ledger_.seconds_communicate,
+                                         ledger_.seconds_decode, ledger_.seconds_compute,
+                                         predicted_variance_},
+                                        torch::kFloat64);
+  return {{"exchange_levels", level_tensor}, {"exchange_counters", counters},
+          {"exchange_seconds", seconds}};
+}
+
+void Exchange::load_state(const std::vector<std::pair<std::string, torch::Tensor>>& state) {
+  for (const auto& [name, tensor] : state) {
+    if (name == "exchange_levels" && tensor.numel() > 0 && codec_.adaptive()) {
+      torch::Tensor t = tensor.to(torch::kFloat32).contiguous();
+      codec_.set_levels(std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel()));
+      adapt_pending_ = false;
+    } else if (name == "exchange_counters") {
+      SADDLE_CHECK(tensor.numel() == 6, "checkpoint: exchange counters have ", tensor.numel(),
+                   " entries, expected 6");
+      torch::Tensor t = tensor.to(torch::kInt64).contiguous();
+      const int64_t* c = t.data_ptr<int64_t>();
+      set_calls(c[0]);
+      ledger_.bytes_sent = c[1];
+      ledger_.bytes_received = c[2];
+      ledger_.coordinates_sent = c[3];
+      ledger_.exchanges = c[4];
+      ledger_.level_updates = c[5];
+      if (!codec_.adaptive()) adapt_pending_ = false;
+    } else if (name == "exchange_seconds" && tensor.numel() == 5) {
+      torch::Tensor t = tensor.to(torch::kFloat64).contiguous();
+      const double* c = t.data_ptr<double>();
+      ledger_.seconds_encode = c[0];
+      ledger_.seconds_communicate = c[1];
+      ledger_.seconds_decode = c[2];
+      ledger_.seconds_compute = c[3];
+      predicted_variance_ = c[4];
+    }
+  }
 }
 
 torch::Tensor Exchange::average(const torch::Tensor& local) {

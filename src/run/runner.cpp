@@ -8,8 +8,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "saddle/error.h"
+#include "saddle/run/checkpoint.h"
 #include "saddle/run/files.h"
 #include "saddle/run/progress.h"
 
@@ -56,9 +58,10 @@ class MetricsWriter {
   }
   bool enabled() const { return !final_path_.empty(); }
   const std::string& partial_path() const { return partial_path_; }
-  void write(const nlohmann::ordered_json& record) {
-    if (!enabled()) return;
-    out_ << record.dump() << '\n';
+  void write(const nlohmann::ordered_json& record) { write_raw(record.dump() + "\n"); }
+  void write_raw(const std::string& text) {
+    if (!enabled() || text.empty()) return;
+    out_ << text;
     out_.flush();
     SADDLE_CHECK(out_.good(), "cannot write ", partial_path_);
   }
@@ -77,23 +80,66 @@ class MetricsWriter {
 
 }  // namespace
 
+namespace {
+
+// Keeps the records of an earlier run's metrics file that come before iteration `before`.
+std::string records_before(const std::string& dir, int64_t before) {
+  std::string kept;
+  // The partial file, when there is one, is the newest (a run that stopped after the last one
+  // that completed).
+  for (const std::string& name : {dir + "/metrics.jsonl.partial", dir + "/metrics.jsonl"}) {
+    std::ifstream in(name);
+    if (!in.good()) continue;
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.empty()) continue;
+      const auto record = nlohmann::ordered_json::parse(line, nullptr, false);
+      SADDLE_CHECK(!record.is_discarded() && record.contains("iter"), "cannot resume: ", name,
+                   " holds a line that is not a metrics record");
+      if (record["iter"].get<int64_t>() < before) kept += line + "\n";
+    }
+    return kept;
+  }
+  throw Error("cannot resume: " + dir + " has no metrics.jsonl");
+}
+
+nlohmann::ordered_json identity(const Game& game, const Solver& solver, int rank, int ranks,
+                                const RunOptions& options) {
+  nlohmann::ordered_json players = nlohmann::ordered_json::array();
+  for (const auto& p : game.players()) {
+    players.push_back({{"name", p.name}, {"role", role_name(p.role)}, {"numel", p.numel}});
+  }
+  return {{"game", game.name()},         {"dim", game.dim()},         {"players", players},
+          {"solver", solver.name()},     {"rank", rank},              {"ranks", ranks},
+          {"simulate_ranks", options.simulate_ranks()},
+          {"averaging", averaging_name(options.averaging())}};
+}
+
+}  // namespace
+
 RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& options,
               const Logger& logger, const nlohmann::ordered_json& config) {
   const int64_t iterations = options.iterations();
   SADDLE_CHECK(iterations > 0, "invalid --iters ", iterations, " (must be > 0)");
   SADDLE_CHECK(options.log_every() >= 0, "invalid --log-every ", options.log_every(),
                " (must be >= 0)");
+  SADDLE_CHECK(options.eval_every() >= 0, "invalid --eval-every ", options.eval_every(),
+               " (must be >= 0)");
+  SADDLE_CHECK(options.checkpoint_every() >= 0, "invalid --checkpoint-every ",
+               options.checkpoint_every(), " (must be >= 0)");
   SADDLE_CHECK(options.simulate_ranks() >= 1, "invalid --simulate-ranks ",
                options.simulate_ranks(), " (must be >= 1)");
+  SADDLE_CHECK(!options.resume() || !options.out_dir().empty(), "--resume needs the run's directory");
   Communicator& comm = exchange.communicator();
   const int rank = comm.rank();
   const int ranks = comm.size();
   SADDLE_CHECK(ranks == 1 || options.simulate_ranks() == 1,
                "--simulate-ranks stands in for mpirun in one process; do not combine it with "
                "mpirun (", ranks, " ranks)");
-  const bool writer = rank == 0 && !options.out_dir().empty();
-  if (writer) prepare_output_dir(options.out_dir());
-  MetricsWriter metrics_out(writer ? options.out_dir() : "");
+  const std::string& dir = options.out_dir();
+  const bool writer = rank == 0 && !dir.empty();
+  // Every rank checkpoints into the directory (its own file), so every rank needs it.
+  if (!dir.empty()) prepare_output_dir(dir);
 
   // Rank r (or simulated rank r) draws its samples from stream (seed, r).
   std::vector<at::Generator> generators;
@@ -116,11 +162,71 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
   torch::Tensor z = game.params();
   const int64_t log_every =
       options.log_every() > 0 ? options.log_every() : std::max<int64_t>(1, iterations / 100);
+  const nlohmann::ordered_json me = identity(game, solver, rank, ranks, options);
 
-  ProgressBar progress(iterations, options.progress() && rank == 0,
+  // Resume: restore every piece of state, and keep the records before the checkpoint.
+  int64_t first = 0;
+  std::string kept_records;
+  if (options.resume()) {
+    const std::string path = checkpoint_path(dir, rank);
+    Checkpoint checkpoint = load_checkpoint(path);
+    nlohmann::ordered_json theirs = checkpoint.meta;
+    const int64_t at = theirs.value("iteration", int64_t{-1});
+    for (const char* key : {"format", "entries", "iteration"}) theirs.erase(key);
+    SADDLE_CHECK(theirs == me, "checkpoint ", path, " belongs to another run: it holds ",
+                 theirs.dump(), ", this run is ", me.dump());
+    SADDLE_CHECK(at >= 0 && at <= iterations, "checkpoint ", path, " is at iteration ", at,
+                 ", beyond --iters ", iterations);
+    torch::NoGradGuard no_grad;
+    SADDLE_CHECK(checkpoint.get("z").numel() == z.numel(), "checkpoint ", path, ": z has ",
+                 checkpoint.get("z").numel(), " entries, the game has ", z.numel());
+    z.copy_(checkpoint.get("z"));
+    Solver::State solver_state;
+    Game::State game_state;
+    std::vector<std::pair<std::string, torch::Tensor>> exchange_state;
+    for (const auto& [name, tensor] : checkpoint.tensors) {
+      if (name.rfind("solver/", 0) == 0) solver_state.emplace_back(name.substr(7), tensor);
+      if (name.rfind("game/", 0) == 0) game_state.emplace_back(name.substr(5), tensor);
+      if (name.rfind("exchange_", 0) == 0) exchange_state.emplace_back(name, tensor);
+    }
+    solver.load_state(solver_state);
+    game.load_state(game_state);
+    exchange.load_state(exchange_state);
+    if (average.enabled() && checkpoint.get("average_count").item<int64_t>() > 0) {
+      average.restore(checkpoint.get("average").clone(), checkpoint.get("average_count").item<int64_t>());
+    }
+    for (size_t r = 0; r < generators.size(); ++r) {
+      generators[r].set_state(checkpoint.get("generator/" + std::to_string(r)));
+    }
+    first = at;
+    if (writer) kept_records = records_before(dir, first);
+    logger.info("resumed from {} at iteration {}", path, first);
+  }
+  MetricsWriter metrics_out(writer ? dir : "");
+  metrics_out.write_raw(kept_records);
+
+  auto save = [&](int64_t t) {
+    if (dir.empty()) return;
+    Checkpoint checkpoint;
+    checkpoint.meta = me;
+    checkpoint.meta["iteration"] = t;
+    checkpoint.tensors.emplace_back("z", z);
+    for (const auto& [name, tensor] : solver.state()) checkpoint.tensors.emplace_back("solver/" + name, tensor);
+    for (const auto& [name, tensor] : game.state()) checkpoint.tensors.emplace_back("game/" + name, tensor);
+    for (const auto& entry : exchange.state()) checkpoint.tensors.push_back(entry);
+    checkpoint.tensors.emplace_back("average", average.value().defined() ? average.value() : torch::zeros({0}));
+    checkpoint.tensors.emplace_back("average_count", torch::tensor({average.count()}, torch::kInt64));
+    for (size_t r = 0; r < generators.size(); ++r) {
+      checkpoint.tensors.emplace_back("generator/" + std::to_string(r), generators[r].get_state());
+    }
+    save_checkpoint(checkpoint_path(dir, rank), checkpoint);
+  };
+
+  ProgressBar progress(iterations - first, options.progress() && rank == 0,
                        ProgressBar::stderr_is_terminal());
   std::string status;
   Metrics last;
+  std::string samples_path;
 
   auto total_bytes = [&]() {
     torch::Tensor counts = torch::tensor({ledger.bytes_sent, ledger.coordinates_sent}, torch::kInt64);
@@ -133,16 +239,31 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
                             : std::string();
     return Error(fmt::format("diverged at iteration {}: {}{}", t, what, where));
   };
-  auto record = [&](int64_t t) {
-    const auto [bytes_all, coords_all] = total_bytes();
-    if (rank != 0) return;
-    Metrics metrics = game.metrics();
+  // The game's metrics at the current z, then at the averaged iterate with the suffix "_avg".
+  auto with_average = [&](const std::function<Metrics()>& measure) {
+    Metrics metrics = measure();
     if (average.enabled() && average.count() > 0) {
       torch::NoGradGuard no_grad;
       torch::Tensor saved = z.clone();
       z.copy_(average.value());
-      for (const auto& [name, value] : game.metrics()) metrics.emplace_back(name + "_avg", value);
+      for (const auto& [name, value] : measure()) metrics.emplace_back(name + "_avg", value);
       z.copy_(saved);
+    }
+    return metrics;
+  };
+  auto record = [&](int64_t t, bool evaluate) {
+    const auto [bytes_all, coords_all] = total_bytes();
+    if (rank != 0) return;
+    Metrics metrics = with_average([&]() { return game.metrics(); });
+    if (evaluate) {
+      for (const auto& entry : with_average([&]() { return game.evaluation_metrics(); })) {
+        metrics.push_back(entry);
+      }
+      if (writer) {
+        std::filesystem::create_directories(dir + "/samples");
+        const std::string path = fmt::format("{}/samples/iter_{:07d}.png", dir, t);
+        if (game.write_samples(path)) samples_path = path;
+      }
     }
     nlohmann::ordered_json line;
     line["iter"] = t;
@@ -158,20 +279,29 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
     status = shown ? fmt::format("distance_sq {:.3e}", *shown)
                    : fmt::format("{} {:.3e}", metrics.front().first, metrics.front().second);
   };
+  auto evaluation_due = [&](int64_t t) {
+    return t == 0 || t == iterations || (options.eval_every() > 0 && t % options.eval_every() == 0);
+  };
 
   const auto start = Clock::now();
-  record(0);
-  for (int64_t t = 0; t < iterations; ++t) {
+  if (first % log_every == 0 || evaluation_due(first)) record(first, evaluation_due(first));
+  for (int64_t t = first; t < iterations; ++t) {
     exchange.begin_iteration(t);
     solver.step(oracle);
     // Every rank holds the same z, so every rank detects a divergence at the same iteration.
     if (!torch::isfinite(z).all().item<bool>()) throw diverged(t + 1, "parameters are not finite");
     average.update(z);
-    if ((t + 1) % log_every == 0 || t + 1 == iterations) record(t + 1);
-    progress.update(t + 1, status);
+    const bool evaluate = evaluation_due(t + 1);
+    if ((t + 1) % log_every == 0 || t + 1 == iterations || evaluate) record(t + 1, evaluate);
+    if (options.checkpoint_every() > 0 && (t + 1) % options.checkpoint_every() == 0 &&
+        t + 1 < iterations) {
+      save(t + 1);
+    }
+    progress.update(t + 1 - first, status);
   }
   const double wall = seconds_since(start);
   progress.finish(status);
+  save(iterations);
 
   RunResult result;
   result.iterations = iterations;
@@ -179,6 +309,8 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
   result.final_metrics = last;
   result.ledger = ledger;
   result.ranks = ranks;
+  result.resumed_from = first;
+  result.samples_path = samples_path;
   const auto [bytes_all, coords_all] = total_bytes();
   result.bytes_sent_all = bytes_all;
   result.fp32_bytes_all = coords_all * 4;
@@ -207,14 +339,16 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
                         {"encode", ledger.seconds_encode},
                         {"communicate", ledger.seconds_communicate},
                         {"decode", ledger.seconds_decode}};
+  if (!samples_path.empty()) summary["samples"] = samples_path;
+  if (first > 0) summary["resumed_from"] = first;
   summary["config"] = config;
   result.summary = summary;
 
   if (writer) {
     metrics_out.commit();
-    write_file_atomic(options.out_dir() + "/summary.json", summary.dump(2) + "\n");
+    write_file_atomic(dir + "/summary.json", summary.dump(2) + "\n");
   }
-  logger.debug("run finished: {} iterations in {:.3f} s", iterations, wall);
+  logger.debug("run finished: {} iterations in {:.3f} s", iterations - first, wall);
   return result;
 }
 

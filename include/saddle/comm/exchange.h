@@ -81,6 +81,12 @@ class Exchange {
   int64_t calls() const { return calls_; }
   void set_calls(int64_t calls);
 
+  // Everything a checkpoint needs to continue exactly: the call counter (random streams), the
+  // adaptive levels and this rank's ledger. load_state() keeps the restored levels until the
+  // schedule next refits them.
+  std::vector<std::pair<std::string, torch::Tensor>> state() const;
+  void load_state(const std::vector<std::pair<std::string, torch::Tensor>>& state);
+
   const Ledger& ledger() const { return ledger_; }
   Ledger& ledger() { return ledger_; }
   Communicator& communicator() { return communicator_; }

@@ -36,6 +36,15 @@ struct RunOptions {
   TORCH_ARG(int64_t, simulate_ranks) = 1;
   // Progress on stderr (rank 0): a bar on a terminal, a line every 10% otherwise.
   TORCH_ARG(bool, progress) = true;
+  // Iterations between evaluations: the game's expensive metrics (FID, modes captured) and a
+  // picture of its samples in out_dir/samples/. Always at the start and at the end; 0: only then.
+  TORCH_ARG(int64_t, eval_every) = 0;
+  // Iterations between checkpoints in out_dir (each rank writes its own file); one is always
+  // written at the end when out_dir is set. 0: only at the end.
+  TORCH_ARG(int64_t, checkpoint_every) = 0;
+  // Continue the run checkpointed in out_dir: its metrics.jsonl continues exactly as if the run
+  // had never stopped (same seed and options required; another game or shape is refused).
+  TORCH_ARG(bool, resume) = false;
 };
 
 struct RunResult {
@@ -47,6 +56,8 @@ struct RunResult {
   int64_t fp32_bytes_all = 0;   // what sending raw float32 would have cost, over all ranks
   int ranks = 1;
   bool ranks_agree = true;      // identical parameter hash on every rank at the end
+  int64_t resumed_from = 0;     // the checkpoint's iteration when resumed
+  std::string samples_path;     // the last sample picture written, if any
   nlohmann::ordered_json summary;  // what summary.json holds
 };
 
