@@ -60,6 +60,9 @@ class SolveCommand {
   GameOptions game_options_;
   ExchangeFlags exchange_;
   int64_t log_every_ = 0;
+  int64_t eval_every_ = 0;
+  int64_t checkpoint_every_ = 0;
+  std::string resume_;
   int64_t simulate_ranks_ = 1;
   std::string log_level_ = "info";
   bool no_progress_ = false;
@@ -82,6 +85,23 @@ class DemoCommand {
   int bits_ = 4;
   std::string out_;
   std::string log_level_ = "warn";
+};
+
+// `saddle classifier`: trains the Fashion-MNIST classifier of the GAN image scores (FID, IS).
+class ClassifierCommand {
+ public:
+  explicit ClassifierCommand(CLI::App& app);
+  CLI::App* app() { return app_; }
+  int run(Communicator& comm);
+
+ private:
+  CLI::App* app_;
+  std::string out_;
+  int64_t epochs_ = 4;
+  uint64_t seed_ = 0;
+  std::string data_dir_;
+  int threads_ = 0;
+  std::string log_level_ = "info";
 };
 
 }  // namespace saddle::cli
