@@ -119,6 +119,12 @@ SolveCommand::SolveCommand(CLI::App& app)
   binder_.add("gan-loss", game_options_.gan_loss, "GAN loss: wgan-gp | nonsaturating");
   exchange_.add_to(binder_);
   binder_.add("log-every", log_every_, "Iterations between metric records (0: about 100 records)");
+  binder_.add("eval-every", eval_every_,
+              "Iterations between evaluations (FID, modes, sample pictures in OUT/samples); 0: start and end only");
+  binder_.add("checkpoint-every", checkpoint_every_,
+              "Iterations between checkpoints in --out (one is always written at the end)");
+  binder_.add("resume", resume_,
+              "Continue the run checkpointed in this directory (same options; it becomes --out)");
   binder_.add("simulate-ranks", simulate_ranks_,
               "One process averaging the samples of K ranks (a reference for mpirun -np K)");
   binder_.add("log-level", log_level_, "error | warn | info | debug");
@@ -128,6 +134,10 @@ SolveCommand::SolveCommand(CLI::App& app)
 int SolveCommand::run(Communicator& comm) {
   Logger logger(rank_log_level(parse_log_level(log_level_), comm.rank()), comm.rank(), comm.size());
   SADDLE_CHECK(iters_ > 0, "invalid --iters ", iters_, " (must be > 0)");
+  if (!resume_.empty()) {
+    SADDLE_CHECK(out_.empty() || out_ == resume_, "--resume ", resume_, " continues in its own directory; drop --out ", out_);
+    out_ = resume_;
+  }
   if (!out_.empty() && comm.rank() == 0) prepare_output_dir(out_);
   SADDLE_CHECK(!binder_.given("variant") || solver_ == "qgenx",
                "--variant applies to --solver qgenx only (got --solver ", solver_, ")");
@@ -159,6 +169,9 @@ int SolveCommand::run(Communicator& comm) {
       .averaging(parse_averaging(averaging_))
       .ema_decay(ema_decay_)
       .simulate_ranks(simulate_ranks_)
+      .eval_every(eval_every_)
+      .checkpoint_every(checkpoint_every_)
+      .resume(!resume_.empty())
       .progress(!no_progress_ && logger.enabled(LogLevel::kInfo));
   nlohmann::ordered_json config = binder_.resolved();
   config["step-size"] = step;
@@ -181,6 +194,7 @@ int SolveCommand::run(Communicator& comm) {
                            result.fp32_bytes_all, result.summary["bits_per_coordinate"].get<double>());
     }
     table += fmt::format("  {:<24} {}\n", "ranks_agree", result.ranks_agree ? "true" : "false");
+    if (!result.samples_path.empty()) table += fmt::format("  {:<24} {}\n", "samples", result.samples_path);
     if (!out_.empty()) table += fmt::format("  {:<24} {}/summary.json\n", "written", out_);
     std::fwrite(table.data(), 1, table.size(), stdout);
   }

@@ -211,3 +211,37 @@ TEST_F(Cli, CustomGameExampleConverges) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(Cli, ResumeContinuesExactlyAsAnUninterruptedRun) {
+  const std::string common =
+      "solve --game bilinear --noise absolute --solver extra-adam --lr 0.01 --averaging ema "
+      "--ema-decay 0.9 --quantizer alq --bits 4 --log-every 5 --seed 4 --no-progress ";
+  const std::string whole = (dir_ / "whole").string(), parts = (dir_ / "parts").string();
+  ASSERT_EQ(run(common + "--iters 60 --out " + whole).code, 0);
+  ASSERT_EQ(run(common + "--iters 30 --out " + parts).code, 0);
+  auto resumed = run(common + "--iters 60 --resume " + parts);
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  const std::string expected = slurp(dir_ / "whole" / "metrics.jsonl");
+  EXPECT_FALSE(expected.empty());
+  EXPECT_EQ(slurp(dir_ / "parts" / "metrics.jsonl"), expected);
+  auto summary = nlohmann::json::parse(slurp(dir_ / "parts" / "summary.json"));
+  EXPECT_EQ(summary["resumed_from"], 30);
+}
+
+TEST_F(Cli, ResumeRefusesAnotherGameOrShape) {
+  const std::string out = (dir_ / "run").string();
+  ASSERT_EQ(run("solve --game bilinear --iters 10 --no-progress --out " + out).code, 0);
+  expect_one_line_error(run("solve --game quadratic --iters 20 --resume " + out),
+                        "belongs to another run");
+  expect_one_line_error(run("solve --game bilinear --dim 3 --iters 20 --resume " + out),
+                        "belongs to another run");
+  expect_one_line_error(run("solve --iters 20 --resume " + (dir_ / "nothing").string()),
+                        "no such file");
+  std::ofstream(out + "/checkpoint.rank0.pt") << "not a checkpoint";
+  expect_one_line_error(run("solve --game bilinear --iters 20 --resume " + out),
+                        "not a readable saddle checkpoint");
+}
+
+}  // namespace
