@@ -3,13 +3,19 @@
 #include "games/bilinear/bilinear.h"
 #include "games/mog/mog.h"
 #include "games/quadratic/quadratic.h"
+#include "games/wgan_gp/wgan_gp.h"
 #include "saddle/error.h"
 
 namespace saddle {
 
 const std::vector<std::string>& game_names() {
-  static const std::vector<std::string> kNames = {"bilinear", "mog8", "mog25",
-                                                  "quadratic"};
+  static const std::vector<std::string> kNames = {"bilinear", "mog8", "mog25", "quadratic",
+                                                  "wgan-gp"};
+  return kNames;
+}
+
+const std::vector<std::string>& analytic_game_names() {
+  static const std::vector<std::string> kNames = {"bilinear", "quadratic"};
   return kNames;
 }
 
@@ -17,6 +23,7 @@ std::unique_ptr<Game> make_game(const std::string& name, const GameOptions& opti
   if (name == "bilinear") return std::make_unique<BilinearGame>(options);
   if (name == "mog8" || name == "mog25") return std::make_unique<MogGame>(name, options);
   if (name == "quadratic") return std::make_unique<QuadraticGame>(options);
+  if (name == "wgan-gp") return std::make_unique<WganGpGame>(options);
   std::string known;
   for (const auto& n : game_names()) known += (known.empty() ? "" : ", ") + n;
   throw Error("unknown game '" + name + "' (expected one of: " + known + ")");

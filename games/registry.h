@@ -38,6 +38,8 @@ struct GameOptions {
 };
 
 const std::vector<std::string>& game_names();
+// The games with a known equilibrium, on which every solver is tested (bilinear, quadratic).
+const std::vector<std::string>& analytic_game_names();
 
 // Throws saddle::Error naming the unknown game or the invalid option.
 std::unique_ptr<Game> make_game(const std::string& name, const GameOptions& options);
