@@ -35,6 +35,22 @@ class WganGp : public ::testing::Test {
   void SetUp() override { torch::set_num_threads(1); }
 };
 
+// The generator's sub-pixel upsampling layer is exactly a transposed convolution (kernel 4,
+// stride 2, padding 1), values and gradients.
+TEST_F(WganGp, UpConvEqualsTransposedConvolution) {
+  UpConv2d up(3, 5);
+  up->to(torch::kFloat64);
+  torch::Tensor x = torch::randn({2, 3, 4, 6}, torch::kFloat64).requires_grad_(true);
+  torch::Tensor y = up(x);
+  torch::Tensor ref = torch::conv_transpose2d(x, up->weight, up->bias, 2, 1);
+  ASSERT_EQ(y.sizes(), ref.sizes());
+  EXPECT_TRUE(torch::allclose(y, ref, 1e-12, 1e-12));
+  torch::Tensor v = torch::randn_like(y);
+  auto g = torch::autograd::grad({(y * v).sum()}, {x, up->weight, up->bias});
+  auto r = torch::autograd::grad({(ref * v).sum()}, {x, up->weight, up->bias});
+  for (size_t i = 0; i < g.size(); ++i) EXPECT_TRUE(torch::allclose(g[i], r[i], 1e-12, 1e-12)) << i;
+}
+
 TEST_F(WganGp, LayoutAndRoles) {
   WganGpGame game(tiny(), noise_images(3), 3);
   ASSERT_EQ(game.players().size(), 2u);
