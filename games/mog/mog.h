@@ -49,6 +49,11 @@ class MogGame final : public Game {
 
   // The scatter plot of the kMetricSamples metric samples over the modes.
   void write_samples_png(const std::string& path);
+  // The runner's evaluation picture: the scatter of generator samples over the modes.
+  bool write_samples(const std::string& path) override {
+    write_samples_png(path);
+    return true;
+  }
 
   // n samples of the target mixture / of the generator.
   torch::Tensor sample_real(int64_t n, at::Generator& gen) const;

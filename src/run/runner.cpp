@@ -277,7 +277,7 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
     last = metrics;
     const auto shown = find_metric(metrics, "distance_sq");
     status = shown ? fmt::format("distance_sq {:.3e}", *shown)
-                   : fmt::format("{} {:.3e}", metrics.front().first, metrics.front().second);
+                   : fmt::format("{} {:.4g}", metrics.front().first, metrics.front().second);
   };
   auto evaluation_due = [&](int64_t t) {
     return t == 0 || t == iterations || (options.eval_every() > 0 && t % options.eval_every() == 0);
