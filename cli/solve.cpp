@@ -117,6 +117,10 @@ SolveCommand::SolveCommand(CLI::App& app)
   binder_.add("latent", game_options_.latent, "GAN games: generator input size");
   binder_.add("gp-lambda", game_options_.gp_lambda, "WGAN-GP gradient-penalty weight");
   binder_.add("gan-loss", game_options_.gan_loss, "GAN loss: wgan-gp | nonsaturating");
+  binder_.add("classifier", game_options_.classifier,
+              "wgan-gp on fashion-mnist: classifier file for FID and Inception score at each "
+              "evaluation (trained and cached there when missing; see saddle classifier)");
+  binder_.add("fid-samples", game_options_.fid_samples, "Generated images per FID evaluation");
   exchange_.add_to(binder_);
   binder_.add("log-every", log_every_, "Iterations between metric records (0: about 100 records)");
   binder_.add("eval-every", eval_every_,

@@ -35,6 +35,11 @@ struct GameOptions {
   int64_t latent = 128;                   // generator input size
   double gp_lambda = 10.0;                // gradient-penalty weight
   std::string gan_loss = "wgan-gp";       // wgan-gp | nonsaturating
+  // Image metrics (wgan-gp on fashion-mnist): the Fashion-MNIST classifier whose features FID
+  // and the Inception-style score use (trained and cached at this path when missing; empty: no
+  // image metrics), and how many generated images they are computed on.
+  std::string classifier;
+  int64_t fid_samples = 10000;
 };
 
 const std::vector<std::string>& game_names();

@@ -76,7 +76,14 @@ WganGpGame::WganGpGame(const GameOptions& options, RealBatches real, int64_t cha
       gp_lambda_(options.gp_lambda),
       loss_(parse_gan_loss(options.gan_loss)),
       dtype_(dtype),
-      real_(std::move(real)) {
+      real_(std::move(real)),
+      classifier_path_(options.classifier),
+      data_dir_(options.data_dir),
+      dataset_(options.dataset),
+      fid_samples_(options.fid_samples),
+      seed_(options.seed) {
+  SADDLE_CHECK(options.fid_samples >= 2, "invalid --fid-samples ", options.fid_samples,
+               " (must be >= 2)");
   SADDLE_CHECK(channels > 0, "wgan-gp: invalid number of image channels ", channels);
   SADDLE_CHECK(real_, "wgan-gp: no source of real images");
   SADDLE_CHECK(dtype == torch::kFloat32 || dtype == torch::kFloat64,
@@ -209,6 +216,39 @@ torch::Tensor WganGpGame::sample(int64_t n, uint64_t seed) {
 
 void WganGpGame::write_samples(const std::string& path, int64_t n, uint64_t seed, int64_t columns) {
   write_image_grid(path, sample(n, seed).to(torch::kFloat32), columns);
+}
+
+}  // namespace saddle
+
+namespace saddle {
+
+bool WganGpGame::write_samples(const std::string& path) {
+  write_samples(path, 64, seed_ ^ 0x5A5A5A5AULL, 8);
+  return true;
+}
+
+Metrics WganGpGame::evaluation_metrics() {
+  if (classifier_path_.empty()) return {};
+  SADDLE_CHECK(dataset_ == "fashion-mnist", "--classifier scores Fashion-MNIST images only; ",
+               "the dataset is ", dataset_);
+  if (!classifier_) {
+    // Trained once (deterministically) and cached; every later run loads it.
+    Logger logger(LogLevel::kWarn);
+    classifier_ = load_or_train_classifier(classifier_path_, ClassifierOptions().data_dir(data_dir_),
+                                           logger).model;
+    classifier_->eval();
+    const ImageDataset test = load_fashion_mnist(data_dir_, /*train=*/false);
+    real_statistics_ = real_feature_statistics(classifier_, test.images);
+  }
+  // The same latents at every evaluation, so the curve shows the generator, not the draw.
+  std::vector<torch::Tensor> chunks;
+  constexpr int64_t kChunk = 500;
+  for (int64_t done = 0; done < fid_samples_; done += kChunk) {
+    const int64_t n = std::min(kChunk, fid_samples_ - done);
+    chunks.push_back(sample(n, seed_ + 7919 * static_cast<uint64_t>(done / kChunk + 1)).to(torch::kFloat32));
+  }
+  const ImageScores scores = score_images(classifier_, torch::cat(chunks), *real_statistics_);
+  return {{"fid", scores.fid}, {"inception_score", scores.inception_score}};
 }
 
 }  // namespace saddle

@@ -25,6 +25,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,6 +33,7 @@
 #include "games/registry.h"
 #include "games/wgan_gp/dcgan32.h"
 #include "saddle/game.h"
+#include "saddle/metrics/classifier.h"
 
 namespace saddle {
 
@@ -97,6 +99,12 @@ class WganGpGame final : public Game {
   torch::Tensor sample(int64_t n, uint64_t seed);
   // Writes sample(n, seed) as one PNG grid with `columns` images per row.
   void write_samples(const std::string& path, int64_t n, uint64_t seed, int64_t columns);
+  // The runner's evaluation picture: 64 samples from a fixed seed, 8 per row.
+  bool write_samples(const std::string& path) override;
+
+  // "fid" and "inception_score" of options.fid_samples generated images (fixed latents) in the
+  // feature space of the Fashion-MNIST classifier at options.classifier; nothing without one.
+  Metrics evaluation_metrics() override;
 
   int64_t channels() const { return channels_; }
   int64_t batch() const { return batch_; }
@@ -125,6 +133,14 @@ class WganGpGame final : public Game {
   DCGAN32Critic critic_{nullptr};
   std::vector<torch::Tensor> generator_params_, critic_params_;
   Draw eval_;
+  // Image metrics, set up on first use: the classifier and the real test images' statistics.
+  std::string classifier_path_;
+  std::string data_dir_;
+  std::string dataset_;
+  int64_t fid_samples_ = 10000;
+  uint64_t seed_ = 0;
+  Classifier classifier_{nullptr};
+  std::optional<FeatureStatistics> real_statistics_;
 };
 
 }  // namespace saddle
