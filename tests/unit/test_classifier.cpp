@@ -12,6 +12,7 @@
 #include <sstream>
 #include <string>
 
+#include "cli_support.h"
 #include "saddle/data/datasets.h"
 #include "saddle/error.h"
 #include "saddle/log.h"
@@ -238,30 +239,13 @@ TEST_F(ClassifierTest, BadOptionsAreClearErrors) {
 
 // ---- `saddle classifier` ----
 
-struct CliResult {
-  int code;
-  std::string out;
-  std::string err;
-};
+using saddle::testing::CliResult;
+using saddle::testing::expect_one_line_error;
 
 class ClassifierCli : public ClassifierTest {
  protected:
   CliResult run(const std::string& args) {
-    const fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
-    const std::string command = std::string(SADDLE_CLI_PATH) + " classifier " + args + " >" +
-                                out.string() + " 2>" + err.string() + " </dev/null";
-    const int status = std::system(command.c_str());
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), slurp(out), slurp(err)};
-  }
-  void expect_one_line_error(const CliResult& r, const std::string& needle) {
-    EXPECT_NE(r.code, 0);
-    EXPECT_LT(r.code, 128) << "crashed: " << r.err;
-    ASSERT_FALSE(r.err.empty());
-    ASSERT_EQ(r.err.back(), '\n');
-    const size_t start = r.err.rfind('\n', r.err.size() - 2);
-    const std::string last = r.err.substr(start == std::string::npos ? 0 : start + 1);
-    EXPECT_EQ(last.rfind("saddle: error", 0), 0u) << r.err;
-    EXPECT_NE(last.find(needle), std::string::npos) << r.err;
+    return saddle::testing::run_program(SADDLE_CLI_PATH, "classifier " + args, dir_);
   }
 
   // A Fashion-MNIST folder holding the first n_train / n_test items of the real one, as plain IDX

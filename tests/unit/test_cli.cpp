@@ -10,22 +10,16 @@
 #include <sstream>
 #include <string>
 
+#include "cli_support.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 
-struct CliResult {
-  int code;
-  std::string out;
-  std::string err;
-};
+using saddle::testing::CliResult;
+using saddle::testing::expect_one_line_error;
 
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string slurp(const fs::path& path) { return saddle::testing::slurp_file(path); }
 
 class Cli : public ::testing::Test {
  protected:
@@ -39,25 +33,7 @@ class Cli : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   CliResult run(const std::string& args, const std::string& program = SADDLE_CLI_PATH) {
-    const fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
-    const std::string command = std::string(program) + " " + args + " >" + out.string() + " 2>" +
-                                err.string() + " </dev/null";
-    const int status = std::system(command.c_str());
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), slurp(out), slurp(err)};
-  }
-
-  // A failed command: non-zero exit, and the error is one line (the last on stderr, after any
-  // progress lines) that contains `needle`.
-  void expect_one_line_error(const CliResult& r, const std::string& needle) {
-    EXPECT_NE(r.code, 0);
-    EXPECT_LT(r.code, 128) << "crashed: " << r.err;
-    ASSERT_FALSE(r.err.empty());
-    ASSERT_EQ(r.err.back(), '\n');
-    const size_t start = r.err.rfind('\n', r.err.size() - 2);
-    const std::string last = r.err.substr(start == std::string::npos ? 0 : start + 1);
-    EXPECT_EQ(last.rfind("saddle: error", 0), 0u) << "last line is not the error: " << r.err;
-    EXPECT_NE(last.find(needle), std::string::npos) << r.err;
-    EXPECT_EQ(r.err.find("saddle: error"), r.err.rfind("saddle: error")) << r.err;
+    return saddle::testing::run_program(program, args, dir_);
   }
 
   std::string write(const std::string& name, const std::string& text) {
