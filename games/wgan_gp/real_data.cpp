@@ -27,6 +27,8 @@ RealSource dataset_source(const GameOptions& options) {
   source.batches = [images, sampler](int64_t batch, at::Generator& gen) {
     return images.index_select(0, sampler->next_batch(batch, gen));
   };
+  source.state = [sampler]() { return sampler->state(); };
+  source.load_state = [sampler](const torch::Tensor& state) { sampler->load_state(state); };
   return source;
 }
 

@@ -251,4 +251,34 @@ Metrics WganGpGame::evaluation_metrics() {
   return {{"fid", scores.fid}, {"inception_score", scores.inception_score}};
 }
 
+Game::State WganGpGame::state() const {
+  State out;
+  for (const auto& item : generator_->named_buffers()) out.emplace_back("generator." + item.key(), item.value());
+  for (const auto& item : critic_->named_buffers()) out.emplace_back("critic." + item.key(), item.value());
+  if (source_state_) out.emplace_back("sampler", source_state_());
+  return out;
+}
+
+void WganGpGame::load_state(const State& state) {
+  torch::NoGradGuard no_grad;
+  auto restore = [&](torch::nn::Module& module, const std::string& prefix) {
+    for (auto& item : module.named_buffers()) {
+      bool found = false;
+      for (const auto& [name, tensor] : state) {
+        if (name != prefix + item.key()) continue;
+        SADDLE_CHECK(tensor.sizes() == item.value().sizes(), "checkpoint: buffer ", name, " has shape ",
+                     tensor.sizes(), ", the game's has ", item.value().sizes());
+        item.value().copy_(tensor);
+        found = true;
+      }
+      SADDLE_CHECK(found, "checkpoint has no buffer ", prefix, item.key());
+    }
+  };
+  restore(*generator_, "generator.");
+  restore(*critic_, "critic.");
+  for (const auto& [name, tensor] : state) {
+    if (name == "sampler" && source_load_state_) source_load_state_(tensor);
+  }
+}
+
 }  // namespace saddle

@@ -44,6 +44,9 @@ using RealBatches = std::function<torch::Tensor(int64_t batch, at::Generator& ge
 struct RealSource {
   RealBatches batches;
   int64_t channels = 1;
+  // Checkpoint support of a source with a position (the dataset sampler); optional.
+  std::function<torch::Tensor()> state;
+  std::function<void(const torch::Tensor&)> load_state;
 };
 // The real images of options.dataset for this rank (its disjoint shard). Throws saddle::Error
 // naming an unknown dataset or unreadable files.
@@ -66,7 +69,10 @@ class WganGpGame final : public Game {
   WganGpGame(const GameOptions& options, RealBatches real, int64_t channels,
              torch::Dtype dtype = torch::kFloat32);
   WganGpGame(const GameOptions& options, RealSource source, torch::Dtype dtype = torch::kFloat32)
-      : WganGpGame(options, std::move(source.batches), source.channels, dtype) {}
+      : WganGpGame(options, source.batches, source.channels, dtype) {
+    source_state_ = std::move(source.state);
+    source_load_state_ = std::move(source.load_state);
+  }
 
   std::string name() const override { return "wgan-gp"; }
 
@@ -106,6 +112,11 @@ class WganGpGame final : public Game {
   // feature space of the Fashion-MNIST classifier at options.classifier; nothing without one.
   Metrics evaluation_metrics() override;
 
+  // Batch-norm running statistics and the data sampler's position: with them a resumed run
+  // continues exactly.
+  State state() const override;
+  void load_state(const State& state) override;
+
   int64_t channels() const { return channels_; }
   int64_t batch() const { return batch_; }
   GanLoss loss() const { return loss_; }
@@ -133,6 +144,8 @@ class WganGpGame final : public Game {
   DCGAN32Critic critic_{nullptr};
   std::vector<torch::Tensor> generator_params_, critic_params_;
   Draw eval_;
+  std::function<torch::Tensor()> source_state_;
+  std::function<void(const torch::Tensor&)> source_load_state_;
   // Image metrics, set up on first use: the classifier and the real test images' statistics.
   std::string classifier_path_;
   std::string data_dir_;

@@ -266,4 +266,23 @@ torch::Tensor BatchSampler::next_batch(int64_t batch_size, at::Generator& gen) {
   return parts.size() == 1 ? parts[0].clone() : torch::cat(parts);
 }
 
+torch::Tensor BatchSampler::state() const {
+  torch::Tensor head = torch::tensor({size_, epoch_, position_}, torch::kInt64);
+  return order_.defined() ? torch::cat({head, order_}) : head;
+}
+
+void BatchSampler::load_state(const torch::Tensor& state) {
+  SADDLE_CHECK(state.dim() == 1 && state.numel() >= 3 && state.scalar_type() == torch::kInt64,
+               "sampler state: expected int64 [3 + n], got ", state.sizes());
+  torch::Tensor s = state.contiguous();
+  const int64_t* v = s.data_ptr<int64_t>();
+  SADDLE_CHECK(v[0] == size_, "sampler state is for ", v[0], " items, this sampler has ", size_);
+  SADDLE_CHECK(v[2] >= 0 && v[2] <= size_, "sampler state: position ", v[2], " out of range");
+  SADDLE_CHECK(s.numel() == 3 || s.numel() == 3 + size_, "sampler state: order has ",
+               s.numel() - 3, " entries, expected ", size_);
+  epoch_ = v[1];
+  position_ = v[2];
+  order_ = s.numel() > 3 ? s.narrow(0, 3, size_).clone() : torch::Tensor();
+}
+
 }  // namespace saddle

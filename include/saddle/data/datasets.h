@@ -75,6 +75,11 @@ class BatchSampler {
   // The epoch the last batch ended in: 0 during the first pass over the data.
   int64_t epoch() const { return epoch_ < 0 ? 0 : epoch_; }
 
+  // The epoch, the position in it and the epoch's order, for checkpoints: a sampler restored
+  // with load_state() draws exactly the batches the saved one would have drawn.
+  torch::Tensor state() const;
+  void load_state(const torch::Tensor& state);
+
  private:
   int64_t size_;
   int64_t epoch_ = -1;  // the first next_batch starts epoch 0
