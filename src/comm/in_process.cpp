@@ -60,15 +60,6 @@ namespace {
 
 using State = InProcessGroup::State;
 
-void check_bytes(const torch::Tensor& bytes, const char* what) {
-  SADDLE_CHECK(bytes.defined(), what, ": undefined tensor (expected a 1-D kUInt8 tensor)");
-  SADDLE_CHECK(bytes.scalar_type() == torch::kUInt8, what, ": dtype ", bytes.scalar_type(),
-               " (expected kUInt8)");
-  SADDLE_CHECK(bytes.dim() == 1, what, ": ", bytes.dim(), "-D tensor (expected 1-D)");
-  SADDLE_CHECK(bytes.device().is_cpu(), what, ": tensor on ", bytes.device(), " (expected CPU)");
-  SADDLE_CHECK(bytes.is_contiguous(), what, ": non-contiguous tensor");
-}
-
 class InProcessCommunicator final : public Communicator {
  public:
   InProcessCommunicator(std::shared_ptr<State> state, int rank)
@@ -79,7 +70,7 @@ class InProcessCommunicator final : public Communicator {
   std::string backend() const override { return "in-process"; }
 
   std::vector<torch::Tensor> allgather_bytes(const torch::Tensor& message) override {
-    check_bytes(message, "allgather_bytes");
+    check_message_bytes(message, "allgather_bytes");
     return collective("allgather_bytes", message, [](const std::vector<torch::Tensor>& inputs) {
       std::vector<torch::Tensor> messages;
       messages.reserve(inputs.size());
@@ -111,7 +102,7 @@ class InProcessCommunicator final : public Communicator {
   void broadcast_bytes(torch::Tensor& bytes, int root) override {
     SADDLE_CHECK(root >= 0 && root < size(), "broadcast_bytes: root ", root,
                  " is not a rank of ", size());
-    if (rank_ == root) check_bytes(bytes, "broadcast_bytes");
+    if (rank_ == root) check_message_bytes(bytes, "broadcast_bytes");
     const std::string op = detail::concat("broadcast_bytes(root=", root, ")");
     torch::Tensor received =
         collective(op, rank_ == root ? bytes : torch::Tensor(),

@@ -25,15 +25,6 @@ void check_mpi(int rc, const char* call) {
                                                           : "MPI error code " + std::to_string(rc)));
 }
 
-void check_bytes(const torch::Tensor& bytes, const char* what) {
-  SADDLE_CHECK(bytes.defined(), what, ": undefined tensor (expected a 1-D kUInt8 tensor)");
-  SADDLE_CHECK(bytes.scalar_type() == torch::kUInt8, what, ": dtype ", bytes.scalar_type(),
-               " (expected kUInt8)");
-  SADDLE_CHECK(bytes.dim() == 1, what, ": ", bytes.dim(), "-D tensor (expected 1-D)");
-  SADDLE_CHECK(bytes.device().is_cpu(), what, ": tensor on ", bytes.device(), " (expected CPU)");
-  SADDLE_CHECK(bytes.is_contiguous(), what, ": non-contiguous tensor");
-}
-
 MPI_Datatype reduce_type(const torch::Tensor& tensor) {
   SADDLE_CHECK(tensor.defined(), "allreduce_sum: undefined tensor");
   SADDLE_CHECK(tensor.device().is_cpu(), "allreduce_sum: tensor on ", tensor.device(),
@@ -69,7 +60,7 @@ class MpiCommunicator final : public Communicator {
   std::string backend() const override { return "mpi"; }
 
   std::vector<torch::Tensor> allgather_bytes(const torch::Tensor& message) override {
-    check_bytes(message, "allgather_bytes");
+    check_message_bytes(message, "allgather_bytes");
     int64_t mine = message.numel();
     std::vector<int64_t> sizes(size_);
     check_mpi(MPI_Allgather(&mine, 1, MPI_INT64_T, sizes.data(), 1, MPI_INT64_T, comm_),
@@ -147,7 +138,7 @@ class MpiCommunicator final : public Communicator {
                  size_);
     int64_t length = 0;
     if (rank_ == root) {
-      check_bytes(bytes, "broadcast_bytes");
+      check_message_bytes(bytes, "broadcast_bytes");
       length = bytes.numel();
     }
     check_mpi(MPI_Bcast(&length, 1, MPI_INT64_T, root, comm_), "MPI_Bcast");

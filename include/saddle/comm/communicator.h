@@ -41,6 +41,10 @@ class Communicator {
   [[noreturn]] virtual void abort(int code) = 0;
 };
 
+// For implementations: throws saddle::Error unless `bytes` is a defined, contiguous, 1-D kUInt8
+// CPU tensor; `what` names the collective in the message.
+void check_message_bytes(const torch::Tensor& bytes, const char* what);
+
 // Size 1: collectives are identities.
 std::unique_ptr<Communicator> make_single_process_communicator();
 
