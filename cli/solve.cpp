@@ -2,6 +2,8 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <optional>
+#include <type_traits>
 
 #include "commands.h"
 #include "saddle/comm/exchange.h"
@@ -19,6 +21,19 @@ std::string join(const std::vector<std::string>& items) {
   return out;
 }
 
+// The whole of `text` as a number, or nothing (no partial parses such as "5e-4x").
+template <typename T>
+std::optional<T> parse_whole(const std::string& text) {
+  size_t used = 0;
+  try {
+    const T value = std::is_integral_v<T> ? static_cast<T>(std::stoll(text, &used))
+                                          : static_cast<T>(std::stod(text, &used));
+    if (used == text.size() && !text.empty()) return value;
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
+
 PlayerRates parse_player_rates(const std::vector<std::string>& items) {
   PlayerRates rates;
   for (const auto& item : items) {
@@ -26,16 +41,9 @@ PlayerRates parse_player_rates(const std::vector<std::string>& items) {
     SADDLE_CHECK(eq != std::string::npos && eq > 0, "invalid --player-lr '", item,
                  "' (expected NAME=LR, e.g. critic=5e-4)");
     const std::string value = item.substr(eq + 1);
-    size_t used = 0;
-    double lr = 0.0;
-    try {
-      lr = std::stod(value, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    SADDLE_CHECK(used == value.size() && !value.empty(), "invalid --player-lr '", item,
-                 "': '", value, "' is not a number");
-    rates[item.substr(0, eq)] = lr;
+    const auto lr = parse_whole<double>(value);
+    SADDLE_CHECK(lr.has_value(), "invalid --player-lr '", item, "': '", value, "' is not a number");
+    rates[item.substr(0, eq)] = *lr;
   }
   return rates;
 }
@@ -43,16 +51,10 @@ PlayerRates parse_player_rates(const std::vector<std::string>& items) {
 std::vector<int64_t> parse_schedule(const std::vector<std::string>& items) {
   std::vector<int64_t> out;
   for (const auto& item : items) {
-    size_t used = 0;
-    int64_t value = -1;
-    try {
-      value = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    SADDLE_CHECK(used == item.size() && value >= 0, "invalid --level-schedule entry '", item,
+    const auto value = parse_whole<int64_t>(item);
+    SADDLE_CHECK(value.has_value() && *value >= 0, "invalid --level-schedule entry '", item,
                  "' (expected iterations >= 0)");
-    out.push_back(value);
+    out.push_back(*value);
   }
   return out;
 }

@@ -241,3 +241,15 @@ TEST_F(Cli, WganGpResumesExactly) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(Cli, MalformedListOptions) {
+  expect_one_line_error(run("solve --iters 5 --player-lr y=0.2x"), "'0.2x' is not a number");
+  expect_one_line_error(run("solve --iters 5 --player-lr =0.2"), "expected NAME=LR");
+  expect_one_line_error(run("solve --iters 5 --player-lr z=0.2"), "unknown player 'z'");
+  expect_one_line_error(run("solve --iters 5 --level-schedule 0 -1"),
+                        "invalid --level-schedule entry '-1'");
+}
+
+}  // namespace
