@@ -2,6 +2,7 @@
 // (FID, Inception score) use, prints its test accuracy and writes it to --out.
 #include <fmt/format.h>
 
+#include <cmath>
 #include <cstdio>
 
 #include "commands.h"
@@ -17,6 +18,10 @@ ClassifierCommand::ClassifierCommand(CLI::App& app)
   app_->add_option("--epochs", epochs_, "Training epochs")->capture_default_str();
   app_->add_option("--seed", seed_, "Seed of the initialization and the shuffling")
       ->capture_default_str();
+  app_->add_option("--lr", lr_, "Adam learning rate of the first epoch (halved every epoch)")
+      ->capture_default_str();
+  app_->add_option("--batch-size", batch_size_, "Training batch size")->capture_default_str();
+  app_->add_flag("--flip", flip_, "Augment with random horizontal flips");
   app_->add_option("--data-dir", data_dir_, "Fashion-MNIST folder (default: the Debian package's)");
   app_->add_option("--threads", threads_, "Intra-op threads (0: LibTorch's default)")
       ->capture_default_str();
@@ -29,9 +34,12 @@ int ClassifierCommand::run(Communicator& comm) {
                " ranks)");
   SADDLE_CHECK(epochs_ >= 1, "invalid --epochs ", epochs_, " (must be >= 1)");
   SADDLE_CHECK(threads_ >= 0, "invalid --threads ", threads_, " (must be >= 0)");
+  SADDLE_CHECK(std::isfinite(lr_) && lr_ > 0, "invalid --lr ", lr_, " (must be > 0)");
+  SADDLE_CHECK(batch_size_ >= 1, "invalid --batch-size ", batch_size_, " (must be >= 1)");
   SADDLE_CHECK(!out_.empty(), "invalid --out: empty path");
   const ClassifierOptions options =
-      ClassifierOptions().epochs(epochs_).seed(seed_).data_dir(data_dir_).threads(threads_);
+      ClassifierOptions().epochs(epochs_).seed(seed_).data_dir(data_dir_).threads(threads_)
+          .lr(lr_).batch_size(batch_size_).flip(flip_);
   TrainedClassifier trained = train_classifier(options, &logger);
   save_classifier(trained, out_);
   const std::string line =

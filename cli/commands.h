@@ -13,6 +13,7 @@
 #include "games/registry.h"
 #include "saddle/comm/communicator.h"
 #include "saddle/log.h"
+#include "saddle/metrics/classifier.h"
 
 namespace saddle::cli {
 
@@ -97,8 +98,11 @@ class ClassifierCommand {
  private:
   CLI::App* app_;
   std::string out_;
-  int64_t epochs_ = 4;
+  int64_t epochs_ = ClassifierOptions().epochs();
   uint64_t seed_ = 0;
+  double lr_ = ClassifierOptions().lr();
+  int64_t batch_size_ = ClassifierOptions().batch_size();
+  bool flip_ = ClassifierOptions().flip();
   std::string data_dir_;
   int threads_ = 0;
   std::string log_level_ = "info";

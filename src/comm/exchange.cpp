@@ -139,9 +139,14 @@ torch::Tensor Exchange::average(const torch::Tensor& local) {
     predicted_variance_ = codec_.adapt(statistics);
     ledger_.seconds_encode += seconds_between(reduced, Clock::now());
     ++ledger_.level_updates;
+    // The statistics' third row sums v_i^2 over every coordinate of every rank: the variance as a
+    // fraction of that is the quantizer's relative variance, comparable across refits.
+    const double squared_norm = statistics[2].sum().item<double>();
     logger_.log(me == 0 ? LogLevel::kInfo : LogLevel::kDebug,
-                "levels refit at iteration {}: levels {}, predicted variance {:.6g}", iteration_,
-                format_levels(codec_.levels()), predicted_variance_);
+                "levels refit at iteration {}: levels {}, predicted variance {:.6g} ({:.4g} of the "
+                "operators' squared norm)",
+                iteration_, format_levels(codec_.levels()), predicted_variance_,
+                squared_norm > 0 ? predicted_variance_ / squared_norm : 0.0);
   }
   adapt_pending_ = false;
 

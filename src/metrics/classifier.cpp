@@ -26,7 +26,7 @@ namespace {
 constexpr const char* kMagic = "saddle-classifier";
 constexpr int kFormatVersion = 1;
 // Names the layer shapes; a file for another architecture is refused before torch::load.
-constexpr const char* kArchitecture = "fmnist-cnn-c32-c64-c128-f256-10";
+constexpr const char* kArchitecture = "fmnist-cnn-c16-c32-c64-f256-10";
 constexpr size_t kMaxHeaderBytes = 4096;
 
 nn::Conv2dOptions conv(int64_t in, int64_t out) { return nn::Conv2dOptions(in, out, 3).padding(1); }
@@ -103,10 +103,10 @@ void check_options(const ClassifierOptions& o) {
 }  // namespace
 
 ClassifierImpl::ClassifierImpl() {
-  conv1_ = register_module("conv1", nn::Conv2d(conv(kChannels, 32)));
-  conv2_ = register_module("conv2", nn::Conv2d(conv(32, 64)));
-  conv3_ = register_module("conv3", nn::Conv2d(conv(64, 128)));
-  fc1_ = register_module("fc1", nn::Linear(128 * 4 * 4, kFeatures));
+  conv1_ = register_module("conv1", nn::Conv2d(conv(kChannels, 16)));
+  conv2_ = register_module("conv2", nn::Conv2d(conv(16, 32)));
+  conv3_ = register_module("conv3", nn::Conv2d(conv(32, 64)));
+  fc1_ = register_module("fc1", nn::Linear(64 * 4 * 4, kFeatures));
   fc2_ = register_module("fc2", nn::Linear(kFeatures, kClasses));
 }
 

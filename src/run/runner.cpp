@@ -149,12 +149,19 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
   }
 
   Ledger& ledger = exchange.ledger();
+  int64_t current = 0;  // the iteration being computed, for error messages
+  std::function<Error(int64_t, const std::string&)> diverged;
   Oracle oracle = [&]() -> torch::Tensor {
     const auto start = Clock::now();
     torch::Tensor local = game.operator_at(generators[0]);
     for (size_t r = 1; r < generators.size(); ++r) local.add_(game.operator_at(generators[r]));
     if (generators.size() > 1) local.div_(static_cast<double>(generators.size()));
     ledger.seconds_compute += seconds_since(start);
+    // Caught here, before the exchange, so the message names the cause rather than the codec.
+    if (!torch::isfinite(local).all().item<bool>()) {
+      throw diverged(current + 1, fmt::format("the operator on rank {} is not finite (a smaller "
+                                              "learning rate may help)", rank));
+    }
     return exchange.average(local);
   };
 
@@ -233,7 +240,7 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
     comm.allreduce_sum(counts);
     return std::make_pair(counts[0].item<int64_t>(), counts[1].item<int64_t>());
   };
-  auto diverged = [&](int64_t t, const std::string& what) {
+  diverged = [&](int64_t t, const std::string& what) {
     std::string where = metrics_out.enabled()
                             ? fmt::format(" (records so far in {})", metrics_out.partial_path())
                             : std::string();
@@ -286,6 +293,7 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
   const auto start = Clock::now();
   if (first % log_every == 0 || evaluation_due(first)) record(first, evaluation_due(first));
   for (int64_t t = first; t < iterations; ++t) {
+    current = t;
     exchange.begin_iteration(t);
     solver.step(oracle);
     // Every rank holds the same z, so every rank detects a divergence at the same iteration.

@@ -278,6 +278,9 @@ TEST_F(ClassifierCli, BadArgumentsAreOneLineErrors) {
   expect_one_line_error(run("--out x.pt --epochs 0"), "invalid --epochs 0");
   expect_one_line_error(run("--out x.pt --threads -2"), "invalid --threads -2");
   expect_one_line_error(run("--out x.pt --epochs two"), "--epochs");
+  expect_one_line_error(run("--out x.pt --lr 0"), "invalid --lr 0");
+  expect_one_line_error(run("--out x.pt --lr nan"), "invalid --lr nan");
+  expect_one_line_error(run("--out x.pt --batch-size 0"), "invalid --batch-size 0");
   const std::string missing = (dir_ / "nowhere").string();
   auto r = run("--out " + (dir_ / "c.pt").string() + " --epochs 1 --data-dir " + missing);
   expect_one_line_error(r, missing);

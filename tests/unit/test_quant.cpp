@@ -175,6 +175,8 @@ TEST(QuantAdaptive, AlqAndAmqBeatFixedLevelsOnTheirData) {
       EXPECT_LE(exact_alq, exact_moments(nuq, v).total) << where;
       EXPECT_NEAR(predicted / exact_alq, 1.0, 0.05) << where;
       EXPECT_NEAR(alq.predicted_variance(stats) / exact_alq, 1.0, 0.05) << where;
+      // The third row sums v_i^2: the exchange divides by it to log a relative variance.
+      EXPECT_NEAR(stats[2].sum().item<double>() / v.square().sum().item<double>(), 1.0, 1e-6) << where;
     }
   }
 }
