@@ -12,6 +12,7 @@
 #include "config_binder.h"
 #include "games/registry.h"
 #include "saddle/comm/communicator.h"
+#include "saddle/comm/exchange.h"
 #include "saddle/log.h"
 #include "saddle/metrics/classifier.h"
 
@@ -22,7 +23,7 @@ inline LogLevel rank_log_level(LogLevel level, int rank) {
   return rank == 0 || level == LogLevel::kDebug ? level : std::min(level, LogLevel::kWarn);
 }
 
-// Options shared by `solve` and `demo`: the exchange over ranks.
+// Options of `solve` for the exchange over ranks (`demo` and `compare` fill in a few).
 struct ExchangeFlags {
   std::string quantizer = "none";
   int bits = 4;
@@ -35,6 +36,11 @@ struct ExchangeFlags {
 };
 
 // Builds the exchange options from the flags; throws saddle::Error on invalid values.
+ExchangeOptions exchange_options(const ExchangeFlags& flags, uint64_t seed);
+
+// "812 B", "12.3 KiB", "45.6 MiB": byte counts for tables.
+std::string human_bytes(int64_t bytes);
+
 class SolveCommand {
  public:
   explicit SolveCommand(CLI::App& app);
@@ -69,9 +75,35 @@ class SolveCommand {
   bool no_progress_ = false;
 };
 
+// `saddle demo`, the README's main job: WGAN-GP on Fashion-MNIST trained by qgenx with every
+// rank's operator quantized by adaptive (ALQ) levels; ends with FID, bytes and the sample grid.
 class DemoCommand {
  public:
   explicit DemoCommand(CLI::App& app);
+  CLI::App* app() { return app_; }
+  int run(Communicator& comm);
+
+ private:
+  CLI::App* app_;
+  int64_t iters_ = 400;
+  int64_t filters_ = 32;
+  int64_t batch_ = 64;
+  double lr_ = 0.01;
+  std::string quantizer_ = "alq";
+  int bits_ = 4;
+  int64_t eval_every_ = 100;
+  int64_t fid_samples_ = 1000;
+  std::string classifier_ = "runs/fmnist_classifier.pt";
+  std::string data_dir_;
+  std::string out_ = "runs/demo";
+  uint64_t seed_ = 0;
+  std::string log_level_ = "info";
+  bool no_progress_ = false;
+};
+
+class CompareCommand {
+ public:
+  explicit CompareCommand(CLI::App& app);
   CLI::App* app() { return app_; }
   int run(Communicator& comm);
 

@@ -1,119 +1,140 @@
-// `saddle demo`: every solver on the same stochastic bilinear game, side by side, as a table;
-// under mpirun each rank draws its own samples and the operators travel quantized.
+// `saddle demo`: the README's main job. A WGAN-GP learns Fashion-MNIST on every rank at once:
+// each rank computes the game's operator on its own shard, quantizes it with adaptive (ALQ)
+// levels, and qgenx steps with the average of the decoded operators. It ends with the FID curve,
+// the bytes sent beside what fp32 would have sent, and the path of the sample grid.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
 
 #include "commands.h"
-#include "saddle/comm/exchange.h"
 #include "saddle/error.h"
+#include "saddle/run/files.h"
 #include "saddle/run/runner.h"
 
 namespace saddle::cli {
 
-namespace {
-
-// Settings that work for each solver on the demo game (condition 5, largest singular value 1).
-struct DemoEntry {
-  std::string solver;
-  double lr;
-  StepSizeKind step;
-};
-
-const std::vector<DemoEntry>& demo_entries() {
-  static const std::vector<DemoEntry> kEntries = {
-      {"gda", 0.1, StepSizeKind::kConstant},         {"alt-gda", 0.1, StepSizeKind::kConstant},
-      {"eg", 0.5, StepSizeKind::kConstant},          {"ogda", 0.5, StepSizeKind::kConstant},
-      {"extra-adam", 0.01, StepSizeKind::kConstant}, {"optimistic-adam", 0.01, StepSizeKind::kConstant},
-      {"qgenx", 1.0, StepSizeKind::kAdaptive},      {"qgenx", 0.5, StepSizeKind::kConstant}};
-  return kEntries;
-}
-
-std::string human_bytes(int64_t bytes) {
-  if (bytes < 10 * 1024) return fmt::format("{} B", bytes);
-  if (bytes < 10 * 1024 * 1024) return fmt::format("{:.1f} KiB", bytes / 1024.0);
-  return fmt::format("{:.1f} MiB", bytes / (1024.0 * 1024.0));
-}
-
-}  // namespace
-
 DemoCommand::DemoCommand(CLI::App& app)
-    : app_(app.add_subcommand("demo", "Every solver on one bilinear game, compared in a table")) {
-  app_->add_option("--iters", iters_, "Iterations per solver")->capture_default_str();
-  app_->add_option("--seed", seed_, "Seed of the game")->capture_default_str();
-  app_->add_option("--dim", dim_, "Dimension of each player")->capture_default_str();
-  app_->add_option("--noise", noise_, "Stochastic oracle: none | absolute | relative | finite-sum")
+    : app_(app.add_subcommand(
+          "demo", "WGAN-GP on Fashion-MNIST with qgenx and adaptive quantization (run it under "
+                  "mpirun for several ranks): FID, bytes on the wire, sample pictures")) {
+  app_->add_option("--iters", iters_, "Iterations")->capture_default_str();
+  app_->add_option("--filters", filters_, "Width of the DCGAN-32 players")->capture_default_str();
+  app_->add_option("--batch", batch_, "Images per operator evaluation on each rank")
       ->capture_default_str();
-  app_->add_option("--noise-scale", noise_scale_, "Scale of the oracle noise")->capture_default_str();
-  app_->add_option("--quantizer", quantizer_, "Operator compression on the wire")->capture_default_str();
+  app_->add_option("--lr", lr_, "Constant qgenx step size")->capture_default_str();
+  app_->add_option("--quantizer", quantizer_, "Operator compression on the wire (none: fp32)")
+      ->capture_default_str();
   app_->add_option("--bits", bits_, "Bits per coordinate (2..8)")->capture_default_str();
-  app_->add_option("--out", out_, "Directory for one output folder per solver")->capture_default_str();
+  app_->add_option("--eval-every", eval_every_, "Iterations between FID evaluations and pictures")
+      ->capture_default_str();
+  app_->add_option("--fid-samples", fid_samples_, "Generated images per FID evaluation")
+      ->capture_default_str();
+  app_->add_option("--classifier", classifier_,
+                   "Fashion-MNIST classifier for FID (trained there once when missing)")
+      ->capture_default_str();
+  app_->add_option("--data-dir", data_dir_, "Fashion-MNIST folder (default: the Debian package's)");
+  app_->add_option("--out", out_, "Output directory")->capture_default_str();
+  app_->add_option("--seed", seed_, "Seed of the networks, the samples and the quantizers")
+      ->capture_default_str();
   app_->add_option("--log-level", log_level_, "error | warn | info | debug")->capture_default_str();
+  app_->add_flag("--no-progress", no_progress_, "Do not show progress");
 }
 
 int DemoCommand::run(Communicator& comm) {
   Logger logger(rank_log_level(parse_log_level(log_level_), comm.rank()), comm.rank(), comm.size());
   SADDLE_CHECK(iters_ > 0, "invalid --iters ", iters_, " (must be > 0)");
+  SADDLE_CHECK(eval_every_ > 0, "invalid --eval-every ", eval_every_, " (must be > 0)");
+  SADDLE_CHECK(!out_.empty(), "invalid --out: empty path");
+  SADDLE_CHECK(!classifier_.empty(), "invalid --classifier: empty path");
+  // Options are checked (codec, game, solver) before the classifier's training: a typo must not cost
+  // a minute.
+  const std::string exchange_text =
+      Codec(CodecOptions().quantizer(quantizer_).bits(bits_)).levels().empty()
+          ? quantizer_
+          : fmt::format("{} {}-bit", quantizer_, bits_);
+  if (comm.rank() == 0) prepare_output_dir(out_);
+
   GameOptions game_options;
-  game_options.dim = dim_;
   game_options.seed = seed_;
-  game_options.noise = noise_;
-  game_options.noise_scale = noise_scale_;
   game_options.rank = comm.rank();
   game_options.ranks = comm.size();
-  const CodecOptions codec = CodecOptions().quantizer(quantizer_).bits(bits_);
-  std::string table = fmt::format(
-      "bilinear game, dim {} per player, condition {}, noise {} {}, {} iterations, {} rank(s), "
-      "exchange {}{}\n\n",
-      dim_, game_options.condition, noise_, noise_scale_, iters_, comm.size(), quantizer_,
-      quantizer_ == "none" || quantizer_ == "fp16" || quantizer_ == "bf16"
-          ? std::string()
-          : fmt::format(" {} bits", bits_));
-  table += fmt::format("{:<16} {:>9} {:>6} {:>7} {:>11} {:>11} {:>11} {:>11} {:>7}  {}\n", "solver",
-                       "step", "lr", "calls", "distance_sq", "||F||^2", "bytes sent",
-                       "fp32 bytes", "seconds", "result");
-  int64_t total_bytes = 0, total_fp32 = 0;
-  for (const auto& entry : demo_entries()) {
-    auto game = make_game("bilinear", game_options);
-    SolverOptions options;
-    options.lr(entry.lr).step_size(entry.step);
-    auto solver = make_solver(entry.solver, game->params(), game->players(), options);
-    Exchange exchange(comm, ExchangeOptions().codec(codec).seed(seed_), logger);
-    RunOptions run_options;
-    run_options.iterations(iters_).seed(seed_).progress(false).out_dir(
-        out_.empty() ? "" : out_ + "/" + entry.solver);
-    const double start_distance = *find_metric(game->metrics(), "distance_sq");
-    std::string result_text;
-    double distance = 0, op = 0, seconds = 0;
-    int64_t bytes = 0, fp32 = 0;
-    try {
-      RunResult result = saddle::run(*game, *solver, exchange, run_options, logger);
-      distance = *find_metric(result.final_metrics, "distance_sq");
-      op = *find_metric(result.final_metrics, "operator_norm_sq");
-      seconds = result.wall_seconds;
-      bytes = result.bytes_sent_all;
-      fp32 = result.fp32_bytes_all;
-      total_bytes += bytes;
-      total_fp32 += fp32;
-      result_text = distance < 1e-8 * start_distance ? "converged"
-                    : distance < start_distance      ? "slowly converging"
-                                                     : "not converging";
-    } catch (const Error& e) {
-      result_text = e.what();
-      distance = op = std::numeric_limits<double>::quiet_NaN();
+  game_options.dataset = "fashion-mnist";
+  game_options.data_dir = data_dir_;
+  game_options.filters = filters_;
+  game_options.batch = batch_;
+  game_options.classifier = classifier_;
+  game_options.fid_samples = fid_samples_;
+  auto game = make_game("wgan-gp", game_options);
+
+  SolverOptions solver_options;
+  solver_options.lr(lr_).step_size(StepSizeKind::kConstant);
+  auto solver = make_solver("qgenx", game->params(), game->players(), solver_options);
+
+  ExchangeFlags flags;
+  flags.quantizer = quantizer_;
+  flags.bits = bits_;
+  Exchange exchange(comm, exchange_options(flags, seed_), logger);
+
+  // The classifier before the run, on rank 0 alone, so its one-time training shows up as such
+  // rather than as a silent first evaluation. The other ranks wait; an error on rank 0 ends them all.
+  if (comm.rank() == 0) {
+    if (!std::filesystem::exists(classifier_)) {
+      logger.info("the FID classifier {} is missing: training it once (about a minute on two "
+                  "idle cores; later runs load it)", classifier_);
     }
-    table += fmt::format("{:<16} {:>9} {:>6} {:>7} {:>11.3e} {:>11.3e} {:>11} {:>11} {:>7.2f}  {}\n",
-                         entry.solver, step_size_name(entry.step), entry.lr,
-                         solver->oracle_calls_per_step() * iters_, distance, op, human_bytes(bytes),
-                         human_bytes(fp32), seconds, result_text);
+    load_or_train_classifier(classifier_, ClassifierOptions().data_dir(data_dir_), logger);
   }
-  if (total_fp32 > 0) {
-    table += fmt::format("\nall ranks sent {} where fp32 would have sent {} ({:.1f}%)\n",
-                         human_bytes(total_bytes), human_bytes(total_fp32),
-                         100.0 * static_cast<double>(total_bytes) / static_cast<double>(total_fp32));
+  comm.barrier();
+
+  RunOptions run_options;
+  run_options.iterations(iters_)
+      .seed(seed_)
+      .out_dir(out_)
+      .eval_every(eval_every_)
+      .progress(!no_progress_ && logger.enabled(LogLevel::kInfo));
+  nlohmann::ordered_json config = {
+      {"command", "demo"},       {"game", "wgan-gp"},        {"dataset", "fashion-mnist"},
+      {"solver", "qgenx"},       {"step-size", "constant"},  {"lr", lr_},
+      {"filters", filters_},     {"batch", batch_},          {"quantizer", quantizer_},
+      {"bits", bits_},           {"iters", iters_},          {"eval-every", eval_every_},
+      {"fid-samples", fid_samples_}, {"classifier", classifier_}, {"seed", seed_},
+      {"ranks", comm.size()}};
+  logger.info("wgan-gp on Fashion-MNIST ({} parameters, {} filters), qgenx lr {}, {} iterations "
+              "on {} rank(s), operators exchanged as {}",
+              game->dim(), filters_, lr_, iters_, comm.size(), exchange_text);
+  RunResult result = saddle::run(*game, *solver, exchange, run_options, logger, config);
+  if (comm.rank() != 0) return 0;
+
+  std::string text = fmt::format(
+      "\nwgan-gp on Fashion-MNIST, qgenx, {} rank(s), {} on the wire: {} iterations in {:.0f} s\n\n",
+      result.ranks, exchange_text, result.iterations, result.wall_seconds);
+  text += fmt::format("{:>9} {:>10} {:>16}\n", "iteration", "FID", "Inception score");
+  for (const auto& [iteration, metrics] : result.evaluations) {
+    const auto fid = find_metric(metrics, "fid");
+    const auto score = find_metric(metrics, "inception_score");
+    if (!fid || !score) continue;
+    text += fmt::format("{:>9} {:>10.1f} {:>16.3f}\n", iteration, *fid, *score);
   }
-  if (!out_.empty()) table += fmt::format("\nper-solver metrics.jsonl and summary.json in {}/<solver>/\n", out_);
-  if (comm.rank() == 0) std::fwrite(table.data(), 1, table.size(), stdout);
+  if (!result.evaluations.empty()) {
+    const auto first = find_metric(result.evaluations.front().second, "fid");
+    const auto last = find_metric(result.evaluations.back().second, "fid");
+    if (first && last) {
+      text += fmt::format("\nFID {:.1f} -> {:.1f} (lower is better; features of the classifier {})\n",
+                          *first, *last, classifier_);
+    }
+  }
+  const double fraction = static_cast<double>(result.bytes_sent_all) /
+                          static_cast<double>(std::max<int64_t>(1, result.fp32_bytes_all));
+  text += fmt::format("bytes sent by all ranks: {} where fp32 would have sent {} ({:.1f}%, {:.2f} "
+                      "bits/coordinate)\n",
+                      human_bytes(result.bytes_sent_all), human_bytes(result.fp32_bytes_all),
+                      100.0 * fraction, result.summary["bits_per_coordinate"].get<double>());
+  text += fmt::format("ranks agree: {}\n", result.ranks_agree ? "yes" : "NO");
+  if (!result.samples_path.empty()) text += fmt::format("samples: {}\n", result.samples_path);
+  text += fmt::format("metrics: {0}/metrics.jsonl, {0}/summary.json\n", out_);
+  std::fwrite(text.data(), 1, text.size(), stdout);
   return 0;
 }
 

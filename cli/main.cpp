@@ -62,6 +62,7 @@ int main(int argc, char** argv) {
   app.set_help_all_flag("--help-all", "Show the help of every subcommand");
   saddle::cli::SolveCommand solve(app);
   saddle::cli::DemoCommand demo(app);
+  saddle::cli::CompareCommand compare(app);
   saddle::cli::ClassifierCommand classifier(app);
   try {
     if (launched_by_mpi_launcher()) {
@@ -74,6 +75,7 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
     if (solve.app()->parsed()) return solve.run(*comm);
     if (demo.app()->parsed()) return demo.run(*comm);
+    if (compare.app()->parsed()) return compare.run(*comm);
     if (classifier.app()->parsed()) return classifier.run(*comm);
     return 0;
   } catch (const CLI::CallForHelp& e) {

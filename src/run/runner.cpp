@@ -234,6 +234,7 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
   std::string status;
   Metrics last;
   std::string samples_path;
+  std::vector<std::pair<int64_t, Metrics>> evaluations;
 
   auto total_bytes = [&]() {
     torch::Tensor counts = torch::tensor({ledger.bytes_sent, ledger.coordinates_sent}, torch::kInt64);
@@ -263,9 +264,9 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
     if (rank != 0) return;
     Metrics metrics = with_average([&]() { return game.metrics(); });
     if (evaluate) {
-      for (const auto& entry : with_average([&]() { return game.evaluation_metrics(); })) {
-        metrics.push_back(entry);
-      }
+      const Metrics evaluation = with_average([&]() { return game.evaluation_metrics(); });
+      metrics.insert(metrics.end(), evaluation.begin(), evaluation.end());
+      if (!evaluation.empty()) evaluations.emplace_back(t, evaluation);
       if (writer) {
         std::filesystem::create_directories(dir + "/samples");
         const std::string path = fmt::format("{}/samples/iter_{:07d}.png", dir, t);
@@ -319,6 +320,7 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
   result.ranks = ranks;
   result.resumed_from = first;
   result.samples_path = samples_path;
+  result.evaluations = std::move(evaluations);
   const auto [bytes_all, coords_all] = total_bytes();
   result.bytes_sent_all = bytes_all;
   result.fp32_bytes_all = coords_all * 4;

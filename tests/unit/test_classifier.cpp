@@ -13,6 +13,7 @@
 #include <string>
 
 #include "cli_support.h"
+#include "fmnist_support.h"
 #include "saddle/data/datasets.h"
 #include "saddle/error.h"
 #include "saddle/log.h"
@@ -24,21 +25,11 @@ namespace fs = std::filesystem;
 using saddle::ClassifierOptions;
 using saddle::TrainedClassifier;
 
-bool have_fashion_mnist() {
-  return fs::exists(std::string(saddle::kFashionMnistDir) + "/train-images-idx3-ubyte.gz") &&
-         fs::exists(std::string(saddle::kFashionMnistDir) + "/t10k-images-idx3-ubyte.gz");
-}
+using saddle::testing::have_fashion_mnist;
 
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string slurp(const fs::path& path) { return saddle::testing::slurp_file(path); }
 
-void spit(const fs::path& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary) << bytes;
-}
+void spit(const fs::path& path, const std::string& bytes) { saddle::testing::write_bytes(path, bytes); }
 
 ClassifierOptions tiny_options(uint64_t seed) {
   return ClassifierOptions().epochs(1).seed(seed).batch_size(32).train_limit(96).test_limit(64);
@@ -248,28 +239,8 @@ class ClassifierCli : public ClassifierTest {
     return saddle::testing::run_program(SADDLE_CLI_PATH, "classifier " + args, dir_);
   }
 
-  // A Fashion-MNIST folder holding the first n_train / n_test items of the real one, as plain IDX
-  // files under the .gz names (zlib reads both), so the command trains in a second.
   std::string tiny_dataset(int64_t n_train, int64_t n_test) {
-    const fs::path data = dir_ / "data";
-    fs::create_directories(data);
-    auto be32 = [](uint32_t v) {
-      return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16),
-                         static_cast<char>(v >> 8), static_cast<char>(v)};
-    };
-    for (const auto& [prefix, n] : {std::pair<std::string, int64_t>{"train", n_train}, {"t10k", n_test}}) {
-      const std::string src = std::string(saddle::kFashionMnistDir) + "/" + prefix;
-      const torch::Tensor images = saddle::read_idx_images(src + "-images-idx3-ubyte.gz", n).contiguous();
-      const torch::Tensor labels = saddle::read_idx_labels(src + "-labels-idx1-ubyte.gz", n)
-                                       .to(torch::kUInt8).contiguous();
-      std::string image_bytes = be32(0x803) + be32(n) + be32(images.size(1)) + be32(images.size(2));
-      image_bytes.append(reinterpret_cast<const char*>(images.data_ptr<uint8_t>()), images.numel());
-      std::string label_bytes = be32(0x801) + be32(n);
-      label_bytes.append(reinterpret_cast<const char*>(labels.data_ptr<uint8_t>()), labels.numel());
-      spit(data / (prefix + "-images-idx3-ubyte.gz"), image_bytes);
-      spit(data / (prefix + "-labels-idx1-ubyte.gz"), label_bytes);
-    }
-    return data.string();
+    return saddle::testing::write_tiny_fashion_mnist(dir_ / "data", n_train, n_test);
   }
 };
 

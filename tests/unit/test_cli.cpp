@@ -11,6 +11,7 @@
 #include <string>
 
 #include "cli_support.h"
+#include "fmnist_support.h"
 
 namespace {
 
@@ -171,12 +172,48 @@ TEST_F(Cli, HelpListsEverything) {
   }
 }
 
-TEST_F(Cli, DemoComparesEverySolver) {
-  auto r = run("demo --iters 300");
+TEST_F(Cli, CompareTablesEverySolver) {
+  auto r = run("compare --iters 300");
   ASSERT_EQ(r.code, 0) << r.err;
   for (const char* solver : {"gda", "alt-gda", "eg", "ogda", "extra-adam", "optimistic-adam", "qgenx"}) {
     EXPECT_NE(r.out.find(solver), std::string::npos) << solver;
   }
+}
+
+TEST_F(Cli, DemoTrainsAQuantizedGanAndReportsFidBytesAndSamples) {
+  if (!saddle::testing::have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  const std::string data = saddle::testing::write_tiny_fashion_mnist(dir_ / "data", 256, 128);
+  const fs::path classifier = dir_ / "classifier.pt", out = dir_ / "demo";
+  auto r = run("demo --iters 4 --eval-every 2 --filters 4 --batch 8 --fid-samples 64 --no-progress "
+               "--log-level warn --data-dir " + data + " --classifier " + classifier.string() +
+               " --out " + out.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(classifier)) << "the demo trains and caches its classifier";
+  for (const char* needle : {"alq 4-bit", "FID", "bytes sent by all ranks", "where fp32 would have sent",
+                             "ranks agree: yes"}) {
+    EXPECT_NE(r.out.find(needle), std::string::npos) << needle << "\n" << r.out;
+  }
+  const std::string grid = (out / "samples" / "iter_0000004.png").string();
+  EXPECT_NE(r.out.find("samples: " + grid), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::exists(grid));
+  // One row per evaluation (iterations 0, 2, 4) in the printed table and in summary.json.
+  for (const char* row : {"\n        0 ", "\n        2 ", "\n        4 "}) {
+    EXPECT_NE(r.out.find(row), std::string::npos) << row << r.out;
+  }
+  const auto summary = nlohmann::json::parse(slurp(out / "summary.json"));
+  EXPECT_TRUE(summary.contains("fid")) << summary.dump();
+  EXPECT_LT(summary["bytes_sent"].get<double>(), 0.2 * summary["bytes_sent_fp32"].get<double>());
+}
+
+TEST_F(Cli, DemoBadArgumentsAreOneLineErrors) {
+  expect_one_line_error(run("demo --iters 0"), "invalid --iters 0");
+  expect_one_line_error(run("demo --eval-every 0"), "invalid --eval-every 0");
+  expect_one_line_error(run("demo --quantizer zip"), "zip");
+  expect_one_line_error(run("demo --bits 9"), "bits");
+  const std::string missing = (dir_ / "none").string();
+  expect_one_line_error(run("demo --classifier " + (dir_ / "c.pt").string() + " --data-dir " + missing),
+                        missing);
+  EXPECT_FALSE(fs::exists(dir_ / "c.pt"));
 }
 
 TEST_F(Cli, CustomGameExampleConverges) {

@@ -11,6 +11,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "saddle/averaging.h"
 #include "saddle/comm/exchange.h"
@@ -58,6 +60,8 @@ struct RunResult {
   bool ranks_agree = true;      // identical parameter hash on every rank at the end
   int64_t resumed_from = 0;     // the checkpoint's iteration when resumed
   std::string samples_path;     // the last sample picture written, if any
+  // Rank 0: the evaluation metrics (FID, modes, ...) at each evaluation point this call ran.
+  std::vector<std::pair<int64_t, Metrics>> evaluations;
   nlohmann::ordered_json summary;  // what summary.json holds
 };
 

@@ -1,0 +1,82 @@
+// The run loop's own duties: naming a divergence that starts inside an operator evaluation, and
+// handing back every evaluation it made.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <limits>
+#include <string>
+
+#include "saddle/comm/communicator.h"
+#include "saddle/comm/exchange.h"
+#include "saddle/error.h"
+#include "saddle/log.h"
+#include "saddle/run/runner.h"
+#include "test_support.h"
+
+namespace {
+
+using saddle::testing::ScalarBilinear;
+
+// x*y whose operator turns NaN at its `bad_call`-th evaluation while the parameters stay finite,
+// as a GAN's does when a step overshoots; evaluation_metrics counts its calls.
+class PoisonedBilinear final : public saddle::Game {
+ public:
+  explicit PoisonedBilinear(int bad_call) : bad_call_(bad_call) {
+    init_params({saddle::Player{"x", saddle::Role::kMin, 0, 1}, saddle::Player{"y", saddle::Role::kMax, 0, 1}},
+                torch::tensor({1.0f, 1.0f}));
+  }
+  std::string name() const override { return "poisoned-bilinear"; }
+  torch::Tensor operator_at(at::Generator&) override {
+    torch::Tensor f = torch::stack({params_[1], -params_[0]});
+    if (++calls_ == bad_call_) f[0] = std::numeric_limits<float>::quiet_NaN();
+    return f;
+  }
+  saddle::Metrics metrics() override { return {{"x", params_[0].item<double>()}}; }
+  saddle::Metrics evaluation_metrics() override { return {{"evaluations", ++evaluations_}}; }
+
+ private:
+  int bad_call_;
+  int calls_ = 0;
+  double evaluations_ = 0;
+};
+
+saddle::RunResult run_eg(saddle::Game& game, int64_t iterations, int64_t eval_every,
+                         const std::string& quantizer) {
+  auto solver = saddle::make_solver("eg", game.params(), game.players(), saddle::SolverOptions().lr(0.1));
+  auto comm = saddle::make_single_process_communicator();
+  saddle::Logger logger(saddle::LogLevel::kError);
+  saddle::Exchange exchange(*comm, saddle::ExchangeOptions().codec(saddle::CodecOptions().quantizer(quantizer)),
+                            logger);
+  return saddle::run(game, *solver, exchange,
+                     saddle::RunOptions().iterations(iterations).eval_every(eval_every).progress(false),
+                     logger);
+}
+
+TEST(Runner, NonFiniteOperatorIsADivergenceAtItsIteration) {
+  for (const char* quantizer : {"none", "alq"}) {
+    PoisonedBilinear game(/*bad_call=*/6);  // extra-gradient: calls 5 and 6 belong to iteration 3
+    try {
+      run_eg(game, 10, 0, quantizer);
+      FAIL() << quantizer << ": no error";
+    } catch (const saddle::Error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("diverged at iteration 3"), std::string::npos) << quantizer << ": " << what;
+      EXPECT_NE(what.find("operator on rank 0 is not finite"), std::string::npos) << what;
+    }
+  }
+}
+
+TEST(Runner, ReturnsEveryEvaluation) {
+  PoisonedBilinear game(/*bad_call=*/-1);
+  const saddle::RunResult result = run_eg(game, 10, 4, "none");
+  ASSERT_EQ(result.evaluations.size(), 4u);  // start, 4, 8, end
+  const int64_t expected_iterations[] = {0, 4, 8, 10};
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(result.evaluations[i].first, expected_iterations[i]);
+    EXPECT_EQ(*saddle::find_metric(result.evaluations[i].second, "evaluations"), static_cast<double>(i + 1));
+  }
+  ScalarBilinear plain;  // no evaluation metrics: nothing recorded
+  EXPECT_TRUE(run_eg(plain, 10, 4, "none").evaluations.empty());
+}
+
+}  // namespace
