@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_support.h"
 #include "saddle/data/datasets.h"
 #include "saddle/error.h"
 
@@ -227,6 +228,34 @@ TEST(DataSampler, EveryItemOncePerEpochAndReshuffledDeterministically) {
   for (const auto& b : batches) EXPECT_TRUE(again.next_batch(4, gen2).equal(b));
   EXPECT_EQ(sampler.next_batch(25, gen).size(0), 25);  // larger than the dataset
   EXPECT_THROW(BatchSampler(0), Error);
+}
+
+}  // namespace
+}  // namespace saddle
+
+namespace saddle {
+namespace {
+
+// CIFAR-10 end to end through the CLI: three colour channels through the game, the solver and the
+// sample grid, whose PNG header must say RGB (colour type 2).
+TEST(DataCifar, WganGpTrainsOnCifarAndWritesColourSamples) {
+  const std::string dir = temp_dir("cifar_run");
+  for (int i = 1; i <= 5; ++i) write_raw(dir + "/data_batch_" + std::to_string(i) + ".bin", cifar_records(8));
+  write_raw(dir + "/test_batch.bin", cifar_records(4));
+  const std::string out = dir + "/run";
+  const auto r = testing::run_program(
+      SADDLE_CLI_PATH,
+      "solve --game wgan-gp --dataset cifar10 --data-dir " + dir +
+          " --filters 4 --batch 4 --solver extra-adam --lr 1e-3 --iters 3 --eval-every 3 --no-progress "
+          "--log-level warn --out " + out,
+      dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string png = testing::slurp_file(out + "/samples/iter_0000003.png");
+  ASSERT_GT(png.size(), 26u);
+  EXPECT_EQ(png.substr(1, 3), "PNG");
+  EXPECT_EQ(static_cast<int>(png[25]), 2) << "colour type of " << out << "/samples/iter_0000003.png";
+  EXPECT_TRUE(fs::exists(out + "/summary.json"));
+  fs::remove_all(dir);
 }
 
 }  // namespace
