@@ -117,7 +117,9 @@ SolveCommand::SolveCommand(CLI::App& app)
   binder_.add("noise", game_options_.noise, "Stochastic oracle: none | absolute | relative | finite-sum");
   binder_.add("noise-scale", game_options_.noise_scale, "Scale of the oracle noise");
   binder_.add("samples", game_options_.samples, "Finite-sum size (noise finite-sum)");
-  binder_.add("batch", game_options_.batch, "Samples per operator evaluation on each rank");
+  binder_.add("batch", game_options_.batch,
+              "Samples per operator evaluation on each rank (0: the game's default: 1 for bilinear "
+              "and quadratic, 64 for wgan-gp, 256 for mog8/mog25)");
   binder_.add("dataset", game_options_.dataset, "wgan-gp: fashion-mnist | cifar10");
   binder_.add("data-dir", game_options_.data_dir,
               "Directory of the dataset files (default: /usr/share/datasets/fashion-mnist)");

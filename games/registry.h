@@ -21,7 +21,9 @@ struct GameOptions {
   std::string noise = "none";
   double noise_scale = 0.1;
   int64_t samples = 64;  // finite-sum size
-  int64_t batch = 1;     // samples per operator evaluation on each rank
+  // Samples per operator evaluation on each rank; 0: the game's default (1 for the analytic
+  // games, 64 images for wgan-gp, 256 points for mog8/mog25).
+  int64_t batch = 0;
   // Seeds the game instance (its matrices, networks and starting point) — identical on every rank.
   uint64_t seed = 0;
   // This process's rank and the number of ranks: data-backed games read a disjoint shard.

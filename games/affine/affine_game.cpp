@@ -33,7 +33,8 @@ AffineGame::AffineGame(const GameOptions& options)
                options.condition, " (must be >= 1)");
   SADDLE_CHECK(options.noise_scale >= 0.0 && std::isfinite(options.noise_scale),
                "invalid --noise-scale ", options.noise_scale, " (must be >= 0)");
-  SADDLE_CHECK(options.batch > 0, "invalid --batch ", options.batch, " (must be > 0)");
+  SADDLE_CHECK(options.batch >= 0, "invalid --batch ", options.batch, " (must be >= 0; 0: 1)");
+  if (options_.batch == 0) options_.batch = 1;
   SADDLE_CHECK(noise_ != NoiseKind::kFiniteSum || options.samples > 1, "invalid --samples ",
                options.samples, " (a finite sum needs at least 2)");
 }

@@ -77,7 +77,7 @@ MogGame::MogGame(const std::string& name, const GameOptions& options)
     : name_(name),
       modes_(mixture_modes(name)),
       stddev_(name == "mog8" ? 0.02 : 0.05),
-      batch_(options.batch <= 1 ? kDefaultBatch : options.batch),
+      batch_(options.batch == 0 ? kDefaultBatch : options.batch),
       latent_(options.latent),
       hidden_(options.filters),
       gp_lambda_(options.gp_lambda),
@@ -85,6 +85,8 @@ MogGame::MogGame(const std::string& name, const GameOptions& options)
   SADDLE_CHECK(options.filters >= 1, name, ": filters (hidden units) must be positive, got ",
                options.filters);
   SADDLE_CHECK(options.latent >= 1, name, ": latent must be positive, got ", options.latent);
+  SADDLE_CHECK(options.batch >= 0, "invalid --batch ", options.batch, " (must be >= 0; 0: ",
+               kDefaultBatch, ")");
   SADDLE_CHECK(options.gp_lambda >= 0, name, ": gp_lambda must be >= 0, got ", options.gp_lambda);
   if (options.gan_loss == "wgan-gp") {
     loss_ = Loss::kWganGp;

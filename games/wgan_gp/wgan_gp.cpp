@@ -15,7 +15,8 @@ namespace {
 const GameOptions& checked(const GameOptions& options) {
   SADDLE_CHECK(options.filters > 0, "invalid --filters ", options.filters, " (must be > 0)");
   SADDLE_CHECK(options.latent > 0, "invalid --latent ", options.latent, " (must be > 0)");
-  SADDLE_CHECK(options.batch > 0, "invalid --batch ", options.batch, " (must be > 0)");
+  SADDLE_CHECK(options.batch >= 0, "invalid --batch ", options.batch, " (must be >= 0; 0: ",
+               kDefaultGanBatch, ")");
   SADDLE_CHECK(options.gp_lambda >= 0.0 && std::isfinite(options.gp_lambda), "invalid --gp-lambda ",
                options.gp_lambda, " (must be >= 0)");
   parse_gan_loss(options.gan_loss);
@@ -70,7 +71,7 @@ WganGpGame::WganGpGame(const GameOptions& options)
 
 WganGpGame::WganGpGame(const GameOptions& options, RealBatches real, int64_t channels,
                        torch::Dtype dtype)
-    : batch_(checked(options).batch == 1 ? kDefaultGanBatch : options.batch),
+    : batch_(checked(options).batch == 0 ? kDefaultGanBatch : options.batch),
       channels_(channels),
       latent_(options.latent),
       gp_lambda_(options.gp_lambda),

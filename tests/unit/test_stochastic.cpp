@@ -92,6 +92,17 @@ TEST(StochasticBilinear, RejectsBadOptions) {
   options.dim = 0;
   EXPECT_THROW(make_game("quadratic", options), Error);
   EXPECT_THROW(make_game("chess", GameOptions()), Error);
+  // --batch 0 is each game's default; a negative batch is an error for every game.
+  for (const auto& name : game_names()) {
+    options = GameOptions();
+    options.batch = -3;
+    try {
+      make_game(name, options);
+      ADD_FAILURE() << name << ": no error for --batch -3";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("invalid --batch -3"), std::string::npos) << name << ": " << e.what();
+    }
+  }
 }
 
 }  // namespace

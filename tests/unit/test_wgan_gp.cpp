@@ -203,6 +203,9 @@ TEST_F(WganGp, BadOptionsThrow) {
   o.filters = -2;
   expect_error(o, "--filters -2");
   o = tiny();
+  o.batch = -1;
+  expect_error(o, "--batch -1");
+  o = tiny();
   o.gan_loss = "hinge";
   expect_error(o, "hinge");
   o = tiny();
