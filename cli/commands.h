@@ -38,8 +38,12 @@ struct ExchangeFlags {
 // Builds the exchange options from the flags; throws saddle::Error on invalid values.
 ExchangeOptions exchange_options(const ExchangeFlags& flags, uint64_t seed);
 
-// "812 B", "12.3 KiB", "45.6 MiB": byte counts for tables.
+// Text for the commands' tables (report.cpp).
+// "812 B", "12.3 KiB", "45.6 MiB".
 std::string human_bytes(int64_t bytes);
+// "alq 4-bit", or the bare name of a cast ("none", "fp16", "bf16"); throws on a bad quantizer or
+// bit count, so commands call it before anything slow.
+std::string exchange_label(const std::string& quantizer, int bits);
 
 class SolveCommand {
  public:

@@ -55,14 +55,14 @@ int CompareCommand::run(Communicator& comm) {
   game_options.noise_scale = noise_scale_;
   game_options.rank = comm.rank();
   game_options.ranks = comm.size();
-  const CodecOptions codec = CodecOptions().quantizer(quantizer_).bits(bits_);
+  ExchangeFlags flags;
+  flags.quantizer = quantizer_;
+  flags.bits = bits_;
   std::string table = fmt::format(
       "bilinear game, dim {} per player, condition {}, noise {} {}, {} iterations, {} rank(s), "
-      "exchange {}{}\n\n",
-      dim_, game_options.condition, noise_, noise_scale_, iters_, comm.size(), quantizer_,
-      quantizer_ == "none" || quantizer_ == "fp16" || quantizer_ == "bf16"
-          ? std::string()
-          : fmt::format(" {} bits", bits_));
+      "exchange {}\n\n",
+      dim_, game_options.condition, noise_, noise_scale_, iters_, comm.size(),
+      exchange_label(quantizer_, bits_));
   table += fmt::format("{:<16} {:>9} {:>6} {:>7} {:>11} {:>11} {:>11} {:>11} {:>7}  {}\n", "solver",
                        "step", "lr", "calls", "distance_sq", "||F||^2", "bytes sent",
                        "fp32 bytes", "seconds", "result");
@@ -72,7 +72,7 @@ int CompareCommand::run(Communicator& comm) {
     SolverOptions options;
     options.lr(entry.lr).step_size(entry.step);
     auto solver = make_solver(entry.solver, game->params(), game->players(), options);
-    Exchange exchange(comm, ExchangeOptions().codec(codec).seed(seed_), logger);
+    Exchange exchange(comm, exchange_options(flags, seed_), logger);
     RunOptions run_options;
     run_options.iterations(iters_).seed(seed_).progress(false).out_dir(
         out_.empty() ? "" : out_ + "/" + entry.solver);

@@ -50,10 +50,7 @@ int DemoCommand::run(Communicator& comm) {
   SADDLE_CHECK(!classifier_.empty(), "invalid --classifier: empty path");
   // Options are checked (codec, game, solver) before the classifier's training: a typo must not cost
   // a minute.
-  const std::string exchange_text =
-      Codec(CodecOptions().quantizer(quantizer_).bits(bits_)).levels().empty()
-          ? quantizer_
-          : fmt::format("{} {}-bit", quantizer_, bits_);
+  const std::string exchange_text = exchange_label(quantizer_, bits_);
   if (comm.rank() == 0) prepare_output_dir(out_);
 
   GameOptions game_options;

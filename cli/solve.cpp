@@ -73,12 +73,6 @@ void ExchangeFlags::add_to(ConfigBinder& binder) {
   binder.add("level-every", level_every, "After the schedule, refit adaptive levels every N iterations");
 }
 
-std::string human_bytes(int64_t bytes) {
-  if (bytes < 10 * 1024) return fmt::format("{} B", bytes);
-  if (bytes < 10 * 1024 * 1024) return fmt::format("{:.1f} KiB", bytes / 1024.0);
-  return fmt::format("{:.1f} MiB", bytes / (1024.0 * 1024.0));
-}
-
 ExchangeOptions exchange_options(const ExchangeFlags& flags, uint64_t seed) {
   SADDLE_CHECK(flags.level_every > 0, "invalid --level-every ", flags.level_every, " (must be > 0)");
   CodecOptions codec;
