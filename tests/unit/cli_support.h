@@ -26,6 +26,10 @@ inline std::string slurp_file(const std::filesystem::path& path) {
   return ss.str();
 }
 
+inline void write_bytes(const std::filesystem::path& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
 // Runs `program args` with no input; its stdout and stderr go through files in `scratch`.
 inline CliResult run_program(const std::string& program, const std::string& args,
                              const std::filesystem::path& scratch) {

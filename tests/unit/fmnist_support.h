@@ -6,10 +6,10 @@
 
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <utility>
 
+#include "cli_support.h"
 #include "saddle/data/datasets.h"
 
 namespace saddle::testing {
@@ -18,10 +18,6 @@ inline bool have_fashion_mnist() {
   namespace fs = std::filesystem;
   return fs::exists(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte.gz") &&
          fs::exists(std::string(kFashionMnistDir) + "/t10k-images-idx3-ubyte.gz");
-}
-
-inline void write_bytes(const std::filesystem::path& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary) << bytes;
 }
 
 // Writes into `dir` a Fashion-MNIST folder holding the first n_train / n_test items of the real

@@ -27,9 +27,8 @@ using saddle::TrainedClassifier;
 
 using saddle::testing::have_fashion_mnist;
 
-std::string slurp(const fs::path& path) { return saddle::testing::slurp_file(path); }
-
-void spit(const fs::path& path, const std::string& bytes) { saddle::testing::write_bytes(path, bytes); }
+using saddle::testing::slurp_file;
+using saddle::testing::write_bytes;
 
 ClassifierOptions tiny_options(uint64_t seed) {
   return ClassifierOptions().epochs(1).seed(seed).batch_size(32).train_limit(96).test_limit(64);
@@ -145,24 +144,24 @@ TEST_F(ClassifierTest, WrongOrCorruptFilesAreRejectedNamingTheFile) {
   trained.model = saddle::make_classifier(1);
   const fs::path good = dir_ / "good.pt";
   saddle::save_classifier(trained, good.string());
-  const std::string bytes = slurp(good);
+  const std::string bytes = slurp_file(good);
 
   const fs::path missing = dir_ / "missing.pt";
   expect_error([&] { saddle::load_classifier(missing.string()); }, {missing.string(), "cannot open"});
 
   const fs::path garbage = dir_ / "garbage.pt";
-  spit(garbage, "not a classifier at all");
+  write_bytes(garbage, "not a classifier at all");
   expect_error([&] { saddle::load_classifier(garbage.string()); },
                {garbage.string(), "not a saddle classifier"});
 
   const fs::path truncated = dir_ / "truncated.pt";
-  spit(truncated, bytes.substr(0, bytes.size() - 100));
+  write_bytes(truncated, bytes.substr(0, bytes.size() - 100));
   expect_error([&] { saddle::load_classifier(truncated.string()); }, {truncated.string(), "truncated"});
 
   const fs::path flipped = dir_ / "flipped.pt";
   std::string changed = bytes;
   changed[changed.size() - 5000] ^= 0x40;
-  spit(flipped, changed);
+  write_bytes(flipped, changed);
   expect_error([&] { saddle::load_classifier(flipped.string()); }, {flipped.string(), "checksum"});
 
   const fs::path other_arch = dir_ / "other_arch.pt";
@@ -170,7 +169,7 @@ TEST_F(ClassifierTest, WrongOrCorruptFilesAreRejectedNamingTheFile) {
   const size_t at = arch.find("architecture ");
   ASSERT_NE(at, std::string::npos);
   arch.replace(at, 13, "architecture X");
-  spit(other_arch, arch);
+  write_bytes(other_arch, arch);
   expect_error([&] { saddle::load_classifier(other_arch.string()); },
                {other_arch.string(), "architecture"});
 

@@ -64,9 +64,7 @@ std::string idx_labels(uint32_t n) {
   return out;
 }
 
-void write_raw(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
+using testing::write_bytes;
 
 // CIFAR records: label i % 10, channel ch pixels all equal to (i * 3 + ch) % 256.
 std::string cifar_records(int n) {
@@ -161,22 +159,22 @@ TEST(DataFashionMnist, InstalledDatasetLoadsWhenPresent) {
 
 TEST(DataCifar, ReadsRecordsAndRejectsBadFiles) {
   const std::string dir = temp_dir("cifar");
-  for (int i = 1; i <= 5; ++i) write_raw(dir + "/data_batch_" + std::to_string(i) + ".bin", cifar_records(3));
-  write_raw(dir + "/test_batch.bin", cifar_records(2));
+  for (int i = 1; i <= 5; ++i) write_bytes(dir + "/data_batch_" + std::to_string(i) + ".bin", cifar_records(3));
+  write_bytes(dir + "/test_batch.bin", cifar_records(2));
   ImageDataset train = load_cifar10(dir, true);
   ASSERT_EQ(train.images.sizes(), (std::vector<int64_t>{15, 3, 32, 32}));
   EXPECT_EQ(train.labels[4].item<int64_t>(), 1);  // second record of data_batch_2
   EXPECT_NEAR(train.images[1][2][5][7].item<float>(), 5 / 127.5 - 1, 1e-6);  // record 1, channel 2
   EXPECT_EQ(load_cifar10(dir, false).size(), 2);
   EXPECT_EQ(load_cifar10(dir, true, 7).size(), 7);
-  write_raw(dir + "/test_batch.bin", cifar_records(2) + "x");
+  write_bytes(dir + "/test_batch.bin", cifar_records(2) + "x");
   EXPECT_NE(error_of([&] { load_cifar10(dir, false); })
                 .find(dir + "/test_batch.bin: wrong size: 6147 bytes is not a positive multiple of "
                             "the 3073-byte"),
             std::string::npos);
   std::string bad_label = cifar_records(1);
   bad_label[0] = 10;
-  write_raw(dir + "/test_batch.bin", bad_label);
+  write_bytes(dir + "/test_batch.bin", bad_label);
   EXPECT_NE(error_of([&] { load_cifar10(dir, false); }).find("bad label 10"), std::string::npos);
   fs::remove(dir + "/data_batch_3.bin");
   EXPECT_NE(error_of([&] { load_cifar10(dir, true); }).find("data_batch_3.bin: cannot open"),
@@ -230,18 +228,12 @@ TEST(DataSampler, EveryItemOncePerEpochAndReshuffledDeterministically) {
   EXPECT_THROW(BatchSampler(0), Error);
 }
 
-}  // namespace
-}  // namespace saddle
-
-namespace saddle {
-namespace {
-
 // CIFAR-10 end to end through the CLI: three colour channels through the game, the solver and the
 // sample grid, whose PNG header must say RGB (colour type 2).
 TEST(DataCifar, WganGpTrainsOnCifarAndWritesColourSamples) {
   const std::string dir = temp_dir("cifar_run");
-  for (int i = 1; i <= 5; ++i) write_raw(dir + "/data_batch_" + std::to_string(i) + ".bin", cifar_records(8));
-  write_raw(dir + "/test_batch.bin", cifar_records(4));
+  for (int i = 1; i <= 5; ++i) write_bytes(dir + "/data_batch_" + std::to_string(i) + ".bin", cifar_records(8));
+  write_bytes(dir + "/test_batch.bin", cifar_records(4));
   const std::string out = dir + "/run";
   const auto r = testing::run_program(
       SADDLE_CLI_PATH,
