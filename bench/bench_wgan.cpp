@@ -10,7 +10,7 @@
 
 #include <memory>
 
-#include "games/wgan_gp/wgan_gp.h"
+#include "saddle/games/wgan_gp.h"
 #include "saddle/solver.h"
 
 namespace {

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "config_binder.h"
-#include "games/registry.h"
+#include "saddle/games/registry.h"
 #include "saddle/comm/communicator.h"
 #include "saddle/comm/exchange.h"
 #include "saddle/log.h"

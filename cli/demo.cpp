@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <filesystem>
 
 #include "commands.h"
 #include "saddle/error.h"
@@ -77,7 +76,7 @@ int DemoCommand::run(Communicator& comm) {
   // The classifier before the run, on rank 0 alone, so its one-time training shows up as such
   // rather than as a silent first evaluation. The other ranks wait; an error on rank 0 ends them all.
   if (comm.rank() == 0) {
-    if (!std::filesystem::exists(classifier_)) {
+    if (!path_exists(classifier_)) {
       logger.info("the FID classifier {} is missing: training it once (about a minute on two "
                   "idle cores; later runs load it)", classifier_);
     }

@@ -1,7 +1,9 @@
 // A game of your own in about 30 lines: f(x, y) = x^T A y + lambda/2 (|x|^2 - |y|^2), written as
 // a loss and differentiated by autograd. x minimizes, y maximizes; the equilibrium is (0, 0).
 // Run it with any solver and exchange, e.g. `mpirun -np 8 saddle_example_custom_game 4 alq`.
+#include <ATen/CPUGeneratorImpl.h>
 #include <saddle/saddle.h>
+#include <torch/torch.h>
 
 #include <cmath>
 #include <cstdio>

@@ -1,9 +1,9 @@
-#include "games/registry.h"
+#include "saddle/games/registry.h"
 
-#include "games/bilinear/bilinear.h"
-#include "games/mog/mog.h"
-#include "games/quadratic/quadratic.h"
-#include "games/wgan_gp/wgan_gp.h"
+#include "saddle/games/bilinear.h"
+#include "saddle/games/mog.h"
+#include "saddle/games/quadratic.h"
+#include "saddle/games/wgan_gp.h"
 #include "saddle/error.h"
 
 namespace saddle {

@@ -1,4 +1,4 @@
-#include "games/affine/affine_game.h"
+#include "saddle/games/affine.h"
 
 #include <cmath>
 

@@ -1,4 +1,4 @@
-#include "games/bilinear/bilinear.h"
+#include "saddle/games/bilinear.h"
 
 #include <cmath>
 

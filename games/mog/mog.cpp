@@ -1,4 +1,4 @@
-#include "games/mog/mog.h"
+#include "saddle/games/mog.h"
 
 #include <torch/torch.h>
 

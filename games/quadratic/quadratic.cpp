@@ -1,4 +1,4 @@
-#include "games/quadratic/quadratic.h"
+#include "saddle/games/quadratic.h"
 
 #include <cmath>
 

@@ -1,4 +1,4 @@
-#include "games/wgan_gp/dcgan32.h"
+#include "saddle/games/dcgan32.h"
 
 #include <cmath>
 #include <vector>

@@ -2,7 +2,7 @@
 // epoch-reshuffling sampler (saddle/data/datasets.h).
 #include <memory>
 
-#include "games/wgan_gp/wgan_gp.h"
+#include "saddle/games/wgan_gp.h"
 #include "saddle/data/datasets.h"
 #include "saddle/error.h"
 

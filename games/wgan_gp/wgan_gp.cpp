@@ -1,4 +1,4 @@
-#include "games/wgan_gp/wgan_gp.h"
+#include "saddle/games/wgan_gp.h"
 
 #include <torch/autograd.h>
 #include <torch/nn/functional.h>

@@ -8,11 +8,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <vector>
 
 #include "saddle/error.h"
+#include "saddle/run/files.h"
 
 namespace saddle {
 
@@ -117,9 +117,7 @@ torch::Tensor bytes_to_tensor(std::vector<uint8_t>& bytes, torch::IntArrayRef si
   return torch::from_blob(bytes.data(), sizes, torch::kUInt8).clone();
 }
 
-std::string join(const std::string& dir, const std::string& file) {
-  return (std::filesystem::path(dir) / file).string();
-}
+std::string join(const std::string& dir, const std::string& file) { return join_path(dir, file); }
 
 }  // namespace
 
@@ -146,9 +144,9 @@ torch::Tensor read_idx_labels(const std::string& path, int64_t limit) {
 void read_cifar10_batch(const std::string& path, torch::Tensor* images, torch::Tensor* labels,
                         int64_t limit) {
   SADDLE_CHECK(limit >= -1, path, ": bad limit ", limit);
-  std::error_code ec;
-  const auto size = static_cast<int64_t>(std::filesystem::file_size(path, ec));
-  SADDLE_CHECK(!ec, path, ": cannot open: ", ec.message());
+  SADDLE_CHECK(is_regular_file(path), path, ": cannot open: ",
+               path_exists(path) ? "not a regular file" : "no such file");
+  const int64_t size = file_size(path);
   SADDLE_CHECK(size > 0 && size % kCifarRecord == 0, path, ": wrong size: ", size,
                " bytes is not a positive multiple of the ", kCifarRecord,
                "-byte CIFAR-10 record (1 label + 3x32x32 pixels)");
@@ -199,8 +197,7 @@ ImageDataset load_cifar10(const std::string& dir, bool train, int64_t limit) {
   SADDLE_CHECK(!dir.empty(), "cifar10 has no default location: give the folder with "
                "data_batch_1.bin .. test_batch.bin (--data-dir)");
   std::string root = dir;
-  std::error_code ec;
-  if (std::filesystem::is_directory(join(dir, "cifar-10-batches-bin"), ec)) {
+  if (is_directory(join(dir, "cifar-10-batches-bin"))) {
     root = join(dir, "cifar-10-batches-bin");
   }
   std::vector<std::string> files;

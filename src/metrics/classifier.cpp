@@ -9,11 +9,11 @@
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
 
+#include "../detail/hash.h"
 #include "saddle/error.h"
 #include "saddle/run/files.h"
 
@@ -73,12 +73,8 @@ class EvalGuard {
 };
 
 uint64_t fnv1a64(const std::string& bytes, size_t begin) {
-  uint64_t hash = 0xcbf29ce484222325ULL;
-  for (size_t i = begin; i < bytes.size(); ++i) {
-    hash ^= static_cast<unsigned char>(bytes[i]);
-    hash *= 0x100000001b3ULL;
-  }
-  return hash;
+  return begin >= bytes.size() ? detail::kFnv64Offset
+                               : detail::fnv1a64(bytes.data() + begin, bytes.size() - begin);
 }
 
 std::string hex64(uint64_t value) {
@@ -259,12 +255,8 @@ void save_classifier(const TrainedClassifier& classifier, const std::string& pat
          << "payload_bytes " << payload.size() << "\n"
          << "payload_fnv1a64 " << hex64(fnv1a64(payload, 0)) << "\n"
          << "end\n";
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  if (!parent.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(parent, ec);
-    SADDLE_CHECK(!ec, "cannot create the folder of classifier file ", path, ": ", ec.message());
-  }
+  const std::string parent = parent_directory(path);
+  if (!parent.empty()) create_directories(parent);
   write_file_atomic(path, header.str() + payload);
 }
 
@@ -337,7 +329,7 @@ TrainedClassifier load_classifier(const std::string& path) {
 TrainedClassifier load_or_train_classifier(const std::string& path, const ClassifierOptions& options,
                                            const Logger& logger) {
   SADDLE_CHECK(!path.empty(), "load_or_train_classifier: empty path");
-  if (std::filesystem::exists(path)) {
+  if (path_exists(path)) {
     TrainedClassifier cached = load_classifier(path);
     logger.info("classifier: loaded {} (test accuracy {:.4f})", path, cached.info.test_accuracy);
     return cached;

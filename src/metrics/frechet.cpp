@@ -1,6 +1,6 @@
 #include "saddle/metrics/frechet.h"
 
-#include <torch/linalg.h>
+#include <ATen/ATen.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -34,7 +34,7 @@ void check_statistics(const FeatureStatistics& s, const char* what) {
 // Symmetric square root of a (numerically) positive semi-definite matrix.
 torch::Tensor psd_sqrt(const torch::Tensor& m) {
   torch::Tensor values, vectors;
-  std::tie(values, vectors) = torch::linalg::eigh(m, "L");
+  std::tie(values, vectors) = at::linalg_eigh(m, "L");
   return torch::matmul(vectors * values.clamp_min(0).sqrt().unsqueeze(0), vectors.t());
 }
 
@@ -67,7 +67,7 @@ double frechet_distance(const FeatureStatistics& a, const FeatureStatistics& b) 
   const torch::Tensor root_a = psd_sqrt(c_a);
   torch::Tensor middle = torch::matmul(torch::matmul(root_a, c_b), root_a);
   middle = 0.5 * (middle + middle.t());
-  const torch::Tensor eigenvalues = torch::linalg::eigvalsh(middle, "L");
+  const torch::Tensor eigenvalues = at::linalg_eigvalsh(middle, "L");
   const double trace_root = eigenvalues.clamp_min(0).sqrt().sum().item<double>();
   const double mean_term = (mu_a - mu_b).pow(2).sum().item<double>();
   const double value =

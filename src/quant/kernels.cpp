@@ -13,6 +13,7 @@
 #include <immintrin.h>
 #endif
 
+#include "../detail/hash.h"
 #include "saddle/error.h"
 #include "saddle/quant/level_set.h"
 
@@ -27,33 +28,8 @@ constexpr int kChunk = 64;
 // Helpers of the quantize loops; forced inline so that the haswell-tuned copy below can inline them.
 #define SADDLE_QUANT_INLINE __attribute__((always_inline))
 
-inline uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
-// The counter-based generator: coordinate i of (seed, stream) draws mix32(i * golden + key), key a
-// hash of (seed, stream, i >> 32). 32-bit arithmetic vectorizes on plain SSE2; the top 24 bits give
-// a uniform on a 2^-24 grid, which rounds a float fraction without bias (a fraction of a value >= 1
-// has at most 24 significant bits; below 1 the error is under 2^-24).
-inline uint32_t block_key(uint64_t seed, uint64_t stream, uint64_t block) {
-  return static_cast<uint32_t>(splitmix64(splitmix64(seed ^ splitmix64(stream)) + block) >> 32);
-}
-
-SADDLE_QUANT_INLINE inline uint32_t mix32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7feb352dU;
-  x ^= x >> 15;
-  x *= 0x846ca68bU;
-  x ^= x >> 16;
-  return x;
-}
-
-SADDLE_QUANT_INLINE inline float uniform24(uint32_t counter, uint32_t key) {
-  return static_cast<float>(mix32(counter * 0x9E3779B9U + key) >> 8) * 0x1p-24f;
-}
+using detail::block_key;
+using detail::uniform24;
 
 // The bucket's norm; throws on non-finite input rather than sending NaNs to every rank.
 float bucket_norm(const float* __restrict v, int64_t m, NormKind norm, int64_t first) {
@@ -228,6 +204,7 @@ const bool kHasAvx2 = [] {
 }();
 #endif
 
+#ifdef SADDLE_QUANT_GATHER
 // Few levels in AVX2 registers: j counts the inner levels <= r, and l_j, 1 / gap_j come from a
 // lane permute instead of a gather or a chain of selects. Same arithmetic as quantize_few_body.
 __attribute__((target("avx2"))) void quantize_few_avx2(const float* __restrict v, int m, float inv_norm,
@@ -279,6 +256,7 @@ __attribute__((target("avx2"))) void quantize_few_avx2(const float* __restrict v
   }
   if (i < m) quantize_levels_body<float>(v + i, m - i, inv_norm, p, counter + static_cast<uint32_t>(i), key, out + i);
 }
+#endif  // SADDLE_QUANT_GATHER
 
 template <typename Scale>
 void quantize_table(const float* __restrict v, int m, Scale inv_norm, const QuantParams& p, uint32_t counter,

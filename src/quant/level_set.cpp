@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "../detail/hash.h"
 #include "saddle/error.h"
 
 namespace saddle {
@@ -98,20 +99,10 @@ void check_levels(const std::vector<float>& levels, int count) {
 }
 
 uint32_t levels_hash(const std::vector<float>& levels) {
-  uint32_t h = 2166136261u;
-  auto mix = [&h](uint32_t word) {
-    for (int k = 0; k < 4; ++k) {
-      h ^= (word >> (8 * k)) & 0xffu;
-      h *= 16777619u;
-    }
-  };
-  mix(static_cast<uint32_t>(levels.size()));
-  for (float l : levels) {
-    uint32_t bits;
-    std::memcpy(&bits, &l, sizeof bits);
-    mix(bits);
-  }
-  return h;
+  // The count, then every level's bit pattern, as little-endian 32-bit words.
+  const auto count = static_cast<uint32_t>(levels.size());
+  uint32_t h = detail::fnv1a32(&count, sizeof count);
+  return levels.empty() ? h : detail::fnv1a32(levels.data(), levels.size() * sizeof(float), h);
 }
 
 int64_t level_stat_bin(float r) {

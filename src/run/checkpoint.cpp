@@ -4,10 +4,10 @@
 #include <torch/serialize.h>
 
 #include <cstring>
-#include <filesystem>
-#include <system_error>
+#include <sstream>
 
 #include "saddle/error.h"
+#include "saddle/run/files.h"
 
 namespace saddle {
 
@@ -40,23 +40,25 @@ void save_checkpoint(const std::string& path, const Checkpoint& checkpoint) {
   for (size_t i = 0; i < checkpoint.tensors.size(); ++i) {
     names.push_back(checkpoint.tensors[i].first);
     // Archive keys are attribute names: index them and keep the real names in the metadata.
-    archive.write("t" + std::to_string(i), checkpoint.tensors[i].second.detach().contiguous());
+    archive.write("t" + std::to_string(i),
+                  checkpoint.tensors[i].second.detach().to(torch::kCPU).contiguous());
   }
   meta["entries"] = names;
   archive.write("meta", bytes_of(meta.dump()));
-  const std::string tmp = path + ".tmp";
+  // Serialized into memory first: LibTorch's file writer reports a failed write (a full disk)
+  // from a destructor, where it ends the program; write_file_atomic checks every write instead
+  // and leaves the previous checkpoint in place when one fails.
+  std::ostringstream bytes;
   try {
-    archive.save_to(tmp);
+    archive.save_to(bytes);
   } catch (const c10::Error& e) {
-    throw Error("cannot write checkpoint " + tmp + ": " + e.what_without_backtrace());
+    throw Error("cannot serialize checkpoint " + path + ": " + e.what_without_backtrace());
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  SADDLE_CHECK(!ec, "cannot rename ", tmp, " to ", path, ": ", ec.message());
+  write_file_atomic(path, bytes.str());
 }
 
 Checkpoint load_checkpoint(const std::string& path) {
-  SADDLE_CHECK(std::filesystem::exists(path), "checkpoint ", path, ": no such file");
+  SADDLE_CHECK(path_exists(path), "checkpoint ", path, ": no such file");
   Checkpoint checkpoint;
   try {
     torch::serialize::InputArchive archive;

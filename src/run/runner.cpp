@@ -6,10 +6,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <functional>
 
+#include "../detail/hash.h"
 #include "saddle/error.h"
 #include "saddle/run/checkpoint.h"
 #include "saddle/run/files.h"
@@ -19,22 +19,12 @@ namespace saddle {
 
 uint64_t stream_seed(uint64_t seed, uint64_t stream) {
   // splitmix64 of a combination, so nearby (seed, stream) pairs give unrelated generators.
-  uint64_t z = seed * 0x9E3779B97F4A7C15ULL + stream + 0x632BE59BD9B4E019ULL;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
+  return detail::mix64(seed * detail::kGolden64 + stream + 0x632BE59BD9B4E019ULL);
 }
 
 uint64_t tensor_hash(const torch::Tensor& tensor) {
-  torch::Tensor t = tensor.contiguous();
-  const auto* bytes = static_cast<const unsigned char*>(t.data_ptr());
-  const size_t n = static_cast<size_t>(t.numel()) * t.element_size();
-  uint64_t h = 1469598103934665603ULL;
-  for (size_t i = 0; i < n; ++i) {
-    h ^= bytes[i];
-    h *= 1099511628211ULL;
-  }
-  return h;
+  torch::Tensor t = tensor.to(torch::kCPU).contiguous();
+  return detail::fnv1a64(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size());
 }
 
 namespace {
@@ -68,9 +58,7 @@ class MetricsWriter {
   void commit() {
     if (!enabled()) return;
     out_.close();
-    std::error_code ec;
-    std::filesystem::rename(partial_path_, final_path_, ec);
-    SADDLE_CHECK(!ec, "cannot rename ", partial_path_, " to ", final_path_, ": ", ec.message());
+    rename_file(partial_path_, final_path_);
   }
 
  private:
@@ -287,7 +275,7 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
       metrics.insert(metrics.end(), evaluation.begin(), evaluation.end());
       if (!evaluation.empty()) evaluations.emplace_back(t, evaluation);
       if (writer) {
-        std::filesystem::create_directories(dir + "/samples");
+        create_directories(dir + "/samples");
         const std::string path = fmt::format("{}/samples/iter_{:07d}.png", dir, t);
         if (game.write_samples(path)) samples_path = path;
       }

@@ -3,7 +3,7 @@
 // Q-GenX with 4-bit adaptive (ALQ) quantization converges on the deterministic bilinear game.
 #include <gtest/gtest.h>
 
-#include "games/registry.h"
+#include "saddle/games/registry.h"
 #include "mpi_test_env.h"
 #include "saddle/comm/exchange.h"
 #include "saddle/run/runner.h"

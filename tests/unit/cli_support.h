@@ -6,10 +6,11 @@
 #include <sys/wait.h>
 
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+
+#include "paths.h"
 
 namespace saddle::testing {
 
@@ -19,20 +20,20 @@ struct CliResult {
   std::string err;
 };
 
-inline std::string slurp_file(const std::filesystem::path& path) {
+inline std::string slurp_file(const saddle::testing::Path& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
 }
 
-inline void write_bytes(const std::filesystem::path& path, const std::string& bytes) {
+inline void write_bytes(const saddle::testing::Path& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;
 }
 
 // Runs `program args` with no input; its stdout and stderr go through files in `scratch`.
 inline CliResult run_program(const std::string& program, const std::string& args,
-                             const std::filesystem::path& scratch) {
+                             const saddle::testing::Path& scratch) {
   const auto out = scratch / "stdout.txt", err = scratch / "stderr.txt";
   const std::string command =
       program + " " + args + " >" + out.string() + " 2>" + err.string() + " </dev/null";

@@ -5,26 +5,25 @@
 #include <torch/torch.h>
 
 #include <cstdint>
-#include <filesystem>
 #include <string>
 #include <utility>
 
+#include "paths.h"
 #include "cli_support.h"
 #include "saddle/data/datasets.h"
 
 namespace saddle::testing {
 
 inline bool have_fashion_mnist() {
-  namespace fs = std::filesystem;
-  return fs::exists(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte.gz") &&
-         fs::exists(std::string(kFashionMnistDir) + "/t10k-images-idx3-ubyte.gz");
+    return saddle::path_exists(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte.gz") &&
+         saddle::path_exists(std::string(kFashionMnistDir) + "/t10k-images-idx3-ubyte.gz");
 }
 
 // Writes into `dir` a Fashion-MNIST folder holding the first n_train / n_test items of the real
 // one, as plain IDX files under the .gz names (zlib reads both); returns the folder.
-inline std::string write_tiny_fashion_mnist(const std::filesystem::path& dir, int64_t n_train,
+inline std::string write_tiny_fashion_mnist(const saddle::testing::Path& dir, int64_t n_train,
                                             int64_t n_test) {
-  std::filesystem::create_directories(dir);
+  saddle::create_directories(dir);
   auto be32 = [](uint32_t v) {
     return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16),
                        static_cast<char>(v >> 8), static_cast<char>(v)};

@@ -7,11 +7,11 @@
 #include <unistd.h>
 
 #include <cstdint>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 
+#include "paths.h"
 #include "cli_support.h"
 #include "fmnist_support.h"
 #include "saddle/data/datasets.h"
@@ -21,7 +21,6 @@
 
 namespace {
 
-namespace fs = std::filesystem;
 using saddle::ClassifierOptions;
 using saddle::TrainedClassifier;
 
@@ -51,13 +50,13 @@ class ClassifierTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() /
+    dir_ = saddle::testing::temp_root() /
            (std::string("saddle_classifier_") + info->name() + "_" + std::to_string(::getpid()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    saddle::remove_tree(dir_);
+    saddle::create_directories(dir_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
-  fs::path dir_;
+  void TearDown() override { saddle::remove_tree(dir_); }
+  saddle::testing::Path dir_;
 };
 
 TEST_F(ClassifierTest, ShapesOfFeaturesAndProbabilities) {
@@ -123,7 +122,8 @@ TEST_F(ClassifierTest, SaveLoadRoundTrip) {
   trained.info.train_seconds = 42.5;
   const std::string path = (dir_ / "sub" / "c.pt").string();
   saddle::save_classifier(trained, path);
-  EXPECT_FALSE(fs::exists(path + ".tmp"));
+  // Written atomically: nothing but the file itself is left beside it.
+  EXPECT_EQ(saddle::list_directory((dir_ / "sub").string()), std::vector<std::string>{"c.pt"});
   TrainedClassifier loaded = saddle::load_classifier(path);
   EXPECT_EQ(loaded.info.seed, 11u);
   EXPECT_EQ(loaded.info.epochs, 3);
@@ -142,29 +142,29 @@ TEST_F(ClassifierTest, SaveLoadRoundTrip) {
 TEST_F(ClassifierTest, WrongOrCorruptFilesAreRejectedNamingTheFile) {
   TrainedClassifier trained;
   trained.model = saddle::make_classifier(1);
-  const fs::path good = dir_ / "good.pt";
+  const saddle::testing::Path good = dir_ / "good.pt";
   saddle::save_classifier(trained, good.string());
   const std::string bytes = slurp_file(good);
 
-  const fs::path missing = dir_ / "missing.pt";
+  const saddle::testing::Path missing = dir_ / "missing.pt";
   expect_error([&] { saddle::load_classifier(missing.string()); }, {missing.string(), "cannot open"});
 
-  const fs::path garbage = dir_ / "garbage.pt";
+  const saddle::testing::Path garbage = dir_ / "garbage.pt";
   write_bytes(garbage, "not a classifier at all");
   expect_error([&] { saddle::load_classifier(garbage.string()); },
                {garbage.string(), "not a saddle classifier"});
 
-  const fs::path truncated = dir_ / "truncated.pt";
+  const saddle::testing::Path truncated = dir_ / "truncated.pt";
   write_bytes(truncated, bytes.substr(0, bytes.size() - 100));
   expect_error([&] { saddle::load_classifier(truncated.string()); }, {truncated.string(), "truncated"});
 
-  const fs::path flipped = dir_ / "flipped.pt";
+  const saddle::testing::Path flipped = dir_ / "flipped.pt";
   std::string changed = bytes;
   changed[changed.size() - 5000] ^= 0x40;
   write_bytes(flipped, changed);
   expect_error([&] { saddle::load_classifier(flipped.string()); }, {flipped.string(), "checksum"});
 
-  const fs::path other_arch = dir_ / "other_arch.pt";
+  const saddle::testing::Path other_arch = dir_ / "other_arch.pt";
   std::string arch = bytes;
   const size_t at = arch.find("architecture ");
   ASSERT_NE(at, std::string::npos);
@@ -188,7 +188,7 @@ TEST_F(ClassifierTest, LoadOrTrainCachesTheClassifier) {
   saddle::Logger quiet(saddle::LogLevel::kError);
   const std::string path = (dir_ / "cache.pt").string();
   const auto trained = saddle::load_or_train_classifier(path, tiny_options(5), quiet);
-  ASSERT_TRUE(fs::exists(path));
+  ASSERT_TRUE(saddle::path_exists(path));
   const auto loaded = saddle::load_or_train_classifier(path, tiny_options(6), quiet);
   EXPECT_EQ(loaded.info.seed, 5u);
   EXPECT_TRUE(torch::equal(loaded.model->parameters()[0], trained.model->parameters()[0]));
@@ -254,7 +254,7 @@ TEST_F(ClassifierCli, BadArgumentsAreOneLineErrors) {
   const std::string missing = (dir_ / "nowhere").string();
   auto r = run("--out " + (dir_ / "c.pt").string() + " --epochs 1 --data-dir " + missing);
   expect_one_line_error(r, missing);
-  EXPECT_FALSE(fs::exists(dir_ / "c.pt"));
+  EXPECT_FALSE(saddle::path_exists(dir_ / "c.pt"));
 }
 
 TEST_F(ClassifierCli, TrainsPrintsAccuracyAndWritesALoadableFile) {

@@ -4,46 +4,45 @@
 #include <sys/wait.h>
 
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 
+#include "paths.h"
 #include "cli_support.h"
 #include "fmnist_support.h"
 
 namespace {
 
-namespace fs = std::filesystem;
 
 using saddle::testing::CliResult;
 using saddle::testing::expect_one_line_error;
 
-std::string slurp(const fs::path& path) { return saddle::testing::slurp_file(path); }
+std::string slurp(const saddle::testing::Path& path) { return saddle::testing::slurp_file(path); }
 
 class Cli : public ::testing::Test {
  protected:
   void SetUp() override {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() / (std::string("saddle_cli_") + info->name() + "_" +
+    dir_ = saddle::testing::temp_root() / (std::string("saddle_cli_") + info->name() + "_" +
                                         std::to_string(::getpid()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    saddle::remove_tree(dir_);
+    saddle::create_directories(dir_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override { saddle::remove_tree(dir_); }
 
   CliResult run(const std::string& args, const std::string& program = SADDLE_CLI_PATH) {
     return saddle::testing::run_program(program, args, dir_);
   }
 
   std::string write(const std::string& name, const std::string& text) {
-    const fs::path path = dir_ / name;
+    const saddle::testing::Path path = dir_ / name;
     std::ofstream(path) << text;
     return path.string();
   }
 
-  fs::path dir_;
+  saddle::testing::Path dir_;
 };
 
 TEST_F(Cli, SolveWritesMetricsAndSummary) {
@@ -72,7 +71,7 @@ TEST_F(Cli, SolveWritesMetricsAndSummary) {
   EXPECT_EQ(summary["config"]["lr"], 0.5);
   EXPECT_EQ(summary["config"]["step-size"], "constant");
   EXPECT_LT(summary["distance_sq"].get<double>(), records.front()["distance_sq"].get<double>());
-  EXPECT_FALSE(fs::exists(out + "/metrics.jsonl.partial"));
+  EXPECT_FALSE(saddle::path_exists(out + "/metrics.jsonl.partial"));
 }
 
 TEST_F(Cli, SameSeedGivesByteIdenticalMetrics) {
@@ -141,8 +140,8 @@ TEST_F(Cli, DivergingRunIsReportedWithItsIteration) {
   const std::string out = (dir_ / "run").string();
   auto r = run("solve --game bilinear --solver gda --lr 2 --iters 100000 --log-every 1 --out " + out);
   expect_one_line_error(r, "diverged at iteration");
-  EXPECT_FALSE(fs::exists(out + "/metrics.jsonl"));
-  EXPECT_FALSE(fs::exists(out + "/summary.json"));
+  EXPECT_FALSE(saddle::path_exists(out + "/metrics.jsonl"));
+  EXPECT_FALSE(saddle::path_exists(out + "/summary.json"));
   // The records up to the divergence stay, marked partial, and never hold nan or inf.
   const std::string partial = slurp(out + "/metrics.jsonl.partial");
   EXPECT_FALSE(partial.empty());
@@ -183,19 +182,19 @@ TEST_F(Cli, CompareTablesEverySolver) {
 TEST_F(Cli, DemoTrainsAQuantizedGanAndReportsFidBytesAndSamples) {
   if (!saddle::testing::have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
   const std::string data = saddle::testing::write_tiny_fashion_mnist(dir_ / "data", 256, 128);
-  const fs::path classifier = dir_ / "classifier.pt", out = dir_ / "demo";
+  const saddle::testing::Path classifier = dir_ / "classifier.pt", out = dir_ / "demo";
   auto r = run("demo --iters 4 --eval-every 2 --filters 4 --batch 8 --fid-samples 64 --no-progress "
                "--log-level warn --data-dir " + data + " --classifier " + classifier.string() +
                " --out " + out.string());
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_TRUE(fs::exists(classifier)) << "the demo trains and caches its classifier";
+  EXPECT_TRUE(saddle::path_exists(classifier)) << "the demo trains and caches its classifier";
   for (const char* needle : {"alq 4-bit", "FID", "bytes sent by all ranks", "where fp32 would have sent",
                              "ranks agree: yes"}) {
     EXPECT_NE(r.out.find(needle), std::string::npos) << needle << "\n" << r.out;
   }
   const std::string grid = (out / "samples" / "iter_0000004.png").string();
   EXPECT_NE(r.out.find("samples: " + grid), std::string::npos) << r.out;
-  EXPECT_TRUE(fs::exists(grid));
+  EXPECT_TRUE(saddle::path_exists(grid));
   // One row per evaluation (iterations 0, 2, 4) in the printed table and in summary.json.
   for (const char* row : {"\n        0 ", "\n        2 ", "\n        4 "}) {
     EXPECT_NE(r.out.find(row), std::string::npos) << row << r.out;
@@ -213,7 +212,7 @@ TEST_F(Cli, DemoBadArgumentsAreOneLineErrors) {
   const std::string missing = (dir_ / "none").string();
   expect_one_line_error(run("demo --classifier " + (dir_ / "c.pt").string() + " --data-dir " + missing),
                         missing);
-  EXPECT_FALSE(fs::exists(dir_ / "c.pt"));
+  EXPECT_FALSE(saddle::path_exists(dir_ / "c.pt"));
 }
 
 TEST_F(Cli, CustomGameExampleConverges) {

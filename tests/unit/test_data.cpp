@@ -5,12 +5,12 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include <filesystem>
 #include <fstream>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "paths.h"
 #include "cli_support.h"
 #include "saddle/data/datasets.h"
 #include "saddle/error.h"
@@ -18,13 +18,12 @@
 namespace saddle {
 namespace {
 
-namespace fs = std::filesystem;
 
 std::string temp_dir(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() /
+  const saddle::testing::Path dir = saddle::testing::temp_root() /
                        ("saddle_test_data_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  saddle::remove_tree(dir);
+  saddle::create_directories(dir);
   return dir.string();
 }
 
@@ -101,7 +100,7 @@ TEST(DataIdx, ReadsImagesAndLabels) {
   EXPECT_EQ(read_idx_images(dir + "/img.gz", 2).size(0), 2);
   EXPECT_TRUE(read_idx_images(dir + "/img.gz", 2).equal(images.narrow(0, 0, 2)));
   EXPECT_EQ(read_idx_labels(dir + "/lab.gz", 3).size(0), 3);
-  fs::remove_all(dir);
+  saddle::remove_tree(dir);
 }
 
 TEST(DataIdx, CorruptFilesNameTheFileAndTheProblem) {
@@ -122,7 +121,7 @@ TEST(DataIdx, CorruptFilesNameTheFileAndTheProblem) {
             std::string::npos);
   EXPECT_NE(error_of([&] { read_idx_images(dir + "/missing.gz"); }).find("missing.gz: cannot open"),
             std::string::npos);
-  fs::remove_all(dir);
+  saddle::remove_tree(dir);
 }
 
 TEST(DataFashionMnist, ScalesAndPadsTo32WithBackgroundMinusOne) {
@@ -144,11 +143,11 @@ TEST(DataFashionMnist, ScalesAndPadsTo32WithBackgroundMinusOne) {
   write_gzip(dir + "/train-labels-idx1-ubyte.gz", idx_labels(3));
   EXPECT_NE(error_of([&] { load_fashion_mnist(dir); }).find("holds 4 images but"),
             std::string::npos);
-  fs::remove_all(dir);
+  saddle::remove_tree(dir);
 }
 
 TEST(DataFashionMnist, InstalledDatasetLoadsWhenPresent) {
-  if (!fs::exists(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte.gz")) {
+  if (!saddle::path_exists(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte.gz")) {
     GTEST_SKIP() << "Fashion-MNIST not installed in " << kFashionMnistDir;
   }
   ImageDataset data = load_dataset("fashion-mnist", "", /*train=*/false, 100);
@@ -176,14 +175,14 @@ TEST(DataCifar, ReadsRecordsAndRejectsBadFiles) {
   bad_label[0] = 10;
   write_bytes(dir + "/test_batch.bin", bad_label);
   EXPECT_NE(error_of([&] { load_cifar10(dir, false); }).find("bad label 10"), std::string::npos);
-  fs::remove(dir + "/data_batch_3.bin");
+  saddle::remove_file(dir + "/data_batch_3.bin");
   EXPECT_NE(error_of([&] { load_cifar10(dir, true); }).find("data_batch_3.bin: cannot open"),
             std::string::npos);
   EXPECT_NE(error_of([&] { load_cifar10("", true); }).find("no default location"),
             std::string::npos);
   EXPECT_NE(error_of([&] { load_dataset("svhn", dir); }).find("unknown dataset 'svhn'"),
             std::string::npos);
-  fs::remove_all(dir);
+  saddle::remove_tree(dir);
 }
 
 TEST(DataShard, ShardsAreDisjointCoveringAndDeterministic) {
@@ -246,8 +245,8 @@ TEST(DataCifar, WganGpTrainsOnCifarAndWritesColourSamples) {
   ASSERT_GT(png.size(), 26u);
   EXPECT_EQ(png.substr(1, 3), "PNG");
   EXPECT_EQ(static_cast<int>(png[25]), 2) << "colour type of " << out << "/samples/iter_0000003.png";
-  EXPECT_TRUE(fs::exists(out + "/summary.json"));
-  fs::remove_all(dir);
+  EXPECT_TRUE(saddle::path_exists(out + "/summary.json"));
+  saddle::remove_tree(dir);
 }
 
 }  // namespace

@@ -3,18 +3,17 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
-#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
 
+#include "paths.h"
 #include "saddle/error.h"
 #include "saddle/run/images.h"
 
 namespace saddle {
 namespace {
 
-namespace fs = std::filesystem;
 
 std::string read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -42,10 +41,10 @@ void expect_png(const std::string& bytes, uint32_t width, uint32_t height, int c
 class ImageOutput : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = (fs::temp_directory_path() / ("saddle_test_images_" + std::to_string(::getpid()))).string();
-    fs::create_directories(dir_);
+    dir_ = (saddle::testing::temp_root() / ("saddle_test_images_" + std::to_string(::getpid()))).string();
+    saddle::create_directories(dir_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override { saddle::remove_tree(dir_); }
   std::string dir_;
 };
 
@@ -57,7 +56,8 @@ TEST_F(ImageOutput, GridOfGreyAndColourImages) {
   torch::Tensor rgb = torch::zeros({3, 3, 8, 8});
   write_image_grid(dir_ + "/rgb.png", rgb, 8, 0);
   expect_png(read_all(dir_ + "/rgb.png"), 24, 8, 2);
-  EXPECT_FALSE(fs::exists(dir_ + "/rgb.png.tmp"));
+  // Written atomically: no temporary file is left behind.
+  EXPECT_EQ(saddle::list_directory(dir_), (std::vector<std::string>{"grey.png", "rgb.png"}));
   EXPECT_THROW(write_image_grid(dir_ + "/bad.png", torch::zeros({2, 2, 8, 8})), Error);
   EXPECT_THROW(write_image_grid(dir_ + "/no/such/dir/x.png", rgb), Error);
 }

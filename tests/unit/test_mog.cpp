@@ -4,11 +4,11 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
-#include <filesystem>
 #include <fstream>
 
-#include "games/mog/mog.h"
-#include "games/registry.h"
+#include "paths.h"
+#include "saddle/games/mog.h"
+#include "saddle/games/registry.h"
 #include "saddle/error.h"
 #include "saddle/solver.h"
 
@@ -108,14 +108,14 @@ TEST(MogGame, ExtraAdamCapturesTheRing) {
   twin.params().copy_(game.params());
   EXPECT_EQ(twin.metrics(), after);
 
-  const std::string path = (std::filesystem::temp_directory_path() /
+  const std::string path = (saddle::testing::temp_root() /
                             ("saddle_test_mog_" + std::to_string(::getpid()) + ".png")).string();
   game.write_samples_png(path);
   std::ifstream in(path, std::ios::binary);
   char signature[8] = {};
   in.read(signature, 8);
   EXPECT_EQ(std::string(signature, 8), std::string("\x89PNG\r\n\x1a\n", 8));
-  std::filesystem::remove(path);
+  saddle::remove_file(path);
 }
 
 }  // namespace

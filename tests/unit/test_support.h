@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "games/registry.h"
+#include "saddle/games/registry.h"
 #include "saddle/game.h"
 #include "saddle/solver.h"
 

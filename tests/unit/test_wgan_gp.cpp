@@ -3,10 +3,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <filesystem>
 
-#include "games/registry.h"
-#include "games/wgan_gp/wgan_gp.h"
+#include "paths.h"
+#include "saddle/games/registry.h"
+#include "saddle/games/wgan_gp.h"
 #include "saddle/data/datasets.h"
 #include "saddle/error.h"
 #include "saddle/solver.h"
@@ -179,10 +179,10 @@ TEST_F(WganGp, MetricsAndSamplesAreDeterministicAndSideEffectFree) {
 
 TEST_F(WganGp, WritesASampleGrid) {
   WganGpGame game(tiny(), noise_images(3), 3);
-  const auto path = std::filesystem::temp_directory_path() / "saddle_test_wgan_samples.png";
+  const auto path = saddle::testing::temp_root() / "saddle_test_wgan_samples.png";
   game.write_samples(path.string(), 6, 0, 3);
-  EXPECT_GT(std::filesystem::file_size(path), 8u);
-  std::filesystem::remove(path);
+  EXPECT_GT(saddle::file_size(path), 8u);
+  saddle::remove_file(path);
 }
 
 TEST_F(WganGp, BadOptionsThrow) {
@@ -222,7 +222,7 @@ TEST_F(WganGp, BadOptionsThrow) {
 }
 
 TEST_F(WganGp, ReadsFashionMnistShards) {
-  if (!std::filesystem::exists(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte.gz")) {
+  if (!saddle::path_exists(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte.gz")) {
     GTEST_SKIP() << "no Fashion-MNIST in " << kFashionMnistDir;
   }
   GameOptions o = tiny();

@@ -4,7 +4,7 @@
 // simultaneous GDA diverges on it, extra-gradient converges.
 #pragma once
 
-#include "games/affine/affine_game.h"
+#include "saddle/games/affine.h"
 
 namespace saddle {
 

@@ -5,7 +5,7 @@
 // small enough step converges linearly to the known equilibrium.
 #pragma once
 
-#include "games/affine/affine_game.h"
+#include "saddle/games/affine.h"
 
 namespace saddle {
 

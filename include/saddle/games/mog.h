@@ -20,7 +20,7 @@
 #include <cstdint>
 #include <string>
 
-#include "games/registry.h"
+#include "saddle/games/registry.h"
 #include "saddle/game.h"
 
 namespace saddle {

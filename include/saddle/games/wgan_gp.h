@@ -30,8 +30,8 @@
 #include <utility>
 #include <vector>
 
-#include "games/registry.h"
-#include "games/wgan_gp/dcgan32.h"
+#include "saddle/games/registry.h"
+#include "saddle/games/dcgan32.h"
 #include "saddle/game.h"
 #include "saddle/metrics/classifier.h"
 

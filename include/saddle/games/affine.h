@@ -4,7 +4,7 @@
 // finite sums of random games with the same mean).
 #pragma once
 
-#include "games/registry.h"
+#include "saddle/games/registry.h"
 #include "saddle/game.h"
 
 namespace saddle {
