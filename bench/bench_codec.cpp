@@ -70,7 +70,8 @@ void add_wire_counters(benchmark::State& state, const Codec& codec, const torch:
   auto decoded = torch::zeros({kN});
   codec.decode_accumulate(message, decoded, 1.0f);
   state.counters["bits_per_coord"] = message.numel() * 8.0 / kN;
-  state.counters["rel_var"] = ((decoded - input()).pow(2).sum() / input().pow(2).sum()).item<double>();
+  state.counters["rel_var"] =
+      ((decoded - input()).pow(2).sum() / input().pow(2).sum()).item<double>();
 }
 
 void BM_Encode(benchmark::State& state, const std::string& quantizer, int bits, CoderKind coder) {
@@ -104,9 +105,12 @@ bool register_codec_benchmarks() {
       if ((cast && bits != 4) || (q == "terngrad" && bits != 2)) continue;
       for (auto coder : {CoderKind::kFixed, CoderKind::kEntropy}) {
         if (cast && coder == CoderKind::kEntropy) continue;
-        const std::string tag = q + (cast ? "" : "/b" + std::to_string(bits) + "/" + saddle::coder_name(coder));
-        benchmark::RegisterBenchmark(("Encode/" + tag).c_str(), BM_Encode, q, bits, coder)->Unit(benchmark::kMillisecond);
-        benchmark::RegisterBenchmark(("Decode/" + tag).c_str(), BM_Decode, q, bits, coder)->Unit(benchmark::kMillisecond);
+        const std::string tag =
+            q + (cast ? "" : "/b" + std::to_string(bits) + "/" + saddle::coder_name(coder));
+        benchmark::RegisterBenchmark(("Encode/" + tag).c_str(), BM_Encode, q, bits, coder)
+            ->Unit(benchmark::kMillisecond);
+        benchmark::RegisterBenchmark(("Decode/" + tag).c_str(), BM_Decode, q, bits, coder)
+            ->Unit(benchmark::kMillisecond);
       }
     }
   }

@@ -33,8 +33,8 @@ std::unique_ptr<WganGpGame> make_bench_game(const std::string& loss) {
 
 void BM_WganGpExtraGradientIteration(benchmark::State& state, const std::string& loss) {
   auto game = make_bench_game(loss);
-  auto solver = saddle::make_solver("eg", game->params(), game->players(),
-                                    saddle::SolverOptions().lr(1e-4));
+  auto solver =
+      saddle::make_solver("eg", game->params(), game->players(), saddle::SolverOptions().lr(1e-4));
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(0);
   saddle::Oracle oracle = [&]() { return game->operator_at(gen); };
   solver->step(oracle);  // warm-up: allocator, oneDNN primitive caches

@@ -6,14 +6,15 @@
 #include <cstdio>
 
 #include "commands.h"
+#include "saddle/device.h"
 #include "saddle/error.h"
 #include "saddle/metrics/classifier.h"
 
 namespace saddle::cli {
 
 ClassifierCommand::ClassifierCommand(CLI::App& app)
-    : app_(app.add_subcommand("classifier",
-                              "Train the Fashion-MNIST classifier used for FID / Inception score")) {
+    : app_(app.add_subcommand(
+          "classifier", "Train the Fashion-MNIST classifier used for FID / Inception score")) {
   app_->add_option("--out", out_, "File to write the trained classifier to")->required();
   app_->add_option("--epochs", epochs_, "Training epochs")->capture_default_str();
   app_->add_option("--seed", seed_, "Seed of the initialization and the shuffling")
@@ -24,6 +25,9 @@ ClassifierCommand::ClassifierCommand(CLI::App& app)
   app_->add_flag("--flip", flip_, "Augment with random horizontal flips");
   app_->add_option("--data-dir", data_dir_, "Fashion-MNIST folder (default: the Debian package's)");
   app_->add_option("--threads", threads_, "Intra-op threads (0: LibTorch's default)")
+      ->capture_default_str();
+  app_->add_option("--device", device_,
+                   "Where to train: auto (a CUDA device when there is one), cpu, cuda or cuda:N")
       ->capture_default_str();
   app_->add_option("--log-level", log_level_, "error | warn | info | debug")->capture_default_str();
 }
@@ -37,9 +41,16 @@ int ClassifierCommand::run(Communicator& comm) {
   SADDLE_CHECK(std::isfinite(lr_) && lr_ > 0, "invalid --lr ", lr_, " (must be > 0)");
   SADDLE_CHECK(batch_size_ >= 1, "invalid --batch-size ", batch_size_, " (must be >= 1)");
   SADDLE_CHECK(!out_.empty(), "invalid --out: empty path");
-  const ClassifierOptions options =
-      ClassifierOptions().epochs(epochs_).seed(seed_).data_dir(data_dir_).threads(threads_)
-          .lr(lr_).batch_size(batch_size_).flip(flip_);
+  const torch::Device device = resolve_device(device_, 0, cuda_device_count());
+  const ClassifierOptions options = ClassifierOptions()
+                                        .epochs(epochs_)
+                                        .seed(seed_)
+                                        .data_dir(data_dir_)
+                                        .threads(threads_)
+                                        .lr(lr_)
+                                        .batch_size(batch_size_)
+                                        .flip(flip_)
+                                        .device(device);
   TrainedClassifier trained = train_classifier(options, &logger);
   save_classifier(trained, out_);
   const std::string line =

@@ -10,11 +10,12 @@
 #include <vector>
 
 #include "config_binder.h"
-#include "saddle/games/registry.h"
 #include "saddle/comm/communicator.h"
 #include "saddle/comm/exchange.h"
+#include "saddle/games/registry.h"
 #include "saddle/log.h"
 #include "saddle/metrics/classifier.h"
+#include "saddle/precision.h"
 
 namespace saddle::cli {
 
@@ -37,6 +38,36 @@ struct ExchangeFlags {
 
 // Builds the exchange options from the flags; throws saddle::Error on invalid values.
 ExchangeOptions exchange_options(const ExchangeFlags& flags, uint64_t seed);
+
+// --device, --transport and --precision of the commands that run games.
+struct DeviceFlags {
+  std::string device = "auto";
+  std::string transport = "auto";
+  std::string precision = "fp32";
+  void add_to(ConfigBinder& binder);
+  void add_to(CLI::App& app);
+  // Throws saddle::Error naming a malformed value; checks nothing that needs a device.
+  void check_syntax() const;
+};
+
+// Where this rank runs: --device resolved by the node-local rank, --precision checked against it,
+// and the NCCL communicator over `comm` when the transport is NCCL. Rank 0 logs every rank's
+// device. comm() is what the run uses; `comm` must outlive this.
+class RunDevice {
+ public:
+  RunDevice(const DeviceFlags& flags, Communicator& comm, const Logger& logger);
+  const torch::Device& device() const { return device_; }
+  Precision precision() const { return precision_; }
+  const std::string& transport() const { return transport_; }
+  Communicator& comm() { return nccl_ ? *nccl_ : host_; }
+
+ private:
+  Communicator& host_;
+  torch::Device device_ = torch::kCPU;
+  Precision precision_ = Precision::kFp32;
+  std::string transport_;
+  std::unique_ptr<Communicator> nccl_;
+};
 
 // Text for the commands' tables (report.cpp).
 // "812 B", "12.3 KiB", "45.6 MiB".
@@ -75,6 +106,7 @@ class SolveCommand {
   int64_t checkpoint_every_ = 0;
   std::string resume_;
   int64_t simulate_ranks_ = 1;
+  DeviceFlags device_;
   std::string log_level_ = "info";
   bool no_progress_ = false;
 };
@@ -101,6 +133,7 @@ class DemoCommand {
   std::string data_dir_;
   std::string out_ = "runs/demo";
   uint64_t seed_ = 0;
+  DeviceFlags device_;
   std::string log_level_ = "info";
   bool no_progress_ = false;
 };
@@ -121,6 +154,7 @@ class CompareCommand {
   std::string quantizer_ = "alq";
   int bits_ = 4;
   std::string out_;
+  DeviceFlags device_;
   std::string log_level_ = "warn";
 };
 
@@ -141,6 +175,7 @@ class ClassifierCommand {
   bool flip_ = ClassifierOptions().flip();
   std::string data_dir_;
   int threads_ = 0;
+  std::string device_ = "auto";
   std::string log_level_ = "info";
 };
 

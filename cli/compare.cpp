@@ -22,33 +22,44 @@ struct CompareEntry {
 
 const std::vector<CompareEntry>& compare_entries() {
   static const std::vector<CompareEntry> kEntries = {
-      {"gda", 0.1, StepSizeKind::kConstant},         {"alt-gda", 0.1, StepSizeKind::kConstant},
-      {"eg", 0.5, StepSizeKind::kConstant},          {"ogda", 0.5, StepSizeKind::kConstant},
-      {"extra-adam", 0.01, StepSizeKind::kConstant}, {"optimistic-adam", 0.01, StepSizeKind::kConstant},
-      {"qgenx", 1.0, StepSizeKind::kAdaptive},      {"qgenx", 0.5, StepSizeKind::kConstant}};
+      {"gda", 0.1, StepSizeKind::kConstant},
+      {"alt-gda", 0.1, StepSizeKind::kConstant},
+      {"eg", 0.5, StepSizeKind::kConstant},
+      {"ogda", 0.5, StepSizeKind::kConstant},
+      {"extra-adam", 0.01, StepSizeKind::kConstant},
+      {"optimistic-adam", 0.01, StepSizeKind::kConstant},
+      {"qgenx", 1.0, StepSizeKind::kAdaptive},
+      {"qgenx", 0.5, StepSizeKind::kConstant}};
   return kEntries;
 }
 
 }  // namespace
 
 CompareCommand::CompareCommand(CLI::App& app)
-    : app_(app.add_subcommand("compare", "Every solver on one bilinear game, compared in a table")) {
+    : app_(
+          app.add_subcommand("compare", "Every solver on one bilinear game, compared in a table")) {
   app_->add_option("--iters", iters_, "Iterations per solver")->capture_default_str();
   app_->add_option("--seed", seed_, "Seed of the game")->capture_default_str();
   app_->add_option("--dim", dim_, "Dimension of each player")->capture_default_str();
   app_->add_option("--noise", noise_, "Stochastic oracle: none | absolute | relative | finite-sum")
       ->capture_default_str();
-  app_->add_option("--noise-scale", noise_scale_, "Scale of the oracle noise")->capture_default_str();
-  app_->add_option("--quantizer", quantizer_, "Operator compression on the wire")->capture_default_str();
+  app_->add_option("--noise-scale", noise_scale_, "Scale of the oracle noise")
+      ->capture_default_str();
+  app_->add_option("--quantizer", quantizer_, "Operator compression on the wire")
+      ->capture_default_str();
   app_->add_option("--bits", bits_, "Bits per coordinate (2..8)")->capture_default_str();
-  app_->add_option("--out", out_, "Directory for one output folder per solver")->capture_default_str();
+  app_->add_option("--out", out_, "Directory for one output folder per solver")
+      ->capture_default_str();
+  device_.add_to(*app_);
   app_->add_option("--log-level", log_level_, "error | warn | info | debug")->capture_default_str();
 }
 
 int CompareCommand::run(Communicator& comm) {
   Logger logger(rank_log_level(parse_log_level(log_level_), comm.rank()), comm.rank(), comm.size());
   SADDLE_CHECK(iters_ > 0, "invalid --iters ", iters_, " (must be > 0)");
+  RunDevice where(device_, comm, logger);
   GameOptions game_options;
+  game_options.device = where.device();
   game_options.dim = dim_;
   game_options.seed = seed_;
   game_options.noise = noise_;
@@ -64,18 +75,21 @@ int CompareCommand::run(Communicator& comm) {
       dim_, game_options.condition, noise_, noise_scale_, iters_, comm.size(),
       exchange_label(quantizer_, bits_));
   table += fmt::format("{:<16} {:>9} {:>6} {:>7} {:>11} {:>11} {:>11} {:>11} {:>7}  {}\n", "solver",
-                       "step", "lr", "calls", "distance_sq", "||F||^2", "bytes sent",
-                       "fp32 bytes", "seconds", "result");
+                       "step", "lr", "calls", "distance_sq", "||F||^2", "bytes sent", "fp32 bytes",
+                       "seconds", "result");
   int64_t total_bytes = 0, total_fp32 = 0;
   for (const auto& entry : compare_entries()) {
     auto game = make_game("bilinear", game_options);
     SolverOptions options;
     options.lr(entry.lr).step_size(entry.step);
     auto solver = make_solver(entry.solver, game->params(), game->players(), options);
-    Exchange exchange(comm, exchange_options(flags, seed_), logger);
+    Exchange exchange(where.comm(), exchange_options(flags, seed_), logger);
     RunOptions run_options;
-    run_options.iterations(iters_).seed(seed_).progress(false).out_dir(
-        out_.empty() ? "" : out_ + "/" + entry.solver);
+    run_options.iterations(iters_)
+        .seed(seed_)
+        .progress(false)
+        .precision(where.precision())
+        .out_dir(out_.empty() ? "" : out_ + "/" + entry.solver);
     const double start_distance = *find_metric(game->metrics(), "distance_sq");
     std::string result_text;
     double distance = 0, op = 0, seconds = 0;
@@ -96,17 +110,19 @@ int CompareCommand::run(Communicator& comm) {
       result_text = e.what();
       distance = op = std::numeric_limits<double>::quiet_NaN();
     }
-    table += fmt::format("{:<16} {:>9} {:>6} {:>7} {:>11.3e} {:>11.3e} {:>11} {:>11} {:>7.2f}  {}\n",
-                         entry.solver, step_size_name(entry.step), entry.lr,
-                         solver->oracle_calls_per_step() * iters_, distance, op, human_bytes(bytes),
-                         human_bytes(fp32), seconds, result_text);
+    table += fmt::format(
+        "{:<16} {:>9} {:>6} {:>7} {:>11.3e} {:>11.3e} {:>11} {:>11} {:>7.2f}  {}\n", entry.solver,
+        step_size_name(entry.step), entry.lr, solver->oracle_calls_per_step() * iters_, distance,
+        op, human_bytes(bytes), human_bytes(fp32), seconds, result_text);
   }
   if (total_fp32 > 0) {
-    table += fmt::format("\nall ranks sent {} where fp32 would have sent {} ({:.1f}%)\n",
-                         human_bytes(total_bytes), human_bytes(total_fp32),
-                         100.0 * static_cast<double>(total_bytes) / static_cast<double>(total_fp32));
+    table +=
+        fmt::format("\nall ranks sent {} where fp32 would have sent {} ({:.1f}%)\n",
+                    human_bytes(total_bytes), human_bytes(total_fp32),
+                    100.0 * static_cast<double>(total_bytes) / static_cast<double>(total_fp32));
   }
-  if (!out_.empty()) table += fmt::format("\nper-solver metrics.jsonl and summary.json in {}/<solver>/\n", out_);
+  if (!out_.empty())
+    table += fmt::format("\nper-solver metrics.jsonl and summary.json in {}/<solver>/\n", out_);
   if (comm.rank() == 0) std::fwrite(table.data(), 1, table.size(), stdout);
   return 0;
 }

@@ -78,35 +78,35 @@ std::vector<std::string> json_value<std::vector<std::string>>(const nlohmann::js
 template <typename T>
 CLI::Option* ConfigBinder::add(const std::string& name, T& target, const std::string& help) {
   CLI::Option* option = app_.add_option("--" + name, target, help)->capture_default_str();
-  entries_.push_back(Entry{
-      name, option,
-      [&target, name](const nlohmann::json& v, const std::string& file) {
-        target = json_value<T>(v, file, name);
-      },
-      [&target]() { return nlohmann::json(target); }});
+  entries_.push_back(Entry{name, option,
+                           [&target, name](const nlohmann::json& v, const std::string& file) {
+                             target = json_value<T>(v, file, name);
+                           },
+                           [&target]() { return nlohmann::json(target); }});
   return option;
 }
 
-CLI::Option* ConfigBinder::add_flag(const std::string& name, bool& target, const std::string& help) {
+CLI::Option* ConfigBinder::add_flag(const std::string& name, bool& target,
+                                    const std::string& help) {
   CLI::Option* option = app_.add_flag("--" + name, target, help);
-  entries_.push_back(Entry{
-      name, option,
-      [&target, name](const nlohmann::json& v, const std::string& file) {
-        target = json_value<bool>(v, file, name);
-      },
-      [&target]() { return nlohmann::json(target); }});
+  entries_.push_back(Entry{name, option,
+                           [&target, name](const nlohmann::json& v, const std::string& file) {
+                             target = json_value<bool>(v, file, name);
+                           },
+                           [&target]() { return nlohmann::json(target); }});
   return option;
 }
 
 template CLI::Option* ConfigBinder::add<int64_t>(const std::string&, int64_t&, const std::string&);
 template CLI::Option* ConfigBinder::add<int>(const std::string&, int&, const std::string&);
-template CLI::Option* ConfigBinder::add<uint64_t>(const std::string&, uint64_t&, const std::string&);
+template CLI::Option* ConfigBinder::add<uint64_t>(const std::string&, uint64_t&,
+                                                  const std::string&);
 template CLI::Option* ConfigBinder::add<double>(const std::string&, double&, const std::string&);
 template CLI::Option* ConfigBinder::add<std::string>(const std::string&, std::string&,
-                                                      const std::string&);
+                                                     const std::string&);
 template CLI::Option* ConfigBinder::add<std::vector<std::string>>(const std::string&,
-                                                                   std::vector<std::string>&,
-                                                                   const std::string&);
+                                                                  std::vector<std::string>&,
+                                                                  const std::string&);
 
 void ConfigBinder::apply_config_from_argv(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {

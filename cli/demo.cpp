@@ -16,8 +16,9 @@ namespace saddle::cli {
 
 DemoCommand::DemoCommand(CLI::App& app)
     : app_(app.add_subcommand(
-          "demo", "WGAN-GP on Fashion-MNIST with qgenx and adaptive quantization (run it under "
-                  "mpirun for several ranks): FID, bytes on the wire, sample pictures")) {
+          "demo",
+          "WGAN-GP on Fashion-MNIST with qgenx and adaptive quantization (run it under "
+          "mpirun for several ranks): FID, bytes on the wire, sample pictures")) {
   app_->add_option("--iters", iters_, "Iterations")->capture_default_str();
   app_->add_option("--filters", filters_, "Width of the DCGAN-32 players")->capture_default_str();
   app_->add_option("--batch", batch_, "Images per operator evaluation on each rank")
@@ -37,6 +38,7 @@ DemoCommand::DemoCommand(CLI::App& app)
   app_->add_option("--out", out_, "Output directory")->capture_default_str();
   app_->add_option("--seed", seed_, "Seed of the networks, the samples and the quantizers")
       ->capture_default_str();
+  device_.add_to(*app_);
   app_->add_option("--log-level", log_level_, "error | warn | info | debug")->capture_default_str();
   app_->add_flag("--no-progress", no_progress_, "Do not show progress");
 }
@@ -47,15 +49,18 @@ int DemoCommand::run(Communicator& comm) {
   SADDLE_CHECK(eval_every_ > 0, "invalid --eval-every ", eval_every_, " (must be > 0)");
   SADDLE_CHECK(!out_.empty(), "invalid --out: empty path");
   SADDLE_CHECK(!classifier_.empty(), "invalid --classifier: empty path");
-  // Options are checked (codec, game, solver) before the classifier's training: a typo must not cost
-  // a minute.
+  // Options are checked (codec, game, solver) before the classifier's training: a typo must not
+  // cost a minute.
   const std::string exchange_text = exchange_label(quantizer_, bits_);
+  device_.check_syntax();
   if (comm.rank() == 0) prepare_output_dir(out_);
+  RunDevice where(device_, comm, logger);
 
   GameOptions game_options;
   game_options.seed = seed_;
   game_options.rank = comm.rank();
   game_options.ranks = comm.size();
+  game_options.device = where.device();
   game_options.dataset = "fashion-mnist";
   game_options.data_dir = data_dir_;
   game_options.filters = filters_;
@@ -71,16 +76,20 @@ int DemoCommand::run(Communicator& comm) {
   ExchangeFlags flags;
   flags.quantizer = quantizer_;
   flags.bits = bits_;
-  Exchange exchange(comm, exchange_options(flags, seed_), logger);
+  Exchange exchange(where.comm(), exchange_options(flags, seed_), logger);
 
   // The classifier before the run, on rank 0 alone, so its one-time training shows up as such
-  // rather than as a silent first evaluation. The other ranks wait; an error on rank 0 ends them all.
+  // rather than as a silent first evaluation. The other ranks wait; an error on rank 0 ends them
+  // all.
   if (comm.rank() == 0) {
     if (!path_exists(classifier_)) {
-      logger.info("the FID classifier {} is missing: training it once (about a minute on two "
-                  "idle cores; later runs load it)", classifier_);
+      logger.info(
+          "the FID classifier {} is missing: training it once (about a minute on two "
+          "idle cores; later runs load it)",
+          classifier_);
     }
-    load_or_train_classifier(classifier_, ClassifierOptions().data_dir(data_dir_), logger);
+    load_or_train_classifier(
+        classifier_, ClassifierOptions().data_dir(data_dir_).device(where.device()), logger);
   }
   comm.barrier();
 
@@ -89,22 +98,37 @@ int DemoCommand::run(Communicator& comm) {
       .seed(seed_)
       .out_dir(out_)
       .eval_every(eval_every_)
+      .precision(where.precision())
       .progress(!no_progress_ && logger.enabled(LogLevel::kInfo));
-  nlohmann::ordered_json config = {
-      {"command", "demo"},       {"game", "wgan-gp"},        {"dataset", "fashion-mnist"},
-      {"solver", "qgenx"},       {"step-size", "constant"},  {"lr", lr_},
-      {"filters", filters_},     {"batch", batch_},          {"quantizer", quantizer_},
-      {"bits", bits_},           {"iters", iters_},          {"eval-every", eval_every_},
-      {"fid-samples", fid_samples_}, {"classifier", classifier_}, {"seed", seed_},
-      {"ranks", comm.size()}};
-  logger.info("wgan-gp on Fashion-MNIST ({} parameters, {} filters), qgenx lr {}, {} iterations "
-              "on {} rank(s), operators exchanged as {}",
-              game->dim(), filters_, lr_, iters_, comm.size(), exchange_text);
+  nlohmann::ordered_json config = {{"command", "demo"},
+                                   {"game", "wgan-gp"},
+                                   {"dataset", "fashion-mnist"},
+                                   {"solver", "qgenx"},
+                                   {"step-size", "constant"},
+                                   {"lr", lr_},
+                                   {"filters", filters_},
+                                   {"batch", batch_},
+                                   {"quantizer", quantizer_},
+                                   {"bits", bits_},
+                                   {"iters", iters_},
+                                   {"eval-every", eval_every_},
+                                   {"fid-samples", fid_samples_},
+                                   {"classifier", classifier_},
+                                   {"seed", seed_},
+                                   {"ranks", comm.size()},
+                                   {"device", device_.device},
+                                   {"transport", where.transport()},
+                                   {"precision", device_.precision}};
+  logger.info(
+      "wgan-gp on Fashion-MNIST ({} parameters, {} filters), qgenx lr {}, {} iterations "
+      "on {} rank(s), operators exchanged as {}",
+      game->dim(), filters_, lr_, iters_, comm.size(), exchange_text);
   RunResult result = saddle::run(*game, *solver, exchange, run_options, logger, config);
   if (comm.rank() != 0) return 0;
 
   std::string text = fmt::format(
-      "\nwgan-gp on Fashion-MNIST, qgenx, {} rank(s), {} on the wire: {} iterations in {:.0f} s\n\n",
+      "\nwgan-gp on Fashion-MNIST, qgenx, {} rank(s), {} on the wire: {} iterations in {:.0f} "
+      "s\n\n",
       result.ranks, exchange_text, result.iterations, result.wall_seconds);
   text += fmt::format("{:>9} {:>10} {:>16}\n", "iteration", "FID", "Inception score");
   for (const auto& [iteration, metrics] : result.evaluations) {
@@ -117,16 +141,18 @@ int DemoCommand::run(Communicator& comm) {
     const auto first = find_metric(result.evaluations.front().second, "fid");
     const auto last = find_metric(result.evaluations.back().second, "fid");
     if (first && last) {
-      text += fmt::format("\nFID {:.1f} -> {:.1f} (lower is better; features of the classifier {})\n",
-                          *first, *last, classifier_);
+      text +=
+          fmt::format("\nFID {:.1f} -> {:.1f} (lower is better; features of the classifier {})\n",
+                      *first, *last, classifier_);
     }
   }
   const double fraction = static_cast<double>(result.bytes_sent_all) /
                           static_cast<double>(std::max<int64_t>(1, result.fp32_bytes_all));
-  text += fmt::format("bytes sent by all ranks: {} where fp32 would have sent {} ({:.1f}%, {:.2f} "
-                      "bits/coordinate)\n",
-                      human_bytes(result.bytes_sent_all), human_bytes(result.fp32_bytes_all),
-                      100.0 * fraction, result.summary["bits_per_coordinate"].get<double>());
+  text += fmt::format(
+      "bytes sent by all ranks: {} where fp32 would have sent {} ({:.1f}%, {:.2f} "
+      "bits/coordinate)\n",
+      human_bytes(result.bytes_sent_all), human_bytes(result.fp32_bytes_all), 100.0 * fraction,
+      result.summary["bits_per_coordinate"].get<double>());
   text += fmt::format("ranks agree: {}\n", result.ranks_agree ? "yes" : "NO");
   if (!result.samples_path.empty()) text += fmt::format("samples: {}\n", result.samples_path);
   text += fmt::format("metrics: {0}/metrics.jsonl, {0}/summary.json\n", out_);

@@ -56,8 +56,9 @@ int main(int argc, char** argv) {
     return code;
   };
 
-  CLI::App app{"saddle: solve min-max games and monotone variational inequalities with "
-               "(distributed, quantized) extra-gradient methods"};
+  CLI::App app{
+      "saddle: solve min-max games and monotone variational inequalities with "
+      "(distributed, quantized) extra-gradient methods"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show the help of every subcommand");
   saddle::cli::SolveCommand solve(app);
@@ -71,7 +72,8 @@ int main(int argc, char** argv) {
     } else {
       comm = saddle::make_single_process_communicator();
     }
-    if (argc > 1 && std::string(argv[1]) == "solve") solve.binder().apply_config_from_argv(argc, argv);
+    if (argc > 1 && std::string(argv[1]) == "solve")
+      solve.binder().apply_config_from_argv(argc, argv);
     app.parse(argc, argv);
     if (solve.app()->parsed()) return solve.run(*comm);
     if (demo.app()->parsed()) return demo.run(*comm);

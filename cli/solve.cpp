@@ -70,11 +70,13 @@ void ExchangeFlags::add_to(ConfigBinder& binder) {
   binder.add("coder", coder, "Wire coding of level indices: fixed (bit-packing) | entropy");
   binder.add("level-schedule", level_schedule,
              "Iterations at which adaptive levels (alq, amq) are refit");
-  binder.add("level-every", level_every, "After the schedule, refit adaptive levels every N iterations");
+  binder.add("level-every", level_every,
+             "After the schedule, refit adaptive levels every N iterations");
 }
 
 ExchangeOptions exchange_options(const ExchangeFlags& flags, uint64_t seed) {
-  SADDLE_CHECK(flags.level_every > 0, "invalid --level-every ", flags.level_every, " (must be > 0)");
+  SADDLE_CHECK(flags.level_every > 0, "invalid --level-every ", flags.level_every,
+               " (must be > 0)");
   CodecOptions codec;
   codec.quantizer(flags.quantizer)
       .bits(flags.bits)
@@ -82,8 +84,10 @@ ExchangeOptions exchange_options(const ExchangeFlags& flags, uint64_t seed) {
       .norm(parse_norm(flags.norm))
       .coder(parse_coder(flags.coder));
   ExchangeOptions options;
-  options.codec(codec).level_schedule(parse_schedule(flags.level_schedule))
-      .level_every(flags.level_every).seed(seed);
+  options.codec(codec)
+      .level_schedule(parse_schedule(flags.level_schedule))
+      .level_every(flags.level_every)
+      .seed(seed);
   return options;
 }
 
@@ -96,19 +100,22 @@ SolveCommand::SolveCommand(CLI::App& app)
   binder_.add("iters", iters_, "Iterations (> 0)");
   binder_.add("seed", seed_, "Seed of the game instance, the samples and the quantizers");
   binder_.add("out", out_, "Directory for metrics.jsonl and summary.json (none: no files)");
-  binder_.add("step-size", step_size_,
-              "Step size rule: constant | adaptive (default: adaptive for qgenx, constant otherwise)");
+  binder_.add(
+      "step-size", step_size_,
+      "Step size rule: constant | adaptive (default: adaptive for qgenx, constant otherwise)");
   binder_.add("lr", lr_, "Base learning rate gamma_0 of every player");
   binder_.add("player-lr", player_lr_, "Per-player learning rate NAME=LR (repeatable)");
   binder_.add("variant", variant_, "qgenx extrapolation: eg | optimistic | dual-averaging");
   binder_.add("beta1", beta1_, "Adam-family first-moment decay");
   binder_.add("beta2", beta2_, "Adam-family second-moment decay");
   binder_.add("eps", eps_, "Adam-family epsilon");
-  binder_.add("averaging", averaging_, "Iterate averaging reported beside the last iterate: none | uniform | ema");
+  binder_.add("averaging", averaging_,
+              "Iterate averaging reported beside the last iterate: none | uniform | ema");
   binder_.add("ema-decay", ema_decay_, "Decay of the exponential moving average");
   binder_.add("dim", game_options_.dim, "Analytic games: dimension of each player");
   binder_.add("condition", game_options_.condition, "Analytic games: condition number (>= 1)");
-  binder_.add("noise", game_options_.noise, "Stochastic oracle: none | absolute | relative | finite-sum");
+  binder_.add("noise", game_options_.noise,
+              "Stochastic oracle: none | absolute | relative | finite-sum");
   binder_.add("noise-scale", game_options_.noise_scale, "Scale of the oracle noise");
   binder_.add("samples", game_options_.samples, "Finite-sum size (noise finite-sum)");
   binder_.add("batch", game_options_.batch,
@@ -128,13 +135,15 @@ SolveCommand::SolveCommand(CLI::App& app)
   exchange_.add_to(binder_);
   binder_.add("log-every", log_every_, "Iterations between metric records (0: about 100 records)");
   binder_.add("eval-every", eval_every_,
-              "Iterations between evaluations (FID, modes, sample pictures in OUT/samples); 0: start and end only");
+              "Iterations between evaluations (FID, modes, sample pictures in OUT/samples); 0: "
+              "start and end only");
   binder_.add("checkpoint-every", checkpoint_every_,
               "Iterations between checkpoints in --out (one is always written at the end)");
   binder_.add("resume", resume_,
               "Continue the run checkpointed in this directory (same options; it becomes --out)");
   binder_.add("simulate-ranks", simulate_ranks_,
               "One process averaging the samples of K ranks (a reference for mpirun -np K)");
+  device_.add_to(binder_);
   binder_.add("log-level", log_level_, "error | warn | info | debug");
   binder_.add_flag("no-progress", no_progress_, "Do not show progress");
 }
@@ -143,20 +152,26 @@ int SolveCommand::run(Communicator& comm) {
   Logger logger(rank_log_level(parse_log_level(log_level_), comm.rank()), comm.rank(), comm.size());
   SADDLE_CHECK(iters_ > 0, "invalid --iters ", iters_, " (must be > 0)");
   if (!resume_.empty()) {
-    SADDLE_CHECK(out_.empty() || out_ == resume_, "--resume ", resume_, " continues in its own directory; drop --out ", out_);
+    SADDLE_CHECK(out_.empty() || out_ == resume_, "--resume ", resume_,
+                 " continues in its own directory; drop --out ", out_);
     out_ = resume_;
   }
   if (!out_.empty() && comm.rank() == 0) prepare_output_dir(out_);
   SADDLE_CHECK(!binder_.given("variant") || solver_ == "qgenx",
                "--variant applies to --solver qgenx only (got --solver ", solver_, ")");
+  RunDevice where(device_, comm, logger);
+  Communicator& run_comm = where.comm();
 
   GameOptions game_options = game_options_;
   game_options.seed = seed_;
   game_options.rank = comm.rank();
   game_options.ranks = comm.size();
+  game_options.device = where.device();
   auto game = make_game(game_, game_options);
 
-  const std::string step = !step_size_.empty() ? step_size_ : solver_ == "qgenx" ? "adaptive" : "constant";
+  const std::string step = !step_size_.empty()  ? step_size_
+                           : solver_ == "qgenx" ? "adaptive"
+                                                : "constant";
   SolverOptions solver_options;
   solver_options.lr(lr_)
       .player_lr(parse_player_rates(player_lr_))
@@ -167,7 +182,7 @@ int SolveCommand::run(Communicator& comm) {
       .eps(eps_);
   auto solver = make_solver(solver_, game->params(), game->players(), solver_options);
 
-  Exchange exchange(comm, exchange_options(exchange_, seed_), logger);
+  Exchange exchange(run_comm, exchange_options(exchange_, seed_), logger);
 
   RunOptions run_options;
   run_options.iterations(iters_)
@@ -180,10 +195,12 @@ int SolveCommand::run(Communicator& comm) {
       .eval_every(eval_every_)
       .checkpoint_every(checkpoint_every_)
       .resume(!resume_.empty())
+      .precision(where.precision())
       .progress(!no_progress_ && logger.enabled(LogLevel::kInfo));
   nlohmann::ordered_json config = binder_.resolved();
   config["step-size"] = step;
   config["ranks"] = comm.size();
+  config["transport"] = where.transport();
 
   logger.info("{} on {} (dim {}), {} iterations, {} rank(s), exchange {}", solver_, game_,
               game->dim(), iters_, comm.size(), exchange_.quantizer);
@@ -196,13 +213,15 @@ int SolveCommand::run(Communicator& comm) {
       table += fmt::format("  {:<24} {:.6e}\n", name, value);
     }
     if (result.bytes_sent_all > 0) {
-      table += fmt::format("  {:<24} {} ({:.1f}% of the {} fp32 would send, {:.2f} bits/coordinate)\n",
-                           "bytes_sent", result.bytes_sent_all,
-                           100.0 * result.bytes_sent_all / std::max<int64_t>(1, result.fp32_bytes_all),
-                           result.fp32_bytes_all, result.summary["bits_per_coordinate"].get<double>());
+      table +=
+          fmt::format("  {:<24} {} ({:.1f}% of the {} fp32 would send, {:.2f} bits/coordinate)\n",
+                      "bytes_sent", result.bytes_sent_all,
+                      100.0 * result.bytes_sent_all / std::max<int64_t>(1, result.fp32_bytes_all),
+                      result.fp32_bytes_all, result.summary["bits_per_coordinate"].get<double>());
     }
     table += fmt::format("  {:<24} {}\n", "ranks_agree", result.ranks_agree ? "true" : "false");
-    if (!result.samples_path.empty()) table += fmt::format("  {:<24} {}\n", "samples", result.samples_path);
+    if (!result.samples_path.empty())
+      table += fmt::format("  {:<24} {}\n", "samples", result.samples_path);
     if (!out_.empty()) table += fmt::format("  {:<24} {}/summary.json\n", "written", out_);
     std::fwrite(table.data(), 1, table.size(), stdout);
   }

@@ -12,6 +12,16 @@ endif()
 find_package(Torch REQUIRED)
 get_filename_component(SADDLE_TORCH_PREFIX "${Torch_DIR}/../../.." ABSOLUTE)
 set(SADDLE_TORCH_VERSION "${Torch_VERSION}")
+# TorchConfig finds Caffe2 (its other half) in the system directories before its own; on a machine
+# with Debian's libtorch-dev too, a CMAKE_PREFIX_PATH that names the wheel's Torch/ folder rather
+# than LibTorch's CMake prefix mixes the two.
+get_filename_component(_caffe2_dir "${Caffe2_DIR}" ABSOLUTE)
+string(FIND "${_caffe2_dir}" "${SADDLE_TORCH_PREFIX}/" _caffe2_inside)
+if(NOT _caffe2_inside EQUAL 0)
+  message(FATAL_ERROR "LibTorch from ${SADDLE_TORCH_PREFIX} but its Caffe2 half from ${Caffe2_DIR}: "
+                      "pass LibTorch's CMake prefix, -DCMAKE_PREFIX_PATH=$(python3 -c 'import torch; "
+                      "print(torch.utils.cmake_prefix_path)'), or -DCaffe2_DIR=<that prefix>/Caffe2")
+endif()
 message(STATUS "saddle: LibTorch ${Torch_VERSION} from ${SADDLE_TORCH_PREFIX}")
 
 # On a machine that has both Debian's libtorch-dev and a wheel, TorchConfig's find_library() calls
@@ -74,7 +84,8 @@ if(NOT SADDLE_CUDA STREQUAL "OFF")
   endif()
 endif()
 if(SADDLE_WITH_CUDA)
-  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+  # LibTorch's cuda.cmake sets CMAKE_CUDA_ARCHITECTURES to OFF (it uses TORCH_CUDA_ARCH_LIST).
+  if(NOT CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "OFF")
     # The same architectures as LibTorch's kernels: "8.0;9.0" -> "80;90".
     set(_archs "$ENV{TORCH_CUDA_ARCH_LIST}")
     if(DEFINED TORCH_CUDA_ARCH_LIST)
@@ -93,7 +104,7 @@ if(SADDLE_WITH_CUDA)
   get_filename_component(_site "${SADDLE_TORCH_PREFIX}/.." ABSOLUTE)
   find_path(SADDLE_NCCL_INCLUDE_DIR nccl.h
             HINTS "${_site}/nvidia/nccl/include" ${CUDAToolkit_INCLUDE_DIRS})
-  find_library(SADDLE_NCCL_LIBRARY NAMES nccl libnccl.so.2
+  find_library(SADDLE_NCCL_LIBRARY NAMES nccl libnccl.so.2 NAMES_PER_DIR
                HINTS "${_site}/nvidia/nccl/lib" ${CUDAToolkit_LIBRARY_DIR})
   if(SADDLE_NCCL_INCLUDE_DIR AND SADDLE_NCCL_LIBRARY)
     set(SADDLE_WITH_NCCL ON)

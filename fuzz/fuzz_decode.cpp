@@ -28,7 +28,12 @@ const std::vector<Codec>& codecs() {
     for (auto coder : {CoderKind::kFixed, CoderKind::kEntropy}) {
       c.emplace_back(CodecOptions().quantizer("qsgd").bits(4).bucket_size(64).coder(coder));
       c.emplace_back(CodecOptions().quantizer("nuq").bits(3).bucket_size(7).coder(coder));
-      c.emplace_back(CodecOptions().quantizer("alq").bits(8).bucket_size(128).norm(NormKind::kLinf).coder(coder));
+      c.emplace_back(CodecOptions()
+                         .quantizer("alq")
+                         .bits(8)
+                         .bucket_size(128)
+                         .norm(NormKind::kLinf)
+                         .coder(coder));
       c.emplace_back(CodecOptions().quantizer("terngrad").bucket_size(1).coder(coder));
     }
     c.emplace_back(CodecOptions().quantizer("none"));
@@ -44,7 +49,8 @@ void write_seeds(const char* dir) {
   for (size_t k = 0; k < codecs().size(); ++k) {
     for (int64_t n : {0, 1, 100, 1000}) {
       const auto m = codecs()[k].encode(torch::randn({n}), k, n);
-      std::ofstream f(std::string(dir) + "/seed_" + std::to_string(k) + "_" + std::to_string(n), std::ios::binary);
+      std::ofstream f(std::string(dir) + "/seed_" + std::to_string(k) + "_" + std::to_string(n),
+                      std::ios::binary);
       const char tag = static_cast<char>(k);
       f.write(&tag, 1);
       f.write(reinterpret_cast<const char*>(m.data_ptr<uint8_t>()), m.numel());

@@ -1,10 +1,10 @@
 #include "saddle/games/registry.h"
 
+#include "saddle/error.h"
 #include "saddle/games/bilinear.h"
 #include "saddle/games/mog.h"
 #include "saddle/games/quadratic.h"
 #include "saddle/games/wgan_gp.h"
-#include "saddle/error.h"
 
 namespace saddle {
 

@@ -35,8 +35,8 @@ void IterateAverage::update(const torch::Tensor& z) {
     return;
   }
   // Uniform: avg_n = avg_{n-1} + (z - avg_{n-1}) / n. EMA: avg <- avg + (1 - decay)(z - avg).
-  const double weight = kind_ == AveragingKind::kUniform ? 1.0 / static_cast<double>(count_)
-                                                         : 1.0 - ema_decay_;
+  const double weight =
+      kind_ == AveragingKind::kUniform ? 1.0 / static_cast<double>(count_) : 1.0 - ema_decay_;
   average_.lerp_(z.detach(), weight);
 }
 

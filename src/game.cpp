@@ -30,16 +30,19 @@ void Game::bind_parameters(const std::vector<PlayerTensors>& groups) {
   std::vector<Player> players;
   int64_t total = 0;
   torch::ScalarType dtype = torch::kFloat32;
+  torch::Device device = torch::kCPU;
   for (const auto& group : groups) {
     int64_t numel = 0;
     for (const auto& t : group.tensors) {
       numel += t.numel();
       dtype = t.scalar_type();
+      device = t.device();
     }
     players.push_back(Player{group.name, group.role, total, numel});
     total += numel;
   }
-  torch::Tensor flat = torch::empty({total}, torch::TensorOptions().dtype(dtype));
+  // On the tensors' device: move the modules there before binding them, never after.
+  torch::Tensor flat = torch::empty({total}, torch::TensorOptions().dtype(dtype).device(device));
   bound_.clear();
   int64_t offset = 0;
   torch::NoGradGuard no_grad;

@@ -27,7 +27,9 @@ const char* variant_name(Variant variant) {
 
 Solver::Solver(torch::Tensor params, const std::vector<Player>& players,
                const SolverOptions& options)
-    : z_(std::move(params)), players_(players), options_(options),
+    : z_(std::move(params)),
+      players_(players),
+      options_(options),
       step_size_(make_step_size(options.step_size())) {
   SADDLE_CHECK(z_.defined() && z_.dim() == 1, "solver needs the game's flat 1-D parameter vector");
   SADDLE_CHECK(options.lr() > 0.0, "invalid learning rate ", options.lr(), " (must be > 0)");
@@ -86,8 +88,8 @@ std::unique_ptr<Solver> make_solver(const std::string& name, torch::Tensor param
   if (name == "gda") return std::make_unique<GdaSolver>(params, players, options, false);
   if (name == "alt-gda") return std::make_unique<GdaSolver>(params, players, options, true);
   if (name == "eg") {
-    return std::make_unique<ExtraGradientSolver>(params, players, options,
-                                                 Variant::kExtraGradient, "eg");
+    return std::make_unique<ExtraGradientSolver>(params, players, options, Variant::kExtraGradient,
+                                                 "eg");
   }
   if (name == "ogda") {
     return std::make_unique<ExtraGradientSolver>(params, players, options, Variant::kOptimistic,
@@ -98,7 +100,8 @@ std::unique_ptr<Solver> make_solver(const std::string& name, torch::Tensor param
                                                  "qgenx");
   }
   if (name == "extra-adam") return std::make_unique<AdamSolver>(params, players, options, false);
-  if (name == "optimistic-adam") return std::make_unique<AdamSolver>(params, players, options, true);
+  if (name == "optimistic-adam")
+    return std::make_unique<AdamSolver>(params, players, options, true);
   std::string known;
   for (const auto& n : solver_names()) known += (known.empty() ? "" : ", ") + n;
   throw Error("unknown solver '" + name + "' (expected one of: " + known + ")");

@@ -41,19 +41,21 @@ AffineGame::AffineGame(const GameOptions& options)
 
 void AffineGame::finish(std::vector<Player> players, torch::Tensor m, torch::Tensor z_star,
                         torch::Tensor z0, torch::Tensor sample_dm, torch::Tensor sample_dq) {
-  // Built in float64, run in float32 (the dtype that the exchange quantizes).
-  m_ = m.to(torch::kFloat32).contiguous();
+  // Built in float64 on the CPU (the same instance on every device), run in float32 (the dtype
+  // that the exchange quantizes) on the game's device.
+  const torch::Device device = options_.device;
+  m_ = m.to(device, torch::kFloat32).contiguous();
   torch::Tensor q = -m.matmul(z_star);
-  q_ = q.to(torch::kFloat32);
-  z_star_ = z_star.to(torch::kFloat32);
+  q_ = q.to(device, torch::kFloat32);
+  z_star_ = z_star.to(device, torch::kFloat32);
   if (sample_dm.defined()) {
     // Center the perturbations exactly so that the finite sum's mean is the game.
     sample_dm = sample_dm - sample_dm.mean(0, true);
     sample_dq = sample_dq - sample_dq.mean(0, true);
-    sample_m_ = (m.unsqueeze(0) + sample_dm).to(torch::kFloat32).contiguous();
-    sample_q_ = (q.unsqueeze(0) + sample_dq).to(torch::kFloat32).contiguous();
+    sample_m_ = (m.unsqueeze(0) + sample_dm).to(device, torch::kFloat32).contiguous();
+    sample_q_ = (q.unsqueeze(0) + sample_dq).to(device, torch::kFloat32).contiguous();
   }
-  init_params(std::move(players), z0.to(torch::kFloat32));
+  init_params(std::move(players), z0.to(device, torch::kFloat32));
 }
 
 torch::Tensor AffineGame::exact_operator(const torch::Tensor& z) const {
@@ -65,23 +67,23 @@ torch::Tensor AffineGame::operator_at(at::Generator& gen) {
   const double scale = options_.noise_scale;
   const double batch = static_cast<double>(options_.batch);
   switch (noise_) {
-    case NoiseKind::kNone:
-      return exact_operator(params_);
+    case NoiseKind::kNone: return exact_operator(params_);
     case NoiseKind::kAbsolute: {
       // The mean of `batch` draws of F + scale * xi, xi ~ N(0, I).
-      torch::Tensor xi = torch::randn({dim()}, gen, torch::kFloat32);
+      torch::Tensor xi = torch::randn({dim()}, gen, torch::kFloat32).to(device());
       return exact_operator(params_).add_(xi, scale / std::sqrt(batch));
     }
     case NoiseKind::kRelative: {
       // F ⊙ (1 + scale * xi): unbiased, and its variance vanishes at the equilibrium.
-      torch::Tensor xi = torch::randn({dim()}, gen, torch::kFloat32);
+      torch::Tensor xi = torch::randn({dim()}, gen, torch::kFloat32).to(device());
       torch::Tensor f = exact_operator(params_);
       return f.addcmul(f, xi, scale / std::sqrt(batch));
     }
     case NoiseKind::kFiniteSum: {
-      torch::Tensor idx = torch::randint(options_.samples, {options_.batch}, gen, torch::kInt64);
-      torch::Tensor ms = sample_m_.index_select(0, idx);               // [B, d, d]
-      torch::Tensor qs = sample_q_.index_select(0, idx);               // [B, d]
+      torch::Tensor idx =
+          torch::randint(options_.samples, {options_.batch}, gen, torch::kInt64).to(device());
+      torch::Tensor ms = sample_m_.index_select(0, idx);  // [B, d, d]
+      torch::Tensor qs = sample_q_.index_select(0, idx);  // [B, d]
       torch::Tensor f = torch::matmul(ms, params_.unsqueeze(1)).squeeze(-1) + qs;
       return f.mean(0);
     }

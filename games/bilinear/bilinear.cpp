@@ -26,12 +26,13 @@ BilinearGame::BilinearGame(const GameOptions& options) : AffineGame(options) {
   if (noise_ == NoiseKind::kFiniteSum) {
     // Each sample perturbs A (keeping the bilinear structure) and the linear terms.
     const double s = options.noise_scale;
-    torch::Tensor da = torch::randn({options.samples, n, n}, gen, torch::kFloat64) * (s / std::sqrt(n));
+    torch::Tensor da =
+        torch::randn({options.samples, n, n}, gen, torch::kFloat64) * (s / std::sqrt(n));
     dm = bilinear_matrix(da);
     dq = torch::randn({options.samples, 2 * n}, gen, torch::kFloat64) * s;
   }
-  finish({Player{"x", Role::kMin, 0, n}, Player{"y", Role::kMax, 0, n}}, bilinear_matrix(a),
-         z_star, z0, dm, dq);
+  finish({Player{"x", Role::kMin, 0, n}, Player{"y", Role::kMax, 0, n}}, bilinear_matrix(a), z_star,
+         z0, dm, dq);
 }
 
 }  // namespace saddle

@@ -85,8 +85,8 @@ MogGame::MogGame(const std::string& name, const GameOptions& options)
   SADDLE_CHECK(options.filters >= 1, name, ": filters (hidden units) must be positive, got ",
                options.filters);
   SADDLE_CHECK(options.latent >= 1, name, ": latent must be positive, got ", options.latent);
-  SADDLE_CHECK(options.batch >= 0, "invalid --batch ", options.batch, " (must be >= 0; 0: ",
-               kDefaultBatch, ")");
+  SADDLE_CHECK(options.batch >= 0, "invalid --batch ", options.batch,
+               " (must be >= 0; 0: ", kDefaultBatch, ")");
   SADDLE_CHECK(options.gp_lambda >= 0, name, ": gp_lambda must be >= 0, got ", options.gp_lambda);
   if (options.gan_loss == "wgan-gp") {
     loss_ = Loss::kWganGp;
@@ -101,18 +101,22 @@ MogGame::MogGame(const std::string& name, const GameOptions& options)
   critic_ = mlp(2, hidden_, 1);
   init_linear_layers(generator_, gen);
   init_linear_layers(critic_, gen);
+  generator_->to(options.device);
+  critic_->to(options.device);
+  modes_ = modes_.to(options.device);
   bind_parameters({PlayerTensors{"generator", Role::kMin, generator_->parameters()},
                    PlayerTensors{"critic", Role::kMax, critic_->parameters()}});
 }
 
 torch::Tensor MogGame::sample_real(int64_t n, at::Generator& gen) const {
-  torch::Tensor which = torch::randint(modes_.size(0), {n}, gen, torch::kInt64);
-  return modes_.index_select(0, which) + stddev_ * torch::randn({n, 2}, gen, torch::kFloat32);
+  torch::Tensor which = torch::randint(modes_.size(0), {n}, gen, torch::kInt64).to(device());
+  return modes_.index_select(0, which) +
+         stddev_ * torch::randn({n, 2}, gen, torch::kFloat32).to(device());
 }
 
 torch::Tensor MogGame::sample_generator(int64_t n, at::Generator& gen) {
   torch::NoGradGuard no_grad;
-  return generator_->forward(torch::randn({n, latent_}, gen, torch::kFloat32));
+  return generator_->forward(torch::randn({n, latent_}, gen, torch::kFloat32).to(device()));
 }
 
 torch::Tensor MogGame::critic_utility(const torch::Tensor& real, const torch::Tensor& fake,
@@ -124,7 +128,7 @@ torch::Tensor MogGame::critic_utility(const torch::Tensor& real, const torch::Te
   }
   torch::Tensor utility = d_real.mean() - d_fake.mean();
   if (penalty && gp_lambda_ > 0) {
-    torch::Tensor eps = torch::rand({real.size(0), 1}, gen, torch::kFloat32);
+    torch::Tensor eps = torch::rand({real.size(0), 1}, gen, torch::kFloat32).to(device());
     torch::Tensor mixed = (eps * real + (1 - eps) * fake).detach().requires_grad_(true);
     torch::Tensor grad = torch::autograd::grad({critic_->forward(mixed).sum()}, {mixed},
                                                /*grad_outputs=*/{}, /*retain_graph=*/true,
@@ -141,15 +145,17 @@ torch::Tensor MogGame::generator_loss(const torch::Tensor& fake) {
 
 torch::Tensor MogGame::operator_at(at::Generator& gen) {
   torch::Tensor real = sample_real(batch_, gen);
-  torch::Tensor noise = torch::randn({batch_, latent_}, gen, torch::kFloat32);
+  torch::Tensor noise = torch::randn({batch_, latent_}, gen, torch::kFloat32).to(device());
   generator_->zero_grad();
   critic_->zero_grad();
   torch::Tensor fake = generator_->forward(noise);
-  generator_loss(fake).backward();
+  // Losses times the loss scale (1 unless fp16 mixed precision), the operator divided by it.
+  (generator_loss(fake) * loss_scale_).backward();
   // That backward also reached the critic; its part of F comes from its own utility alone.
   critic_->zero_grad();
-  critic_utility(real, fake.detach(), gen, /*penalty=*/true).backward();
-  return flat_operator_from_grads();
+  (critic_utility(real, fake.detach(), gen, /*penalty=*/true) * loss_scale_).backward();
+  torch::Tensor f = flat_operator_from_grads();
+  return loss_scale_ == 1.0 ? f : f.div_(loss_scale_);
 }
 
 at::Generator MogGame::metric_generator() const {
@@ -161,7 +167,7 @@ Metrics MogGame::metrics() {
   at::Generator gen = metric_generator();
   torch::Tensor fake = sample_generator(kMetricSamples, gen);
   torch::Tensor real = sample_real(kMetricSamples, gen);
-  const ModeCoverage coverage = mode_coverage(fake, modes_, stddev_);
+  const ModeCoverage coverage = mode_coverage(fake.cpu(), modes_.cpu(), stddev_);
   const double d_loss = -critic_utility(real, fake, gen, /*penalty=*/false).item<double>();
   const double g_loss = generator_loss(fake).item<double>();
   return {{"modes_captured", static_cast<double>(coverage.modes_captured)},

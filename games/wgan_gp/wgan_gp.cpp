@@ -15,8 +15,8 @@ namespace {
 const GameOptions& checked(const GameOptions& options) {
   SADDLE_CHECK(options.filters > 0, "invalid --filters ", options.filters, " (must be > 0)");
   SADDLE_CHECK(options.latent > 0, "invalid --latent ", options.latent, " (must be > 0)");
-  SADDLE_CHECK(options.batch >= 0, "invalid --batch ", options.batch, " (must be >= 0; 0: ",
-               kDefaultGanBatch, ")");
+  SADDLE_CHECK(options.batch >= 0, "invalid --batch ", options.batch,
+               " (must be >= 0; 0: ", kDefaultGanBatch, ")");
   SADDLE_CHECK(options.gp_lambda >= 0.0 && std::isfinite(options.gp_lambda), "invalid --gp-lambda ",
                options.gp_lambda, " (must be >= 0)");
   parse_gan_loss(options.gan_loss);
@@ -96,12 +96,13 @@ WganGpGame::WganGpGame(const GameOptions& options, RealBatches real, int64_t cha
   at::Generator init = at::make_generator<at::CPUGeneratorImpl>(options.seed);
   reset_parameters(*generator_, init);
   reset_parameters(*critic_, init);
-  generator_->to(dtype);
-  critic_->to(dtype);
+  // On the run's device before bind_parameters makes z their storage.
+  generator_->to(options.device, dtype);
+  critic_->to(options.device, dtype);
   generator_params_ = generator_->parameters();
   critic_params_ = critic_->parameters();
-  bind_parameters({{"generator", Role::kMin, generator_params_},
-                   {"critic", Role::kMax, critic_params_}});
+  bind_parameters(
+      {{"generator", Role::kMin, generator_params_}, {"critic", Role::kMax, critic_params_}});
   // The evaluation batch of metrics(): fixed, but not the same stream as any training draw.
   at::Generator eval = at::make_generator<at::CPUGeneratorImpl>(options.seed ^ 0x5eed'e7a1'0000ULL);
   eval_ = draw(eval);
@@ -109,22 +110,25 @@ WganGpGame::WganGpGame(const GameOptions& options, RealBatches real, int64_t cha
 
 WganGpGame::Draw WganGpGame::draw(at::Generator& gen) {
   Draw d;
-  d.real = real_(batch_, gen).to(dtype_);
+  d.real = real_(batch_, gen).to(device(), dtype_);
   SADDLE_CHECK(d.real.dim() == 4 && d.real.size(0) == batch_ && d.real.size(1) == channels_ &&
                    d.real.size(2) == 32 && d.real.size(3) == 32,
                "wgan-gp: real batch has shape ", d.real.sizes(), ", expected [", batch_, ", ",
                channels_, ", 32, 32]");
+  // Drawn on the CPU (the stream is a CPU generator), then moved: the same draw on every device.
   const auto opts = torch::TensorOptions().dtype(dtype_);
-  d.latent = torch::randn({batch_, latent_}, gen, opts);
-  d.mix = torch::rand({batch_, 1, 1, 1}, gen, opts);
+  d.latent = torch::randn({batch_, latent_}, gen, opts).to(device());
+  d.mix = torch::rand({batch_, 1, 1, 1}, gen, opts).to(device());
   return d;
 }
 
 torch::Tensor WganGpGame::penalty(const Draw& d, const torch::Tensor& fake) {
   torch::Tensor xhat = (d.mix * d.real + (1 - d.mix) * fake.detach()).requires_grad_(true);
   torch::Tensor scores = critic_->forward(xhat);
-  torch::Tensor g = torch::autograd::grad({scores.sum()}, {xhat}, {}, /*retain_graph=*/true,
-                                          /*create_graph=*/true)[0];
+  // Scaled like the losses (fp16 loss scaling), so the inner gradient does not underflow either.
+  torch::Tensor g = torch::autograd::grad({scores.sum() * loss_scale_}, {xhat}, {},
+                                          /*retain_graph=*/true, /*create_graph=*/true)[0] /
+                    loss_scale_;
   return (g.flatten(1).norm(2, 1) - 1).square().mean();
 }
 
@@ -173,6 +177,9 @@ torch::Tensor WganGpGame::operator_at(const Draw& d) {
                                : torch::nn::functional::softplus(-f.real_scores).mean() +
                                      torch::nn::functional::softplus(f.fake_scores).mean();
   if (f.penalty.defined()) l_critic = l_critic + gp_lambda_ * f.penalty;
+  // Losses times the loss scale (1 unless fp16), gradients divided by it in copy_grads.
+  const double unscale = 1.0 / loss_scale_;
+  l_critic = l_critic * loss_scale_;
   if (loss_ == GanLoss::kWganGp) {
     // L_G = -(the fake term of L_D) and the penalty sees G(z) detached, so one backward pass of
     // L_D through both networks gives grad_phi L_D and grad_theta L_D = -grad_theta L_G.
@@ -181,16 +188,16 @@ torch::Tensor WganGpGame::operator_at(const Draw& d) {
     auto grads = torch::autograd::grad({l_critic}, all, {}, /*retain_graph=*/false,
                                        /*create_graph=*/false, /*allow_unused=*/true);
     const auto split = grads.begin() + static_cast<std::ptrdiff_t>(generator_params_.size());
-    copy_grads(generator_params_, {grads.begin(), split}, out_gen, -1.0);
-    copy_grads(critic_params_, {split, grads.end()}, out_critic, 1.0);
+    copy_grads(generator_params_, {grads.begin(), split}, out_gen, -unscale);
+    copy_grads(critic_params_, {split, grads.end()}, out_critic, unscale);
   } else {
-    torch::Tensor l_gen = torch::nn::functional::softplus(-f.fake_scores).mean();
+    torch::Tensor l_gen = torch::nn::functional::softplus(-f.fake_scores).mean() * loss_scale_;
     auto g_critic = torch::autograd::grad({l_critic}, critic_params_, {}, /*retain_graph=*/true,
                                           /*create_graph=*/false, /*allow_unused=*/true);
     auto g_gen = torch::autograd::grad({l_gen}, generator_params_, {}, /*retain_graph=*/false,
                                        /*create_graph=*/false, /*allow_unused=*/true);
-    copy_grads(generator_params_, g_gen, out_gen, 1.0);
-    copy_grads(critic_params_, g_critic, out_critic, 1.0);
+    copy_grads(generator_params_, g_gen, out_gen, unscale);
+    copy_grads(critic_params_, g_critic, out_critic, unscale);
   }
   return out;
 }
@@ -208,7 +215,8 @@ torch::Tensor WganGpGame::sample(int64_t n, uint64_t seed) {
   SADDLE_CHECK(n > 0, "wgan-gp: cannot sample ", n, " images");
   torch::NoGradGuard no_grad;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  torch::Tensor z = torch::randn({n, latent_}, gen, torch::TensorOptions().dtype(dtype_));
+  torch::Tensor z =
+      torch::randn({n, latent_}, gen, torch::TensorOptions().dtype(dtype_)).to(device());
   generator_->eval();
   torch::Tensor images = generator_->forward(z);
   generator_->train();
@@ -235,8 +243,11 @@ Metrics WganGpGame::evaluation_metrics() {
   if (!classifier_) {
     // Trained once (deterministically) and cached; every later run loads it.
     Logger logger(LogLevel::kWarn);
-    classifier_ = load_or_train_classifier(classifier_path_, ClassifierOptions().data_dir(data_dir_),
-                                           logger).model;
+    classifier_ =
+        load_or_train_classifier(classifier_path_,
+                                 ClassifierOptions().data_dir(data_dir_).device(device()), logger)
+            .model;
+    classifier_->to(device());
     classifier_->eval();
     const ImageDataset test = load_fashion_mnist(data_dir_, /*train=*/false);
     real_statistics_ = real_feature_statistics(classifier_, test.images);
@@ -246,7 +257,8 @@ Metrics WganGpGame::evaluation_metrics() {
   constexpr int64_t kChunk = 500;
   for (int64_t done = 0; done < fid_samples_; done += kChunk) {
     const int64_t n = std::min(kChunk, fid_samples_ - done);
-    chunks.push_back(sample(n, seed_ + 7919 * static_cast<uint64_t>(done / kChunk + 1)).to(torch::kFloat32));
+    chunks.push_back(
+        sample(n, seed_ + 7919 * static_cast<uint64_t>(done / kChunk + 1)).to(torch::kFloat32));
   }
   const ImageScores scores = score_images(classifier_, torch::cat(chunks), *real_statistics_);
   return {{"fid", scores.fid}, {"inception_score", scores.inception_score}};
@@ -254,8 +266,10 @@ Metrics WganGpGame::evaluation_metrics() {
 
 Game::State WganGpGame::state() const {
   State out;
-  for (const auto& item : generator_->named_buffers()) out.emplace_back("generator." + item.key(), item.value());
-  for (const auto& item : critic_->named_buffers()) out.emplace_back("critic." + item.key(), item.value());
+  for (const auto& item : generator_->named_buffers())
+    out.emplace_back("generator." + item.key(), item.value());
+  for (const auto& item : critic_->named_buffers())
+    out.emplace_back("critic." + item.key(), item.value());
   if (source_state_) out.emplace_back("sampler", source_state_());
   return out;
 }
@@ -267,8 +281,8 @@ void WganGpGame::load_state(const State& state) {
       bool found = false;
       for (const auto& [name, tensor] : state) {
         if (name != prefix + item.key()) continue;
-        SADDLE_CHECK(tensor.sizes() == item.value().sizes(), "checkpoint: buffer ", name, " has shape ",
-                     tensor.sizes(), ", the game's has ", item.value().sizes());
+        SADDLE_CHECK(tensor.sizes() == item.value().sizes(), "checkpoint: buffer ", name,
+                     " has shape ", tensor.sizes(), ", the game's has ", item.value().sizes());
         item.value().copy_(tensor);
         found = true;
       }

@@ -28,9 +28,9 @@ std::string concat(Args&&... args) {
 
 // SADDLE_CHECK(cond, "what was wrong: ", value) — like TORCH_CHECK, but the message is exactly
 // what the user sees (no source location or backtrace appended).
-#define SADDLE_CHECK(cond, ...)                                          \
-  do {                                                                   \
-    if (!(cond)) {                                                       \
-      throw ::saddle::Error(::saddle::detail::concat(__VA_ARGS__));      \
-    }                                                                    \
+#define SADDLE_CHECK(cond, ...)                                     \
+  do {                                                              \
+    if (!(cond)) {                                                  \
+      throw ::saddle::Error(::saddle::detail::concat(__VA_ARGS__)); \
+    }                                                               \
   } while (0)

@@ -42,7 +42,8 @@ class Game {
   virtual std::string name() const = 0;
 
   // F at the current parameters, estimated from one sample drawn with `gen` (each rank passes its
-  // own generator). Returns a new float tensor shaped like params(). Deterministic games ignore gen.
+  // own generator). Returns a new float tensor shaped like params(). Deterministic games ignore
+  // gen.
   virtual torch::Tensor operator_at(at::Generator& gen) = 0;
 
   // The game's own metrics at the current parameters. Analytic games report at least
@@ -67,10 +68,18 @@ class Game {
   virtual State state() const { return {}; }
   virtual void load_state(const State& state) {}
 
+  // Mixed precision (saddle/precision.h): games that differentiate losses multiply them by this
+  // scale before differentiating and divide the gradients by it (fp16 loss scaling). 1 unless the
+  // runner sets another.
+  void set_loss_scale(double scale) { loss_scale_ = scale; }
+  double loss_scale() const { return loss_scale_; }
+
   const std::vector<Player>& players() const { return players_; }
   // The flat parameter vector z. Solvers update it in place.
   torch::Tensor params() const { return params_; }
   int64_t dim() const { return params_.defined() ? params_.numel() : 0; }
+  // The device of z (and of every tensor the game returns).
+  torch::Device device() const { return params_.defined() ? params_.device() : torch::kCPU; }
 
  protected:
   // For games whose parameters are plain tensors: records the players (offsets are assigned in
@@ -97,6 +106,7 @@ class Game {
 
   std::vector<Player> players_;
   torch::Tensor params_;
+  double loss_scale_ = 1.0;
 
  private:
   std::vector<std::pair<torch::Tensor, Role>> bound_;  // views into params_, in layout order

@@ -8,6 +8,7 @@
 #include <exception>
 #include <string>
 
+#include "saddle/device.h"
 #include "saddle/error.h"
 
 namespace saddle {
@@ -25,7 +26,8 @@ double seconds_between(Clock::time_point start, Clock::time_point end) {
   torch::Tensor values = levels.to(torch::kFloat64).contiguous().view(-1);
   const double* data = values.data_ptr<double>();
   std::string out = "[";
-  for (int64_t i = 0; i < values.numel(); ++i) out += fmt::format("{}{:.6g}", i ? ", " : "", data[i]);
+  for (int64_t i = 0; i < values.numel(); ++i)
+    out += fmt::format("{}{:.6g}", i ? ", " : "", data[i]);
   return out + "]";
 }
 
@@ -54,8 +56,7 @@ Exchange::Exchange(Communicator& communicator, const ExchangeOptions& options, c
 bool Exchange::level_update_due(int64_t iteration) const {
   const auto& schedule = options_.level_schedule();
   if (std::find(schedule.begin(), schedule.end(), iteration) != schedule.end()) return true;
-  const int64_t last =
-      schedule.empty() ? -1 : *std::max_element(schedule.begin(), schedule.end());
+  const int64_t last = schedule.empty() ? -1 : *std::max_element(schedule.begin(), schedule.end());
   return options_.level_every() > 0 && iteration > last && iteration % options_.level_every() == 0;
 }
 
@@ -72,16 +73,18 @@ void Exchange::set_calls(int64_t calls) {
 std::vector<std::pair<std::string, torch::Tensor>> Exchange::state() const {
   const std::vector<float>& levels = codec_.levels();
   torch::Tensor level_tensor = torch::empty({static_cast<int64_t>(levels.size())}, torch::kFloat32);
-  if (!levels.empty()) std::memcpy(level_tensor.data_ptr<float>(), levels.data(), levels.size() * sizeof(float));
-  torch::Tensor counters = torch::tensor({calls_, ledger_.bytes_sent, ledger_.bytes_received,
-                                          ledger_.coordinates_sent, ledger_.exchanges,
-                                          ledger_.level_updates},
-                                         torch::kInt64);
-  torch::Tensor seconds = torch::tensor({ledger_.seconds_encode, ledger_.seconds_communicate,
-                                         ledger_.seconds_decode, ledger_.seconds_compute,
-                                         predicted_variance_},
-                                        torch::kFloat64);
-  return {{"exchange_levels", level_tensor}, {"exchange_counters", counters},
+  if (!levels.empty())
+    std::memcpy(level_tensor.data_ptr<float>(), levels.data(), levels.size() * sizeof(float));
+  torch::Tensor counters =
+      torch::tensor({calls_, ledger_.bytes_sent, ledger_.bytes_received, ledger_.coordinates_sent,
+                     ledger_.exchanges, ledger_.level_updates},
+                    torch::kInt64);
+  torch::Tensor seconds =
+      torch::tensor({ledger_.seconds_encode, ledger_.seconds_communicate, ledger_.seconds_decode,
+                     ledger_.seconds_compute, predicted_variance_},
+                    torch::kFloat64);
+  return {{"exchange_levels", level_tensor},
+          {"exchange_counters", counters},
           {"exchange_seconds", seconds}};
 }
 
@@ -115,22 +118,47 @@ void Exchange::load_state(const std::vector<std::pair<std::string, torch::Tensor
   }
 }
 
+// A device message through a host-memory transport: out through a pinned buffer (reused), the
+// gathered messages back to the device as one buffer.
+std::vector<torch::Tensor> Exchange::allgather_staged(const torch::Tensor& message) {
+  const torch::Device device = message.device();
+  const int64_t size = message.numel();
+  if (!pinned_.defined() || pinned_.numel() < size) {
+    pinned_ = torch::empty({std::max<int64_t>(size, 1)},
+                           torch::TensorOptions().dtype(torch::kUInt8).pinned_memory(true));
+  }
+  torch::Tensor host = pinned_.narrow(0, 0, size);
+  host.copy_(message);
+  std::vector<torch::Tensor> gathered = communicator_.allgather_bytes(host);
+  std::vector<int64_t> sizes;
+  for (const auto& m : gathered) sizes.push_back(m.numel());
+  torch::Tensor all = torch::cat(gathered).to(device);
+  std::vector<torch::Tensor> out;
+  int64_t offset = 0;
+  for (int64_t s : sizes) {
+    out.push_back(all.narrow(0, offset, s));
+    offset += s;
+  }
+  return out;
+}
+
 torch::Tensor Exchange::average(const torch::Tensor& local) {
   SADDLE_CHECK(local.defined(), "Exchange::average: undefined tensor");
   SADDLE_CHECK(local.dim() == 1, "Exchange::average: expected a 1-D tensor, got shape ",
                local.sizes());
   SADDLE_CHECK(local.scalar_type() == torch::kFloat32, "Exchange::average: dtype ",
                local.scalar_type(), " (expected kFloat32)");
-  SADDLE_CHECK(local.device().is_cpu(), "Exchange::average: tensor on ", local.device(),
-               " (expected CPU)");
+  SADDLE_CHECK(local.device().is_cpu() || local.device().is_cuda(), "Exchange::average: tensor on ",
+               local.device(), " (expected a CPU or CUDA tensor)");
   const torch::Tensor input = local.contiguous();
+  const torch::Device device = input.device();
   const int ranks = communicator_.size();
   const int me = communicator_.rank();
 
   if (adapt_pending_ && codec_.adaptive()) {
     // Every rank refits from the same summed statistics, so all hold identical levels.
     auto start = Clock::now();
-    torch::Tensor statistics = codec_.statistics(input).contiguous();
+    torch::Tensor statistics = codec_.statistics(input).contiguous();  // on the CPU
     auto summed = Clock::now();
     ledger_.seconds_encode += seconds_between(start, summed);
     communicator_.allreduce_sum(statistics);
@@ -151,26 +179,29 @@ torch::Tensor Exchange::average(const torch::Tensor& local) {
   adapt_pending_ = false;
 
   // Distinct streams for every (rank, call): ranks' quantization noise is independent.
-  const uint64_t stream = static_cast<uint64_t>(calls_) * static_cast<uint64_t>(ranks) +
-                          static_cast<uint64_t>(me);
+  const uint64_t stream =
+      static_cast<uint64_t>(calls_) * static_cast<uint64_t>(ranks) + static_cast<uint64_t>(me);
   auto start = Clock::now();
   torch::Tensor message = codec_.encode(input, options_.seed(), stream);
   auto encoded = Clock::now();
-  std::vector<torch::Tensor> messages = communicator_.allgather_bytes(message);
+  std::vector<torch::Tensor> messages = communicator_.device_collectives(device)
+                                            ? communicator_.allgather_bytes(message)
+                                            : allgather_staged(message);
   auto gathered = Clock::now();
   SADDLE_CHECK(static_cast<int>(messages.size()) == ranks, "allgather_bytes returned ",
                messages.size(), " messages for ", ranks, " ranks");
 
-  torch::Tensor average = torch::zeros({input.numel()}, torch::kFloat32);
+  torch::Tensor average = torch::empty({input.numel()}, input.options());
   const float weight = 1.0f / static_cast<float>(ranks);
-  for (int r = 0; r < ranks; ++r) {
-    try {
-      codec_.decode_accumulate(messages[r], average, weight);
-    } catch (const std::exception& e) {
-      if (r == me) throw Error(detail::concat("cannot decode this rank's own message: ", e.what()));
-      throw Error(detail::concat("malformed message from rank ", r, ": ", e.what()));
+  try {
+    codec_.decode_average(messages, average, weight);
+  } catch (const MalformedMessage& e) {
+    if (e.index() == me) {
+      throw Error(detail::concat("cannot decode this rank's own message: ", e.what()));
     }
+    throw Error(detail::concat("malformed message from rank ", e.index(), ": ", e.what()));
   }
+  synchronize(device);  // the decode's time belongs to the decode
   auto decoded = Clock::now();
 
   ledger_.seconds_encode += seconds_between(start, encoded);

@@ -88,8 +88,7 @@ class InProcessCommunicator final : public Communicator {
                  " (expected CPU)");
     SADDLE_CHECK(tensor.is_contiguous(), "allreduce_sum: non-contiguous tensor of shape ",
                  tensor.sizes());
-    const std::string op =
-        detail::concat("allreduce_sum(", dtype, ", numel=", tensor.numel(), ")");
+    const std::string op = detail::concat("allreduce_sum(", dtype, ", numel=", tensor.numel(), ")");
     // Rank order, the same on every rank: bit-identical sums.
     torch::Tensor sum = collective(op, tensor, [](const std::vector<torch::Tensor>& inputs) {
       torch::Tensor total = inputs[0].clone();
@@ -100,13 +99,13 @@ class InProcessCommunicator final : public Communicator {
   }
 
   void broadcast_bytes(torch::Tensor& bytes, int root) override {
-    SADDLE_CHECK(root >= 0 && root < size(), "broadcast_bytes: root ", root,
-                 " is not a rank of ", size());
+    SADDLE_CHECK(root >= 0 && root < size(), "broadcast_bytes: root ", root, " is not a rank of ",
+                 size());
     if (rank_ == root) check_message_bytes(bytes, "broadcast_bytes");
     const std::string op = detail::concat("broadcast_bytes(root=", root, ")");
-    torch::Tensor received =
-        collective(op, rank_ == root ? bytes : torch::Tensor(),
-                   [root](const std::vector<torch::Tensor>& inputs) { return inputs[root].clone(); });
+    torch::Tensor received = collective(
+        op, rank_ == root ? bytes : torch::Tensor(),
+        [root](const std::vector<torch::Tensor>& inputs) { return inputs[root].clone(); });
     if (rank_ != root) bytes = received;
   }
 
@@ -128,7 +127,8 @@ class InProcessCommunicator final : public Communicator {
   // Deposit, wait for all, compute this rank's result from every input (outside the lock: no
   // rank can overwrite its slot before everyone passed the second barrier), wait for all again.
   template <typename Compute>
-  std::invoke_result_t<Compute&, const std::vector<torch::Tensor>&> collective(const std::string& op, const torch::Tensor& input, Compute&& compute) {
+  std::invoke_result_t<Compute&, const std::vector<torch::Tensor>&> collective(
+      const std::string& op, const torch::Tensor& input, Compute&& compute) {
     std::unique_lock<std::mutex> lock(state_->mutex);
     state_->inputs[rank_] = input;
     state_->ops[rank_] = op;
@@ -159,7 +159,8 @@ InProcessGroup::InProcessGroup(int size, std::chrono::milliseconds timeout) {
   SADDLE_CHECK(timeout.count() > 0, "InProcessGroup: timeout must be positive, got ",
                timeout.count(), " ms");
   state_ = std::make_shared<State>(size, timeout);
-  for (int r = 0; r < size; ++r) ranks_.push_back(std::make_unique<InProcessCommunicator>(state_, r));
+  for (int r = 0; r < size; ++r)
+    ranks_.push_back(std::make_unique<InProcessCommunicator>(state_, r));
 }
 
 InProcessGroup::~InProcessGroup() = default;

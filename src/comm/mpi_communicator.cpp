@@ -21,8 +21,9 @@ void check_mpi(int rc, const char* call) {
   char text[MPI_MAX_ERROR_STRING];
   int length = 0;
   if (MPI_Error_string(rc, text, &length) != MPI_SUCCESS) length = 0;
-  throw Error(detail::concat(call, " failed: ", length > 0 ? std::string(text, length)
-                                                          : "MPI error code " + std::to_string(rc)));
+  throw Error(detail::concat(
+      call, " failed: ",
+      length > 0 ? std::string(text, length) : "MPI error code " + std::to_string(rc)));
 }
 
 MPI_Datatype reduce_type(const torch::Tensor& tensor) {
@@ -47,6 +48,13 @@ class MpiCommunicator final : public Communicator {
       : comm_(comm), chunk_(std::min<int64_t>(options.max_chunk(), INT_MAX)) {
     check_mpi(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
     check_mpi(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+    // The ranks that share this node's memory: their order gives each its GPU.
+    MPI_Comm node = MPI_COMM_NULL;
+    check_mpi(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node),
+              "MPI_Comm_split_type");
+    check_mpi(MPI_Comm_rank(node, &local_rank_), "MPI_Comm_rank");
+    check_mpi(MPI_Comm_size(node, &local_size_), "MPI_Comm_size");
+    MPI_Comm_free(&node);
   }
 
   ~MpiCommunicator() override {
@@ -58,6 +66,8 @@ class MpiCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string backend() const override { return "mpi"; }
+  int local_rank() const override { return local_rank_; }
+  int local_size() const override { return local_size_; }
 
   std::vector<torch::Tensor> allgather_bytes(const torch::Tensor& message) override {
     check_message_bytes(message, "allgather_bytes");
@@ -165,6 +175,8 @@ class MpiCommunicator final : public Communicator {
   int64_t chunk_;
   int rank_ = 0;
   int size_ = 1;
+  int local_rank_ = 0;
+  int local_size_ = 1;
 };
 
 }  // namespace
@@ -173,8 +185,8 @@ MpiRuntime::MpiRuntime(int& argc, char**& argv) {
   int initialized = 0, finalized = 0;
   check_mpi(MPI_Initialized(&initialized), "MPI_Initialized");
   check_mpi(MPI_Finalized(&finalized), "MPI_Finalized");
-  SADDLE_CHECK(!initialized && !finalized,
-               "MpiRuntime: MPI is already ", finalized ? "finalized" : "initialized",
+  SADDLE_CHECK(!initialized && !finalized, "MpiRuntime: MPI is already ",
+               finalized ? "finalized" : "initialized",
                " (build exactly one MpiRuntime per program)");
   int provided = 0;
   check_mpi(MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");

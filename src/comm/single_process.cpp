@@ -11,6 +11,7 @@ class SingleProcessCommunicator final : public Communicator {
   int rank() const override { return 0; }
   int size() const override { return 1; }
   std::string backend() const override { return "single"; }
+  bool device_collectives(const torch::Device&) const override { return true; }
   std::vector<torch::Tensor> allgather_bytes(const torch::Tensor& message) override {
     return {message};
   }

@@ -144,8 +144,8 @@ torch::Tensor read_idx_labels(const std::string& path, int64_t limit) {
 void read_cifar10_batch(const std::string& path, torch::Tensor* images, torch::Tensor* labels,
                         int64_t limit) {
   SADDLE_CHECK(limit >= -1, path, ": bad limit ", limit);
-  SADDLE_CHECK(is_regular_file(path), path, ": cannot open: ",
-               path_exists(path) ? "not a regular file" : "no such file");
+  SADDLE_CHECK(is_regular_file(path), path,
+               ": cannot open: ", path_exists(path) ? "not a regular file" : "no such file");
   const int64_t size = file_size(path);
   SADDLE_CHECK(size > 0 && size % kCifarRecord == 0, path, ": wrong size: ", size,
                " bytes is not a positive multiple of the ", kCifarRecord,
@@ -172,8 +172,7 @@ torch::Tensor to_unit_range_32(const torch::Tensor& pixels) {
   SADDLE_CHECK(x.dim() == 4 && x.scalar_type() == torch::kUInt8,
                "images must be uint8 [N, C, H, W] or [N, H, W], got ", x.sizes());
   const int64_t h = x.size(2), w = x.size(3);
-  SADDLE_CHECK(h <= kCifarSide && w <= kCifarSide, "images of ", h, "x", w,
-               " do not fit in 32x32");
+  SADDLE_CHECK(h <= kCifarSide && w <= kCifarSide, "images of ", h, "x", w, " do not fit in 32x32");
   torch::Tensor scaled = x.to(torch::kFloat32).div_(127.5).sub_(1.0);
   if (h == kCifarSide && w == kCifarSide) return scaled.contiguous();
   const int64_t top = (kCifarSide - h) / 2, left = (kCifarSide - w) / 2;
@@ -181,7 +180,9 @@ torch::Tensor to_unit_range_32(const torch::Tensor& pixels) {
                                 -1.0);
 }
 
-ImageDataset load_fashion_mnist(const std::string& dir, bool train, int64_t limit) {
+namespace {
+
+ImageDataset fashion_mnist_pixels(const std::string& dir, bool train, int64_t limit) {
   const std::string root = dir.empty() ? kFashionMnistDir : dir;
   const std::string prefix = train ? "train" : "t10k";
   const std::string image_path = join(root, prefix + "-images-idx3-ubyte.gz");
@@ -190,11 +191,12 @@ ImageDataset load_fashion_mnist(const std::string& dir, bool train, int64_t limi
   torch::Tensor labels = read_idx_labels(label_path, limit);
   SADDLE_CHECK(pixels.size(0) == labels.size(0), image_path, " holds ", pixels.size(0),
                " images but ", label_path, " holds ", labels.size(0), " labels");
-  return ImageDataset{to_unit_range_32(pixels), labels};
+  return ImageDataset{pixels.unsqueeze(1), labels};
 }
 
-ImageDataset load_cifar10(const std::string& dir, bool train, int64_t limit) {
-  SADDLE_CHECK(!dir.empty(), "cifar10 has no default location: give the folder with "
+ImageDataset cifar10_pixels(const std::string& dir, bool train, int64_t limit) {
+  SADDLE_CHECK(!dir.empty(),
+               "cifar10 has no default location: give the folder with "
                "data_batch_1.bin .. test_batch.bin (--data-dir)");
   std::string root = dir;
   if (is_directory(join(dir, "cifar-10-batches-bin"))) {
@@ -202,7 +204,8 @@ ImageDataset load_cifar10(const std::string& dir, bool train, int64_t limit) {
   }
   std::vector<std::string> files;
   if (train) {
-    for (int i = 1; i <= 5; ++i) files.push_back(join(root, "data_batch_" + std::to_string(i) + ".bin"));
+    for (int i = 1; i <= 5; ++i)
+      files.push_back(join(root, "data_batch_" + std::to_string(i) + ".bin"));
   } else {
     files.push_back(join(root, "test_batch.bin"));
   }
@@ -216,14 +219,34 @@ ImageDataset load_cifar10(const std::string& dir, bool train, int64_t limit) {
     images.push_back(x);
     labels.push_back(y);
   }
-  return ImageDataset{to_unit_range_32(torch::cat(images)), torch::cat(labels)};
+  return ImageDataset{torch::cat(images), torch::cat(labels)};
+}
+
+ImageDataset scaled(ImageDataset pixels) {
+  pixels.images = to_unit_range_32(pixels.images);
+  return pixels;
+}
+
+}  // namespace
+
+ImageDataset load_fashion_mnist(const std::string& dir, bool train, int64_t limit) {
+  return scaled(fashion_mnist_pixels(dir, train, limit));
+}
+
+ImageDataset load_cifar10(const std::string& dir, bool train, int64_t limit) {
+  return scaled(cifar10_pixels(dir, train, limit));
+}
+
+ImageDataset load_dataset_pixels(const std::string& name, const std::string& dir, bool train,
+                                 int64_t limit) {
+  if (name == "fashion-mnist") return fashion_mnist_pixels(dir, train, limit);
+  if (name == "cifar10") return cifar10_pixels(dir, train, limit);
+  throw Error("unknown dataset '" + name + "' (expected one of: fashion-mnist, cifar10)");
 }
 
 ImageDataset load_dataset(const std::string& name, const std::string& dir, bool train,
                           int64_t limit) {
-  if (name == "fashion-mnist") return load_fashion_mnist(dir, train, limit);
-  if (name == "cifar10") return load_cifar10(dir, train, limit);
-  throw Error("unknown dataset '" + name + "' (expected one of: fashion-mnist, cifar10)");
+  return scaled(load_dataset_pixels(name, dir, train, limit));
 }
 
 torch::Tensor shard_indices(int64_t n, int rank, int ranks, uint64_t seed) {
@@ -275,8 +298,8 @@ void BatchSampler::load_state(const torch::Tensor& state) {
   const int64_t* v = s.data_ptr<int64_t>();
   SADDLE_CHECK(v[0] == size_, "sampler state is for ", v[0], " items, this sampler has ", size_);
   SADDLE_CHECK(v[2] >= 0 && v[2] <= size_, "sampler state: position ", v[2], " out of range");
-  SADDLE_CHECK(s.numel() == 3 || s.numel() == 3 + size_, "sampler state: order has ",
-               s.numel() - 3, " entries, expected ", size_);
+  SADDLE_CHECK(s.numel() == 3 || s.numel() == 3 + size_, "sampler state: order has ", s.numel() - 3,
+               " entries, expected ", size_);
   epoch_ = v[1];
   position_ = v[2];
   order_ = s.numel() > 3 ? s.narrow(0, 3, size_).clone() : torch::Tensor();

@@ -9,11 +9,11 @@
 
 #if defined(__CUDACC__)
 #define SADDLE_HOST_DEVICE __host__ __device__
-#define SADDLE_FORCE_INLINE __forceinline__
+#define SADDLE_FORCE_INLINE __forceinline__  // implies inline
 #else
 #define SADDLE_HOST_DEVICE
 // The quantize loops' vectorized clones (target attributes) must inline the stream's functions.
-#define SADDLE_FORCE_INLINE __attribute__((always_inline))
+#define SADDLE_FORCE_INLINE __attribute__((always_inline)) inline
 #endif
 
 namespace saddle::detail {
@@ -60,7 +60,7 @@ SADDLE_HOST_DEVICE inline uint64_t splitmix64(uint64_t x) { return mix64(x + kGo
 SADDLE_HOST_DEVICE inline uint32_t block_key(uint64_t seed, uint64_t stream, uint64_t block) {
   return static_cast<uint32_t>(splitmix64(splitmix64(seed ^ splitmix64(stream)) + block) >> 32);
 }
-SADDLE_HOST_DEVICE SADDLE_FORCE_INLINE inline uint32_t mix32(uint32_t x) {
+SADDLE_HOST_DEVICE SADDLE_FORCE_INLINE uint32_t mix32(uint32_t x) {
   x ^= x >> 16;
   x *= 0x7feb352dU;
   x ^= x >> 15;
@@ -68,7 +68,7 @@ SADDLE_HOST_DEVICE SADDLE_FORCE_INLINE inline uint32_t mix32(uint32_t x) {
   x ^= x >> 16;
   return x;
 }
-SADDLE_HOST_DEVICE SADDLE_FORCE_INLINE inline float uniform24(uint32_t counter, uint32_t key) {
+SADDLE_HOST_DEVICE SADDLE_FORCE_INLINE float uniform24(uint32_t counter, uint32_t key) {
   return static_cast<float>(mix32(counter * kGolden32 + key) >> 8) * 0x1p-24f;
 }
 

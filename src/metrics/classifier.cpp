@@ -113,9 +113,13 @@ torch::Tensor ClassifierImpl::features(const torch::Tensor& images) {
   return torch::relu(fc1_->forward(x.flatten(1)));
 }
 
-torch::Tensor ClassifierImpl::head(const torch::Tensor& features) { return fc2_->forward(features); }
+torch::Tensor ClassifierImpl::head(const torch::Tensor& features) {
+  return fc2_->forward(features);
+}
 
-torch::Tensor ClassifierImpl::forward(const torch::Tensor& images) { return head(features(images)); }
+torch::Tensor ClassifierImpl::forward(const torch::Tensor& images) {
+  return head(features(images));
+}
 
 torch::Tensor ClassifierImpl::probabilities(const torch::Tensor& images) {
   return torch::softmax(forward(images), 1);
@@ -155,12 +159,16 @@ void classify_images(Classifier& model, const torch::Tensor& images, torch::Tens
   SADDLE_CHECK(batch_size >= 1, "classify_images: batch size must be >= 1, got ", batch_size);
   torch::NoGradGuard no_grad;
   EvalGuard eval(*model);
-  const torch::Tensor x = images.detach().to(torch::kCPU, torch::kFloat32);
+  const torch::Device device = model->parameters().front().device();
+  const torch::Tensor x = images.detach();
   std::vector<torch::Tensor> feature_parts, probability_parts;
   for (int64_t begin = 0; begin < x.size(0); begin += batch_size) {
-    const torch::Tensor f = model->features(x.slice(0, begin, begin + batch_size));
-    if (features != nullptr) feature_parts.push_back(f);
-    if (probabilities != nullptr) probability_parts.push_back(torch::softmax(model->head(f), 1));
+    const torch::Tensor batch = x.slice(0, begin, begin + batch_size).to(device, torch::kFloat32);
+    const torch::Tensor f = model->features(batch);
+    if (features != nullptr) feature_parts.push_back(f.to(torch::kCPU));
+    if (probabilities != nullptr) {
+      probability_parts.push_back(torch::softmax(model->head(f), 1).to(torch::kCPU));
+    }
   }
   if (features != nullptr) {
     *features = feature_parts.empty() ? torch::zeros({0, ClassifierImpl::kFeatures})
@@ -184,6 +192,7 @@ TrainedClassifier train_classifier(const ClassifierOptions& options, const Logge
   TrainedClassifier result;
   result.model = make_classifier(options.seed());
   Classifier& model = result.model;
+  model->to(options.device());
   model->train();
   // Shuffling and flips draw from their own stream, so they do not shift with the initialization.
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(options.seed() ^ 0x5DEECE66DULL);
@@ -200,12 +209,13 @@ TrainedClassifier train_classifier(const ClassifierOptions& options, const Logge
     for (int64_t begin = 0; begin < n; begin += options.batch_size()) {
       const torch::Tensor idx = order.slice(0, begin, begin + options.batch_size());
       torch::Tensor x = train.images.index_select(0, idx);
-      const torch::Tensor y = train.labels.index_select(0, idx);
+      torch::Tensor y = train.labels.index_select(0, idx);
       if (options.flip()) {
-        const torch::Tensor flip =
-            (torch::rand({x.size(0)}, gen) < 0.5).view({-1, 1, 1, 1});
+        const torch::Tensor flip = (torch::rand({x.size(0)}, gen) < 0.5).view({-1, 1, 1, 1});
         x = torch::where(flip, x.flip({3}), x);
       }
+      x = x.to(options.device());
+      y = y.to(options.device());
       optimizer.zero_grad();
       const torch::Tensor logits = model->forward(x);
       const torch::Tensor loss = torch::cross_entropy_loss(logits, y);
@@ -217,18 +227,20 @@ TrainedClassifier train_classifier(const ClassifierOptions& options, const Logge
     if (logger != nullptr) {
       const double seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      logger->info("classifier epoch {}/{}: lr {:.2g}, train loss {:.4f}, train accuracy {:.4f} "
-                   "({:.0f} s)",
-                   epoch + 1, options.epochs(), lr, loss_sum / static_cast<double>(n),
-                   static_cast<double>(correct) / static_cast<double>(n), seconds);
+      logger->info(
+          "classifier epoch {}/{}: lr {:.2g}, train loss {:.4f}, train accuracy {:.4f} "
+          "({:.0f} s)",
+          epoch + 1, options.epochs(), lr, loss_sum / static_cast<double>(n),
+          static_cast<double>(correct) / static_cast<double>(n), seconds);
     }
   }
   model->eval();
+  result.info.test_accuracy = classifier_accuracy(model, test);
+  model->to(torch::kCPU);  // saved and returned from the CPU; callers move it where they score
   result.info.seed = options.seed();
   result.info.epochs = options.epochs();
   result.info.train_images = train.size();
   result.info.test_images = test.size();
-  result.info.test_accuracy = classifier_accuracy(model, test);
   result.info.train_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
@@ -303,8 +315,8 @@ TrainedClassifier load_classifier(const std::string& path) {
                field("architecture"), ", expected ", kArchitecture);
   const double payload_bytes = number("payload_bytes");
   SADDLE_CHECK(payload_bytes == static_cast<double>(bytes.size() - payload_begin), bad,
-               "is corrupt or truncated (", bytes.size() - payload_begin, " weight bytes, header says ",
-               field("payload_bytes"), ")");
+               "is corrupt or truncated (", bytes.size() - payload_begin,
+               " weight bytes, header says ", field("payload_bytes"), ")");
   SADDLE_CHECK(field("payload_fnv1a64") == hex64(fnv1a64(bytes, payload_begin)), bad,
                "is corrupt (checksum mismatch)");
 
@@ -326,8 +338,8 @@ TrainedClassifier load_classifier(const std::string& path) {
   return result;
 }
 
-TrainedClassifier load_or_train_classifier(const std::string& path, const ClassifierOptions& options,
-                                           const Logger& logger) {
+TrainedClassifier load_or_train_classifier(const std::string& path,
+                                           const ClassifierOptions& options, const Logger& logger) {
   SADDLE_CHECK(!path.empty(), "load_or_train_classifier: empty path");
   if (path_exists(path)) {
     TrainedClassifier cached = load_classifier(path);

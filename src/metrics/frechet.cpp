@@ -63,7 +63,8 @@ double frechet_distance(const FeatureStatistics& a, const FeatureStatistics& b) 
                b.dim(), ")");
   torch::NoGradGuard no_grad;
   const torch::Tensor mu_a = a.mean.to(torch::kFloat64), mu_b = b.mean.to(torch::kFloat64);
-  const torch::Tensor c_a = a.covariance.to(torch::kFloat64), c_b = b.covariance.to(torch::kFloat64);
+  const torch::Tensor c_a = a.covariance.to(torch::kFloat64),
+                      c_b = b.covariance.to(torch::kFloat64);
   const torch::Tensor root_a = psd_sqrt(c_a);
   torch::Tensor middle = torch::matmul(torch::matmul(root_a, c_b), root_a);
   middle = 0.5 * (middle + middle.t());
@@ -88,8 +89,10 @@ double frechet_distance(const torch::Tensor& features_a, const torch::Tensor& fe
 
 double inception_score(const torch::Tensor& class_probabilities, int splits) {
   const torch::Tensor& p = class_probabilities;
-  SADDLE_CHECK(p.defined() && p.dim() == 2, "inception_score: expected probabilities [samples, "
-               "classes], got ", p.defined() ? p.dim() : 0, "-D");
+  SADDLE_CHECK(p.defined() && p.dim() == 2,
+               "inception_score: expected probabilities [samples, "
+               "classes], got ",
+               p.defined() ? p.dim() : 0, "-D");
   SADDLE_CHECK(p.size(1) >= 2, "inception_score: need at least 2 classes, got ", p.size(1));
   SADDLE_CHECK(splits >= 1, "inception_score: splits must be >= 1, got ", splits);
   SADDLE_CHECK(p.size(0) >= splits && p.size(0) >= 1, "inception_score: ", p.size(0),

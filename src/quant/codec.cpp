@@ -7,20 +7,70 @@
 #include <cstring>
 
 #include "kernels.h"
-#include "saddle/error.h"
 #include "saddle/quant/level_set.h"
 
+#if SADDLE_WITH_CUDA
+#include "../cuda/codec_cuda.h"
+#endif
+
 namespace saddle {
-namespace {
 
 using quant_detail::bucket_count;
 using quant_detail::packed_bytes;
 
-enum QuantizerId : uint8_t { kNone, kFp16, kBf16, kQsgd, kQsgdInf, kNuq, kTernGrad, kAlq, kAmq, kQuantizerCount };
+const std::vector<QuantizerSpec>& quantizer_specs() {
+  using F = LevelFamily;
+  using C = CastKind;
+  using L = LevelFit;
+  // name, wire id, levels, cast, fit, forced bits, forced L-inf, description
+  static const std::vector<QuantizerSpec> kTable = {
+      {"none", 0, F::kCast, C::kFp32, L::kFixed, 0, false, "float32, no compression"},
+      {"fp16", 1, F::kCast, C::kFp16, L::kFixed, 0, false, "cast to IEEE half precision"},
+      {"bf16", 2, F::kCast, C::kBf16, L::kFixed, 0, false, "cast to bfloat16"},
+      {"qsgd", 3, F::kUniform, C::kFp32, L::kFixed, 0, false, "uniform levels (QSGD)"},
+      {"qsgd-inf", 4, F::kUniform, C::kFp32, L::kFixed, 0, true,
+       "uniform levels, L-inf bucket norm"},
+      {"nuq", 5, F::kExponential, C::kFp32, L::kFixed, 0, false,
+       "exponential levels with zero (NUQSGD)"},
+      {"terngrad", 6, F::kUniform, C::kFp32, L::kFixed, 2, true, "{-1, 0, 1} x L-inf norm"},
+      {"alq", 7, F::kExponential, C::kFp32, L::kAlq, 0, false,
+       "levels refit by coordinate descent on the variance (ALQ)"},
+      {"amq", 8, F::kExponential, C::kFp32, L::kAmq, 0, false,
+       "exponential levels with a refit multiplier (AMQ)"},
+  };
+  return kTable;
+}
 
-// Wire header, little-endian: magic "SDQM", version, quantizer, coder, norm, bits, 3 zero bytes,
-// level hash (u32), element count (u64), bucket size (u64). Casts write bits 32/16 and zero norm,
-// coder, bucket and hash, so their messages do not depend on options they ignore.
+const std::vector<std::string>& quantizer_names() {
+  static const std::vector<std::string> kNames = [] {
+    std::vector<std::string> names;
+    for (const auto& spec : quantizer_specs()) names.push_back(spec.name);
+    return names;
+  }();
+  return kNames;
+}
+
+const QuantizerSpec& quantizer_spec(const std::string& name) {
+  for (const auto& spec : quantizer_specs()) {
+    if (name == spec.name) return spec;
+  }
+  std::string all;
+  for (const auto& n : quantizer_names()) all += (all.empty() ? "" : ", ") + n;
+  throw Error("unknown quantizer '" + name + "' (expected one of: " + all + ")");
+}
+
+const QuantizerSpec* quantizer_spec_by_wire_id(int wire_id) {
+  for (const auto& spec : quantizer_specs()) {
+    if (spec.wire_id == wire_id) return &spec;
+  }
+  return nullptr;
+}
+
+namespace {
+
+// Wire header, little-endian: magic "SDQM", version, quantizer wire id, coder, norm, bits, 3 zero
+// bytes, level hash (u32), element count (u64), bucket size (u64). Casts write bits 32/16 and zero
+// norm, coder, bucket and hash, so their messages do not depend on options they ignore.
 constexpr uint8_t kMagic[4] = {'S', 'D', 'Q', 'M'};
 constexpr uint8_t kVersion = 1;
 static_assert(Codec::kHeaderBytes == 32, "header layout below is 32 bytes");
@@ -31,7 +81,7 @@ struct Header {
   uint64_t count = 0, bucket = 0;
 };
 
-void write_header(const Header& h, uint8_t* p) {
+void write_header_bytes(const Header& h, uint8_t* p) {
   std::memset(p, 0, Codec::kHeaderBytes);
   std::memcpy(p, kMagic, 4);
   p[4] = kVersion;
@@ -45,12 +95,14 @@ void write_header(const Header& h, uint8_t* p) {
 }
 
 Header read_header(const uint8_t* p, int64_t size) {
-  SADDLE_CHECK(size >= Codec::kHeaderBytes, "codec message truncated: ", size, " bytes, the header alone needs ",
-               Codec::kHeaderBytes);
-  SADDLE_CHECK(std::memcmp(p, kMagic, 4) == 0, "codec message has a bad magic number (not a saddle codec message)");
-  SADDLE_CHECK(p[4] == kVersion, "codec message has format version ", int{p[4]}, " (this build reads version ",
-               int{kVersion}, ")");
-  SADDLE_CHECK(p[9] == 0 && p[10] == 0 && p[11] == 0, "codec message has non-zero reserved header bytes");
+  SADDLE_CHECK(size >= Codec::kHeaderBytes, "codec message truncated: ", size,
+               " bytes, the header alone needs ", Codec::kHeaderBytes);
+  SADDLE_CHECK(std::memcmp(p, kMagic, 4) == 0,
+               "codec message has a bad magic number (not a saddle codec message)");
+  SADDLE_CHECK(p[4] == kVersion, "codec message has format version ", int{p[4]},
+               " (this build reads version ", int{kVersion}, ")");
+  SADDLE_CHECK(p[9] == 0 && p[10] == 0 && p[11] == 0,
+               "codec message has non-zero reserved header bytes");
   Header h;
   h.quantizer = p[5];
   h.coder = p[6];
@@ -62,18 +114,31 @@ Header read_header(const uint8_t* p, int64_t size) {
   return h;
 }
 
-bool is_cast(int id) { return id == kNone || id == kFp16 || id == kBf16; }
-int cast_bits(int id) { return id == kNone ? 32 : 16; }
+int cast_bits(CastKind kind) { return kind == CastKind::kFp32 ? 32 : 16; }
 
-std::string quantizer_label(int id) {
-  return id < kQuantizerCount ? "'" + quantizer_names()[id] + "'" : "id " + std::to_string(id);
+std::string quantizer_label(int wire_id) {
+  const QuantizerSpec* spec = quantizer_spec_by_wire_id(wire_id);
+  return spec != nullptr ? "'" + std::string(spec->name) + "'" : "id " + std::to_string(wire_id);
 }
 
 void check_vector(const torch::Tensor& t, const char* what) {
   SADDLE_CHECK(t.defined(), what, " is undefined");
-  SADDLE_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.dim() == 1 && t.is_contiguous(),
-               what, " must be a 1-D contiguous float32 CPU tensor, got ", t.scalar_type(), " of shape ",
+  SADDLE_CHECK(t.scalar_type() == torch::kFloat32 && t.dim() == 1 && t.is_contiguous(), what,
+               " must be a 1-D contiguous float32 tensor, got ", t.scalar_type(), " of shape ",
                t.sizes(), t.is_contiguous() ? "" : " (non-contiguous)");
+  SADDLE_CHECK(t.device().is_cpu() || t.device().is_cuda(), what, " on ", t.device(),
+               " (expected a CPU or CUDA tensor)");
+#if !SADDLE_WITH_CUDA
+  SADDLE_CHECK(t.device().is_cpu(), what, " is on ", t.device(),
+               " but this build of saddle has no CUDA support (build it against the CUDA "
+               "LibTorch: scripts/setup.sh --torch pip)");
+#endif
+}
+
+void check_message_tensor(const torch::Tensor& message) {
+  SADDLE_CHECK(message.defined() && message.scalar_type() == torch::kUInt8 && message.dim() == 1 &&
+                   message.is_contiguous(),
+               "codec message must be a 1-D contiguous kUInt8 tensor");
 }
 
 }  // namespace
@@ -92,34 +157,22 @@ CoderKind parse_coder(const std::string& name) {
 }
 const char* coder_name(CoderKind kind) { return kind == CoderKind::kFixed ? "fixed" : "entropy"; }
 
-const std::vector<std::string>& quantizer_names() {
-  static const std::vector<std::string> names = {"none", "fp16",     "bf16", "qsgd", "qsgd-inf",
-                                                 "nuq",  "terngrad", "alq",  "amq"};
-  return names;
-}
-
-Codec::Codec(const CodecOptions& options) : options_(options) {
-  const auto& names = quantizer_names();
-  quantizer_id_ = -1;
-  for (size_t k = 0; k < names.size(); ++k)
-    if (names[k] == options.quantizer()) quantizer_id_ = static_cast<int>(k);
-  if (quantizer_id_ < 0) {
-    std::string all;
-    for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
-    throw Error("unknown quantizer '" + options.quantizer() + "' (expected one of: " + all + ")");
-  }
-  SADDLE_CHECK(options.bits() >= 2 && options.bits() <= 8, "invalid --bits ", options.bits(), " (expected 2..8)");
-  SADDLE_CHECK(options.bucket_size() >= 1 && options.bucket_size() <= kMaxBucketSize, "invalid --bucket-size ",
-               options.bucket_size(), " (expected 1..", kMaxBucketSize, ")");
-  SADDLE_CHECK(options.norm() == NormKind::kL2 || options.norm() == NormKind::kLinf, "invalid --norm value ",
-               static_cast<int>(options.norm()));
+Codec::Codec(const CodecOptions& options)
+    : options_(options), spec_(&quantizer_spec(options.quantizer())) {
+  SADDLE_CHECK(options.bits() >= 2 && options.bits() <= 8, "invalid --bits ", options.bits(),
+               " (expected 2..8)");
+  SADDLE_CHECK(options.bucket_size() >= 1 && options.bucket_size() <= kMaxBucketSize,
+               "invalid --bucket-size ", options.bucket_size(), " (expected 1..", kMaxBucketSize,
+               ")");
+  SADDLE_CHECK(options.norm() == NormKind::kL2 || options.norm() == NormKind::kLinf,
+               "invalid --norm value ", static_cast<int>(options.norm()));
   SADDLE_CHECK(options.coder() == CoderKind::kFixed || options.coder() == CoderKind::kEntropy,
                "invalid --coder value ", static_cast<int>(options.coder()));
-  if (quantizer_id_ == kTernGrad) options_.bits(2).norm(NormKind::kLinf);
-  if (quantizer_id_ == kQsgdInf) options_.norm(NormKind::kLinf);
-  if (is_cast(quantizer_id_)) return;
+  if (spec_->forced_bits > 0) options_.bits(spec_->forced_bits);
+  if (spec_->forced_linf) options_.norm(NormKind::kLinf);
+  if (is_cast()) return;
   const int count = level_count(options_.bits());
-  if (quantizer_id_ == kQsgd || quantizer_id_ == kQsgdInf || quantizer_id_ == kTernGrad) {
+  if (spec_->family == LevelFamily::kUniform) {
     levels_ = uniform_levels(count);
   } else {
     levels_ = exponential_levels(count, 0.5);  // NUQSGD's levels; ALQ and AMQ start there
@@ -127,10 +180,11 @@ Codec::Codec(const CodecOptions& options) : options_(options) {
   rebuild_tables();
 }
 
-bool Codec::adaptive() const { return quantizer_id_ == kAlq || quantizer_id_ == kAmq; }
+bool Codec::adaptive() const { return spec_->fit != LevelFit::kFixed; }
 
 void Codec::set_levels(std::vector<float> levels) {
-  SADDLE_CHECK(adaptive(), "quantizer '", options_.quantizer(), "' has fixed levels; only alq and amq accept new ones");
+  SADDLE_CHECK(adaptive(), "quantizer '", options_.quantizer(),
+               "' has fixed levels; only alq and amq accept new ones");
   check_levels(levels, level_count(options_.bits()));
   levels_ = std::move(levels);
   rebuild_tables();
@@ -151,23 +205,53 @@ void Codec::rebuild_tables() {
     const bool scan = j + 2 <= count - 2 && levels_[j + 2] <= hi;
     level_lut_[c] = j | (scan ? quant_detail::kLutScan : 0);
   }
+  device_tables_ = torch::Tensor();
+}
+
+const torch::Tensor& Codec::device_tables(const torch::Device& device) const {
+  if (!device_tables_.defined() || device_tables_.device() != device) {
+    const int64_t count = static_cast<int64_t>(levels_.size());
+    torch::Tensor host = torch::empty({2, count}, torch::kFloat32);
+    std::memcpy(host.data_ptr<float>(), levels_.data(), count * sizeof(float));
+    std::memcpy(host.data_ptr<float>() + count, inv_gap_.data(), count * sizeof(float));
+    device_tables_ = host.to(device);
+  }
+  return device_tables_;
 }
 
 int64_t Codec::max_encoded_bytes(int64_t n) const {
-  if (is_cast(quantizer_id_)) return kHeaderBytes + n * cast_bits(quantizer_id_) / 8;
+  if (is_cast()) return kHeaderBytes + n * cast_bits(spec_->cast) / 8;
   const int64_t base = kHeaderBytes + 4 * bucket_count(n, options_.bucket_size());
   if (options_.coder() == CoderKind::kFixed) return base + packed_bytes(n, options_.bits());
   return base + quant_detail::rans_max_bytes(n, 1 << options_.bits());
 }
 
+void Codec::write_header(int64_t n, uint8_t* out) const {
+  Header h;
+  h.quantizer = spec_->wire_id;
+  h.count = static_cast<uint64_t>(n);
+  if (is_cast()) {
+    h.bits = static_cast<uint8_t>(cast_bits(spec_->cast));
+  } else {
+    h.coder = static_cast<uint8_t>(options_.coder());
+    h.norm = static_cast<uint8_t>(options_.norm());
+    h.bits = static_cast<uint8_t>(options_.bits());
+    h.hash = levels_hash_;
+    h.bucket = static_cast<uint64_t>(options_.bucket_size());
+  }
+  write_header_bytes(h, out);
+}
+
 namespace {
 
-quant_detail::QuantParams params_of(const CodecOptions& o, int id, const std::vector<float>& levels,
-                                    const std::vector<float>& inv_gap, const std::vector<int32_t>& lut) {
+quant_detail::QuantParams params_of(const CodecOptions& o, const QuantizerSpec& spec,
+                                    const std::vector<float>& levels,
+                                    const std::vector<float>& inv_gap,
+                                    const std::vector<int32_t>& lut) {
   quant_detail::QuantParams p;
   p.bits = o.bits();
   p.count = static_cast<int>(levels.size());
-  p.uniform = id == kQsgd || id == kQsgdInf || id == kTernGrad;
+  p.uniform = spec.family == LevelFamily::kUniform;
   p.norm = o.norm();
   p.bucket = o.bucket_size();
   p.levels = levels.data();
@@ -181,19 +265,48 @@ quant_detail::QuantParams params_of(const CodecOptions& o, int id, const std::ve
 torch::Tensor Codec::encode(const torch::Tensor& v, uint64_t seed, uint64_t stream) const {
   check_vector(v, "codec input");
   const int64_t n = v.numel();
+  uint8_t header[kHeaderBytes];
+  write_header(n, header);
+#if SADDLE_WITH_CUDA
+  if (v.is_cuda()) {
+    const cuda_detail::QuantSetup setup{options_.bits(),
+                                        static_cast<int>(levels_.size()),
+                                        spec_->family == LevelFamily::kUniform,
+                                        options_.norm() == NormKind::kLinf,
+                                        options_.bucket_size(),
+                                        is_cast() ? torch::Tensor() : device_tables(v.device())};
+    if (is_cast()) {
+      return cuda_detail::encode_cast(v, static_cast<int>(spec_->cast), header,
+                                      max_encoded_bytes(n));
+    }
+    if (options_.coder() == CoderKind::kFixed) {
+      return cuda_detail::encode_fixed(v, setup, seed, stream, header, max_encoded_bytes(n));
+    }
+    // The entropy coder runs on the CPU: the symbols come back from the device, the message goes
+    // to it.
+    torch::Tensor norms, symbols;
+    cuda_detail::quantize_symbols(v, setup, seed, stream, &norms, &symbols);
+    const std::vector<uint8_t> coded =
+        quant_detail::rans_encode(symbols.data_ptr<uint8_t>(), n, 1 << options_.bits());
+    const int64_t buckets = norms.numel();
+    auto message = torch::empty({kHeaderBytes + 4 * buckets + static_cast<int64_t>(coded.size())},
+                                torch::kUInt8);
+    uint8_t* p = message.data_ptr<uint8_t>();
+    std::memcpy(p, header, kHeaderBytes);
+    std::memcpy(p + kHeaderBytes, norms.data_ptr<float>(), 4 * buckets);
+    std::memcpy(p + kHeaderBytes + 4 * buckets, coded.data(), coded.size());
+    return message.to(v.device());
+  }
+#endif
   const float* x = v.data_ptr<float>();
-  Header h;
-  h.quantizer = static_cast<uint8_t>(quantizer_id_);
-  h.count = static_cast<uint64_t>(n);
-  if (is_cast(quantizer_id_)) {
-    h.bits = static_cast<uint8_t>(cast_bits(quantizer_id_));
+  if (is_cast()) {
     auto message = torch::empty({max_encoded_bytes(n)}, torch::kUInt8);
     uint8_t* p = message.data_ptr<uint8_t>();
-    write_header(h, p);
+    std::memcpy(p, header, kHeaderBytes);
     p += kHeaderBytes;
-    if (quantizer_id_ == kNone) {
-      std::memcpy(p, x, n * sizeof(float));
-    } else if (quantizer_id_ == kFp16) {
+    if (spec_->cast == CastKind::kFp32) {
+      if (n > 0) std::memcpy(p, x, n * sizeof(float));
+    } else if (spec_->cast == CastKind::kFp16) {
       for (int64_t i = 0; i < n; ++i) {
         const uint16_t bits = c10::Half(x[i]).x;
         std::memcpy(p + 2 * i, &bits, 2);
@@ -206,12 +319,7 @@ torch::Tensor Codec::encode(const torch::Tensor& v, uint64_t seed, uint64_t stre
     }
     return message;
   }
-  h.coder = static_cast<uint8_t>(options_.coder());
-  h.norm = static_cast<uint8_t>(options_.norm());
-  h.bits = static_cast<uint8_t>(options_.bits());
-  h.hash = levels_hash_;
-  h.bucket = static_cast<uint64_t>(options_.bucket_size());
-  auto params = params_of(options_, quantizer_id_, levels_, inv_gap_, level_lut_);
+  auto params = params_of(options_, *spec_, levels_, inv_gap_, level_lut_);
   params.seed = seed;
   params.stream = stream;
   const int64_t buckets = bucket_count(n, options_.bucket_size());
@@ -219,59 +327,93 @@ torch::Tensor Codec::encode(const torch::Tensor& v, uint64_t seed, uint64_t stre
   if (options_.coder() == CoderKind::kFixed) {
     auto message = torch::empty({max_encoded_bytes(n)}, torch::kUInt8);
     uint8_t* p = message.data_ptr<uint8_t>();
-    write_header(h, p);
+    std::memcpy(p, header, kHeaderBytes);
     quant_detail::encode_fixed(x, n, params, norms.data(), p + kHeaderBytes + 4 * buckets);
-    std::memcpy(p + kHeaderBytes, norms.data(), 4 * buckets);
+    if (buckets > 0) std::memcpy(p + kHeaderBytes, norms.data(), 4 * buckets);
     return message;
   }
   std::vector<uint8_t> symbols(n);
   quant_detail::quantize_symbols(x, n, params, norms.data(), symbols.data());
-  const std::vector<uint8_t> coded = quant_detail::rans_encode(symbols.data(), n, 1 << options_.bits());
-  auto message = torch::empty({kHeaderBytes + 4 * buckets + static_cast<int64_t>(coded.size())}, torch::kUInt8);
+  const std::vector<uint8_t> coded =
+      quant_detail::rans_encode(symbols.data(), n, 1 << options_.bits());
+  auto message = torch::empty({kHeaderBytes + 4 * buckets + static_cast<int64_t>(coded.size())},
+                              torch::kUInt8);
   uint8_t* p = message.data_ptr<uint8_t>();
-  write_header(h, p);
-  std::memcpy(p + kHeaderBytes, norms.data(), 4 * buckets);
-  std::memcpy(p + kHeaderBytes + 4 * buckets, coded.data(), coded.size());
+  std::memcpy(p, header, kHeaderBytes);
+  if (buckets > 0) std::memcpy(p + kHeaderBytes, norms.data(), 4 * buckets);
+  if (!coded.empty()) std::memcpy(p + kHeaderBytes + 4 * buckets, coded.data(), coded.size());
   return message;
 }
 
-void Codec::decode_accumulate(const torch::Tensor& message, torch::Tensor& out, float weight) const {
-  SADDLE_CHECK(message.defined() && message.device().is_cpu() && message.scalar_type() == torch::kUInt8 &&
-                   message.dim() == 1 && message.is_contiguous(),
-               "codec message must be a 1-D contiguous kUInt8 CPU tensor");
+void Codec::check_message(const uint8_t* p, int64_t size, int64_t n, bool check_norms) const {
+  const Header h = read_header(p, size);
+  // The message must have been written by a codec configured like this one.
+  SADDLE_CHECK(h.quantizer == spec_->wire_id, "codec message was encoded by quantizer ",
+               quantizer_label(h.quantizer), " but this codec uses '", options_.quantizer(), "'");
+  const bool cast = is_cast();
+  const int expected_bits = cast ? cast_bits(spec_->cast) : options_.bits();
+  SADDLE_CHECK(h.bits == expected_bits, "codec message has ", int{h.bits},
+               " bits per coordinate (expected ", expected_bits, ")");
+  const int expected_coder = cast ? 0 : static_cast<int>(options_.coder());
+  SADDLE_CHECK(h.coder == expected_coder, "codec message coder id ", int{h.coder}, " (expected ",
+               expected_coder, ")");
+  const int expected_norm = cast ? 0 : static_cast<int>(options_.norm());
+  SADDLE_CHECK(h.norm == expected_norm, "codec message norm id ", int{h.norm}, " (expected ",
+               expected_norm, ")");
+  const uint64_t expected_bucket = cast ? 0 : static_cast<uint64_t>(options_.bucket_size());
+  SADDLE_CHECK(h.bucket == expected_bucket, "codec message has bucket size ", h.bucket,
+               " (expected ", expected_bucket, ")");
+  const uint32_t expected_hash = cast ? 0 : levels_hash_;
+  SADDLE_CHECK(h.hash == expected_hash, "codec message level-set hash ", h.hash,
+               " differs from this codec's ", expected_hash, " (ranks hold different levels)");
+  SADDLE_CHECK(h.count == static_cast<uint64_t>(n), "codec message declares ", h.count,
+               " coordinates but the output has ", n);
+  if (cast) {
+    const int64_t expected = max_encoded_bytes(n);
+    SADDLE_CHECK(size == expected, "codec message has ", size, " bytes (expected ", expected,
+                 " for ", n, " coordinates)");
+    return;
+  }
+  const int64_t buckets = bucket_count(n, options_.bucket_size());
+  const int64_t norms_end = kHeaderBytes + 4 * buckets;
+  SADDLE_CHECK(size >= norms_end, "codec message truncated: ", size, " bytes, the header and ",
+               buckets, " bucket norms need ", norms_end);
+  if (options_.coder() == CoderKind::kFixed) {
+    const int64_t expected = norms_end + packed_bytes(n, options_.bits());
+    SADDLE_CHECK(size == expected, "codec message has ", size, " bytes (expected ", expected,
+                 " for ", n, " coordinates)");
+  }
+  if (!check_norms) return;
+  for (int64_t b = 0; b < buckets; ++b) {
+    float norm;
+    std::memcpy(&norm, p + kHeaderBytes + 4 * b, 4);
+    SADDLE_CHECK(std::isfinite(norm) && norm >= 0, "codec message has invalid norm ", norm,
+                 " for bucket ", b);
+  }
+}
+
+void Codec::decode_accumulate(const torch::Tensor& message, torch::Tensor& out,
+                              float weight) const {
+  check_message_tensor(message);
   check_vector(out, "codec output");
+  SADDLE_CHECK(message.device() == out.device(), "codec message on ", message.device(),
+               " but the output on ", out.device());
+  if (!out.device().is_cpu()) {
+    // Decoded on the CPU (the entropy coder's path of a CUDA run, and any single message).
+    torch::Tensor host = out.to(torch::kCPU);
+    decode_accumulate(message.to(torch::kCPU), host, weight);
+    out.copy_(host);
+    return;
+  }
   const uint8_t* p = message.data_ptr<uint8_t>();
   const int64_t size = message.numel();
-  const Header h = read_header(p, size);
-
-  // The message must have been written by a codec configured like this one.
-  SADDLE_CHECK(h.quantizer == quantizer_id_, "codec message was encoded by quantizer ", quantizer_label(h.quantizer),
-               " but this codec uses '", options_.quantizer(), "'");
-  const bool cast = is_cast(quantizer_id_);
-  const int expected_bits = cast ? cast_bits(quantizer_id_) : options_.bits();
-  SADDLE_CHECK(h.bits == expected_bits, "codec message has ", int{h.bits}, " bits per coordinate (expected ",
-               expected_bits, ")");
-  const int expected_coder = cast ? 0 : static_cast<int>(options_.coder());
-  SADDLE_CHECK(h.coder == expected_coder, "codec message coder id ", int{h.coder}, " (expected ", expected_coder, ")");
-  const int expected_norm = cast ? 0 : static_cast<int>(options_.norm());
-  SADDLE_CHECK(h.norm == expected_norm, "codec message norm id ", int{h.norm}, " (expected ", expected_norm, ")");
-  const uint64_t expected_bucket = cast ? 0 : static_cast<uint64_t>(options_.bucket_size());
-  SADDLE_CHECK(h.bucket == expected_bucket, "codec message has bucket size ", h.bucket, " (expected ",
-               expected_bucket, ")");
-  const uint32_t expected_hash = cast ? 0 : levels_hash_;
-  SADDLE_CHECK(h.hash == expected_hash, "codec message level-set hash ", h.hash, " differs from this codec's ",
-               expected_hash, " (ranks hold different levels)");
-  SADDLE_CHECK(h.count == static_cast<uint64_t>(out.numel()), "codec message declares ", h.count,
-               " coordinates but the output has ", out.numel());
   const int64_t n = out.numel();
+  check_message(p, size, n, /*check_norms=*/true);
   float* o = out.data_ptr<float>();
   const uint8_t* body = p + kHeaderBytes;
 
-  if (cast) {
-    const int64_t expected = max_encoded_bytes(n);
-    SADDLE_CHECK(size == expected, "codec message has ", size, " bytes (expected ", expected, " for ", n,
-                 " coordinates)");
-    if (quantizer_id_ == kNone) {
+  if (is_cast()) {
+    if (spec_->cast == CastKind::kFp32) {
       for (int64_t i = 0; i < n; ++i) {
         float x;
         std::memcpy(&x, body + 4 * i, 4);
@@ -281,8 +423,8 @@ void Codec::decode_accumulate(const torch::Tensor& message, torch::Tensor& out, 
       for (int64_t i = 0; i < n; ++i) {
         uint16_t bits;
         std::memcpy(&bits, body + 2 * i, 2);
-        const float x = quantizer_id_ == kFp16 ? c10::detail::fp16_ieee_to_fp32_value(bits)
-                                                : c10::detail::f32_from_bits(bits);
+        const float x = spec_->cast == CastKind::kFp16 ? c10::detail::fp16_ieee_to_fp32_value(bits)
+                                                       : c10::detail::f32_from_bits(bits);
         o[i] += weight * x;
       }
     }
@@ -291,45 +433,129 @@ void Codec::decode_accumulate(const torch::Tensor& message, torch::Tensor& out, 
 
   const int64_t buckets = bucket_count(n, options_.bucket_size());
   const int64_t norms_end = kHeaderBytes + 4 * buckets;
-  SADDLE_CHECK(size >= norms_end, "codec message truncated: ", size, " bytes, the header and ", buckets,
-               " bucket norms need ", norms_end);
   std::vector<float> norms(buckets);
-  std::memcpy(norms.data(), body, 4 * buckets);
-  for (int64_t b = 0; b < buckets; ++b) {
-    SADDLE_CHECK(std::isfinite(norms[b]) && norms[b] >= 0, "codec message has invalid norm ", norms[b],
-                 " for bucket ", b);
-  }
-  auto params = params_of(options_, quantizer_id_, levels_, inv_gap_, level_lut_);
+  if (buckets > 0) std::memcpy(norms.data(), body, 4 * buckets);
+  auto params = params_of(options_, *spec_, levels_, inv_gap_, level_lut_);
   if (options_.coder() == CoderKind::kFixed) {
-    const int64_t expected = norms_end + packed_bytes(n, options_.bits());
-    SADDLE_CHECK(size == expected, "codec message has ", size, " bytes (expected ", expected, " for ", n,
-                 " coordinates)");
     quant_detail::accumulate_fixed(p + norms_end, n, norms.data(), params, weight, o);
     return;
   }
   // Decode every symbol before touching `out`: only the end of the stream proves it intact.
   std::vector<uint8_t> symbols(n);
-  quant_detail::rans_decode(p + norms_end, size - norms_end, n, 1 << options_.bits(), symbols.data());
+  quant_detail::rans_decode(p + norms_end, size - norms_end, n, 1 << options_.bits(),
+                            symbols.data());
   quant_detail::accumulate_symbols(symbols.data(), n, norms.data(), params, weight, o);
 }
 
+void Codec::decode_average(const std::vector<torch::Tensor>& messages, torch::Tensor& out,
+                           float weight) const {
+  check_vector(out, "codec output");
+  for (size_t r = 0; r < messages.size(); ++r) {
+    try {
+      check_message_tensor(messages[r]);
+      SADDLE_CHECK(messages[r].device() == out.device(), "codec message on ", messages[r].device(),
+                   " but the output on ", out.device());
+    } catch (const Error& e) {
+      throw MalformedMessage(static_cast<int>(r), e.what());
+    }
+  }
+#if SADDLE_WITH_CUDA
+  const bool fused = !(options_.coder() == CoderKind::kEntropy && !is_cast());
+  if (out.is_cuda() && fused && !messages.empty()) {
+    // One buffer of equal-sized messages (an allgather's output as is, else packed into one).
+    const int64_t stride = messages[0].numel();
+    bool packed = true;
+    for (size_t r = 0; r < messages.size(); ++r) {
+      packed = packed && messages[r].numel() == stride &&
+               messages[r].data_ptr<uint8_t>() == messages[0].data_ptr<uint8_t>() + r * stride;
+    }
+    for (size_t r = 0; r < messages.size(); ++r) {
+      if (messages[r].numel() != stride) {
+        throw MalformedMessage(static_cast<int>(r),
+                               detail::concat("codec message has ", messages[r].numel(),
+                                              " bytes (expected ", stride, ")"));
+      }
+    }
+    const torch::Tensor all =
+        packed ? messages[0].as_strided({stride * static_cast<int64_t>(messages.size())}, {1})
+               : torch::cat(messages);
+    const int count = static_cast<int>(messages.size());
+    // Headers (and sizes) on the host, norms on the device, before anything is decoded.
+    const torch::Tensor headers = cuda_detail::copy_headers(all, count, stride);
+    for (int r = 0; r < count; ++r) {
+      try {
+        check_message(headers.data_ptr<uint8_t>() + r * kHeaderBytes, stride, out.numel(),
+                      /*check_norms=*/false);
+      } catch (const MalformedMessage&) {
+        throw;
+      } catch (const Error& e) {
+        throw MalformedMessage(r, e.what());
+      }
+    }
+    const cuda_detail::QuantSetup setup{options_.bits(),
+                                        static_cast<int>(levels_.size()),
+                                        spec_->family == LevelFamily::kUniform,
+                                        options_.norm() == NormKind::kLinf,
+                                        options_.bucket_size(),
+                                        is_cast() ? torch::Tensor() : device_tables(out.device())};
+    if (is_cast()) {
+      cuda_detail::decode_average_cast(all, count, stride, static_cast<int>(spec_->cast), weight,
+                                       out);
+      return;
+    }
+    const int64_t buckets = bucket_count(out.numel(), options_.bucket_size());
+    const int bad = cuda_detail::first_bad_norms(all, count, stride, buckets);
+    if (bad >= 0)
+      throw MalformedMessage(bad,
+                             "codec message has an invalid (negative or "
+                             "non-finite) bucket norm");
+    cuda_detail::decode_average_fixed(all, count, stride, setup, weight, out);
+    return;
+  }
+#endif
+  // Validate everything first, then decode: `out` changes only when every message is good.
+  torch::Tensor sum = torch::zeros_like(out, torch::TensorOptions().device(torch::kCPU));
+  for (size_t r = 0; r < messages.size(); ++r) {
+    try {
+      decode_accumulate(messages[r].to(torch::kCPU), sum, weight);
+    } catch (const Error& e) {
+      throw MalformedMessage(static_cast<int>(r), e.what());
+    }
+  }
+  out.copy_(sum);
+}
+
 torch::Tensor Codec::statistics(const torch::Tensor& v) const {
-  SADDLE_CHECK(!is_cast(quantizer_id_), "quantizer '", options_.quantizer(), "' has no levels to gather statistics for");
+  SADDLE_CHECK(!is_cast(), "quantizer '", options_.quantizer(),
+               "' has no levels to gather statistics for");
   check_vector(v, "statistics input");
+#if SADDLE_WITH_CUDA
+  if (v.is_cuda()) {
+    const cuda_detail::QuantSetup setup{options_.bits(),
+                                        static_cast<int>(levels_.size()),
+                                        spec_->family == LevelFamily::kUniform,
+                                        options_.norm() == NormKind::kLinf,
+                                        options_.bucket_size(),
+                                        device_tables(v.device())};
+    return cuda_detail::statistics(v, setup, kLevelStatBins);
+  }
+#endif
   auto stats = torch::zeros({3, kLevelStatBins}, torch::kFloat64);
-  const auto params = params_of(options_, quantizer_id_, levels_, inv_gap_, level_lut_);
-  quant_detail::accumulate_statistics(v.data_ptr<float>(), v.numel(), params, stats.data_ptr<double>());
+  const auto params = params_of(options_, *spec_, levels_, inv_gap_, level_lut_);
+  quant_detail::accumulate_statistics(v.data_ptr<float>(), v.numel(), params,
+                                      stats.data_ptr<double>());
   return stats;
 }
 
 double Codec::predicted_variance(const torch::Tensor& summed_statistics) const {
-  SADDLE_CHECK(!is_cast(quantizer_id_), "quantizer '", options_.quantizer(), "' has no levels");
+  SADDLE_CHECK(!is_cast(), "quantizer '", options_.quantizer(), "' has no levels");
   return expected_variance(levels_, summed_statistics);
 }
 
 double Codec::adapt(const torch::Tensor& summed_statistics) {
-  SADDLE_CHECK(adaptive(), "quantizer '", options_.quantizer(), "' is not adaptive (only alq and amq adapt)");
-  if (quantizer_id_ == kAlq) {
+  SADDLE_CHECK(adaptive(), "quantizer '", options_.quantizer(),
+               "' is not adaptive (only alq and amq adapt)");
+  if (spec_->fit == LevelFit::kAlq) {
     levels_ = fit_alq_levels(levels_, summed_statistics);
   } else {
     levels_ = fit_amq_levels(static_cast<int>(levels_.size()), summed_statistics);

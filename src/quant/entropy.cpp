@@ -113,15 +113,18 @@ void rans_decode(const uint8_t* data, int64_t size, int64_t n, int alphabet, uin
     freq[s] = f16;
     total += f16;
   }
-  SADDLE_CHECK(total == kScale, "codec message entropy-coder frequencies sum to ", total, " (expected ",
-               kScale, ")");
+  SADDLE_CHECK(total == kScale, "codec message entropy-coder frequencies sum to ", total,
+               " (expected ", kScale, ")");
   for (int s = 0; s < alphabet; ++s) cum[s + 1] = cum[s] + freq[s];
   const uint32_t stream_bytes = get_u32(data + 2 * alphabet);
-  SADDLE_CHECK(static_cast<int64_t>(stream_bytes) == size - table_bytes, "codec message entropy stream declares ",
-               stream_bytes, " bytes but ", size - table_bytes, " follow");
+  SADDLE_CHECK(static_cast<int64_t>(stream_bytes) == size - table_bytes,
+               "codec message entropy stream declares ", stream_bytes, " bytes but ",
+               size - table_bytes, " follow");
 
   std::vector<uint8_t> slot_symbol(kScale);
-  for (int s = 0; s < alphabet; ++s) std::fill(slot_symbol.begin() + cum[s], slot_symbol.begin() + cum[s + 1], static_cast<uint8_t>(s));
+  for (int s = 0; s < alphabet; ++s)
+    std::fill(slot_symbol.begin() + cum[s], slot_symbol.begin() + cum[s + 1],
+              static_cast<uint8_t>(s));
   const uint8_t* p = data + table_bytes;
   const uint8_t* const end = p + stream_bytes;
   uint32_t x = get_u32(p);
@@ -132,13 +135,14 @@ void rans_decode(const uint8_t* data, int64_t size, int64_t n, int alphabet, uin
     const uint8_t s = slot_symbol[slot];
     x = freq[s] * (x >> kScaleBits) + slot - cum[s];
     while (x < kRansLow) {
-      SADDLE_CHECK(p < end, "codec message entropy stream ends early (", i + 1, " of ", n, " symbols)");
+      SADDLE_CHECK(p < end, "codec message entropy stream ends early (", i + 1, " of ", n,
+                   " symbols)");
       x = (x << 8) | *p++;
     }
     symbols[i] = s;
   }
-  SADDLE_CHECK(p == end && x == kRansLow, "codec message entropy stream is corrupt (",
-               end - p, " bytes left, final state ", x, ")");
+  SADDLE_CHECK(p == end && x == kRansLow, "codec message entropy stream is corrupt (", end - p,
+               " bytes left, final state ", x, ")");
 }
 
 }  // namespace quant_detail

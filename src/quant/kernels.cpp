@@ -14,10 +14,12 @@
 #endif
 
 #include "../detail/hash.h"
+#include "quantize_math.h"
 #include "saddle/error.h"
 #include "saddle/quant/level_set.h"
 
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the codec's wire format assumes little-endian");
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "the codec's wire format assumes little-endian");
 
 namespace saddle {
 namespace quant_detail {
@@ -25,22 +27,49 @@ namespace {
 
 constexpr int kChunk = 64;
 
-// Helpers of the quantize loops; forced inline so that the haswell-tuned copy below can inline them.
+// Helpers of the quantize loops; forced inline so that the haswell-tuned copy below can inline
+// them.
 #define SADDLE_QUANT_INLINE __attribute__((always_inline))
 
 using detail::block_key;
 using detail::uniform24;
 
-// The bucket's norm; throws on non-finite input rather than sending NaNs to every rank.
+// Lane sums of squares in quantize_math.h's order, then the pairwise tree over the lanes.
+template <typename Acc>
+Acc canonical_square_sum(const float* __restrict v, int64_t m) {
+  alignas(64) Acc lanes[kNormLanes];
+  const int used = static_cast<int>(std::min<int64_t>(m, kNormLanes));
+  for (int l = 0; l < used; ++l) lanes[l] = static_cast<Acc>(v[l]) * static_cast<Acc>(v[l]);
+  int64_t i = kNormLanes;
+  for (; i + kNormLanes <= m; i += kNormLanes)
+    for (int l = 0; l < kNormLanes; ++l)
+      lanes[l] += static_cast<Acc>(v[i + l]) * static_cast<Acc>(v[i + l]);
+  for (int l = 0; i + l < m; ++l)
+    lanes[l] += static_cast<Acc>(v[i + l]) * static_cast<Acc>(v[i + l]);
+  // Lanes past `used` hold zero, so the levels of the full tree above the smallest power of two
+  // covering them add exact zeros: start the tree there.
+  int width = 1;
+  while (width < used) width *= 2;
+  for (int l = used; l < width; ++l) lanes[l] = 0;
+  for (int h = width / 2; h >= 1; h /= 2)
+    for (int l = 0; l < h; ++l) lanes[l] += lanes[l + h];
+  return lanes[0];
+}
+
+// The bucket's norm (quantize_math.h); throws on non-finite input rather than sending NaNs to
+// every rank.
 float bucket_norm(const float* __restrict v, int64_t m, NormKind norm, int64_t first) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
+  double total = 0;
   if (norm == NormKind::kL2) {
-    for (; i + 8 <= m; i += 8)
-      for (int k = 0; k < 8; ++k) acc[k] += v[i + k] * v[i + k];
-    for (; i < m; ++i) acc[0] += v[i] * v[i];
+    total = canonical_square_sum<float>(v, m);
+    // Squares of large finite values overflow float and those of tiny ones underflow to zero;
+    // such sums are redone in double (this also lets NaN reach the check below).
+    if (!sum_in_safe_range(total)) total = canonical_square_sum<double>(v, m);
+    total = std::sqrt(total);
   } else {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     float bad[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // v * 0 is NaN exactly for non-finite v
+    int64_t i = 0;
     for (; i + 8 <= m; i += 8)
       for (int k = 0; k < 8; ++k) {
         acc[k] = std::max(acc[k], std::fabs(v[i + k]));
@@ -50,27 +79,15 @@ float bucket_norm(const float* __restrict v, int64_t m, NormKind norm, int64_t f
       acc[0] = std::max(acc[0], std::fabs(v[i]));
       bad[0] += v[i] * 0.0f;
     }
-    for (int k = 0; k < 8; ++k) acc[k] += bad[k];
+    for (int k = 0; k < 8; ++k) total = std::max<double>(total, acc[k] + bad[k]);
+    for (int k = 0; k < 8; ++k)
+      if (std::isnan(bad[k])) total = bad[k];
   }
-  double total = 0;
-  for (int k = 0; k < 8; ++k) total = norm == NormKind::kL2 ? total + acc[k] : std::max<double>(total, acc[k]);
-  if (norm == NormKind::kL2 && !(total >= 1e-30 && total <= 1e37)) {
-    // Squares of large finite values overflow float and those of tiny ones underflow to zero;
-    // redo such sums in double (this also lets NaN reach the check below).
-    total = 0;
-    for (int64_t j = 0; j < m; ++j) total += static_cast<double>(v[j]) * v[j];
-  }
-  if (norm == NormKind::kL2) total = std::sqrt(total);
   SADDLE_CHECK(std::isfinite(total) && !std::isnan(static_cast<float>(total)),
                "cannot quantize a non-finite value (bucket starting at coordinate ", first, ")");
   SADDLE_CHECK(static_cast<float>(total) <= 3.4e38f, "bucket norm ", total,
                " overflows float32 (bucket starting at coordinate ", first, ")");
   return static_cast<float>(total);
-}
-
-SADDLE_QUANT_INLINE inline uint8_t make_symbol(int idx, uint32_t value_bits, int bits) {
-  const uint32_t sign = (value_bits >> 31) & static_cast<uint32_t>(idx != 0);
-  return static_cast<uint8_t>(static_cast<uint32_t>(idx) | (sign << (bits - 1)));
 }
 
 // The quantize loops get an AVX2 clone picked at load time (GCC function multiversioning): 8-wide
@@ -84,8 +101,9 @@ SADDLE_QUANT_INLINE inline uint8_t make_symbol(int idx, uint32_t value_bits, int
 
 // Uniform levels j/s: the index is floor(|v| * s / norm), rounded up with probability frac.
 template <typename Scale>
-SADDLE_QUANT_CLONES void quantize_uniform(const float* __restrict v, int m, Scale mul, int s, int bits, uint32_t counter,
-                      uint32_t key, uint8_t* __restrict out) {
+SADDLE_QUANT_CLONES void quantize_uniform(const float* __restrict v, int m, Scale mul, int s,
+                                          int bits, uint32_t counter, uint32_t key,
+                                          uint8_t* __restrict out) {
   for (int i = 0; i < m; ++i) {
     uint32_t value_bits;
     std::memcpy(&value_bits, v + i, sizeof value_bits);
@@ -102,8 +120,10 @@ SADDLE_QUANT_CLONES void quantize_uniform(const float* __restrict v, int m, Scal
 // the next level when the cell holds one, then the same stochastic rounding with 1 / gap. Cells
 // holding two or more levels (tiny levels of long exponential sets) are redone by a short scan.
 template <typename Scale>
-__attribute__((always_inline)) inline void quantize_table_body(const float* __restrict v, int m, Scale inv_norm, const QuantParams& p,
-                                        uint32_t counter, uint32_t key, uint8_t* __restrict out) {
+__attribute__((always_inline)) inline void quantize_table_body(const float* __restrict v, int m,
+                                                               Scale inv_norm, const QuantParams& p,
+                                                               uint32_t counter, uint32_t key,
+                                                               uint8_t* __restrict out) {
   const float* __restrict levels = p.levels;
   const float* __restrict inv_gap = p.inv_gap;
   const int32_t* __restrict lut = p.lut;
@@ -116,7 +136,8 @@ __attribute__((always_inline)) inline void quantize_table_body(const float* __re
     // GCC thread a branch through the loop, which then no longer vectorizes.
     const float a = static_cast<float>(__builtin_fabsf(v[i]) * inv_norm);
     const float r = 1.0f < a ? 1.0f : a;  // std::min, spelled out to inline under any tuning
-    const int cell = static_cast<int>(kLutCells - 1.0f < a * kLutCells ? kLutCells - 1.0f : a * kLutCells);
+    const int cell =
+        static_cast<int>(kLutCells - 1.0f < a * kLutCells ? kLutCells - 1.0f : a * kLutCells);
     const int entry = lut[cell];
     crowded |= entry;
     int j = entry & 0x7f;
@@ -129,7 +150,8 @@ __attribute__((always_inline)) inline void quantize_table_body(const float* __re
   for (int i = 0; i < m; ++i) {
     const float a = static_cast<float>(__builtin_fabsf(v[i]) * inv_norm);
     const float r = 1.0f < a ? 1.0f : a;  // std::min, spelled out to inline under any tuning
-    const int cell = static_cast<int>(kLutCells - 1.0f < a * kLutCells ? kLutCells - 1.0f : a * kLutCells);
+    const int cell =
+        static_cast<int>(kLutCells - 1.0f < a * kLutCells ? kLutCells - 1.0f : a * kLutCells);
     if (!(lut[cell] & kLutScan)) continue;
     uint32_t value_bits;
     __builtin_memcpy(&value_bits, v + i, sizeof value_bits);
@@ -145,8 +167,9 @@ __attribute__((always_inline)) inline void quantize_table_body(const float* __re
 // inner level held in registers, selecting the level and 1 / gap as it goes, which gives exactly
 // the j of the table search (the largest j <= K - 2 with l_j <= r; levels strictly increase).
 template <int K, typename Scale>
-__attribute__((always_inline)) inline void quantize_few_body(const float* __restrict v, int m, Scale inv_norm,
-                                                             const QuantParams& p, uint32_t counter, uint32_t key,
+__attribute__((always_inline)) inline void quantize_few_body(const float* __restrict v, int m,
+                                                             Scale inv_norm, const QuantParams& p,
+                                                             uint32_t counter, uint32_t key,
                                                              uint8_t* __restrict out) {
   float lv[K], ig[K];
   for (int k = 0; k < K; ++k) {
@@ -175,8 +198,10 @@ __attribute__((always_inline)) inline void quantize_few_body(const float* __rest
 }
 
 template <typename Scale>
-__attribute__((always_inline)) inline void quantize_levels_body(const float* __restrict v, int m, Scale inv_norm,
-                                                                const QuantParams& p, uint32_t counter, uint32_t key,
+__attribute__((always_inline)) inline void quantize_levels_body(const float* __restrict v, int m,
+                                                                Scale inv_norm,
+                                                                const QuantParams& p,
+                                                                uint32_t counter, uint32_t key,
                                                                 uint8_t* __restrict out) {
   switch (p.count) {
     case 2: return quantize_few_body<2, Scale>(v, m, inv_norm, p, counter, key, out);
@@ -192,9 +217,9 @@ __attribute__((always_inline)) inline void quantize_levels_body(const float* __r
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define SADDLE_QUANT_GATHER 1
 template <typename Scale>
-__attribute__((target("avx2,tune=haswell"))) void quantize_table_avx2(const float* __restrict v, int m, Scale inv_norm,
-                                                                   const QuantParams& p, uint32_t counter,
-                                                                   uint32_t key, uint8_t* __restrict out) {
+__attribute__((target("avx2,tune=haswell"))) void quantize_table_avx2(
+    const float* __restrict v, int m, Scale inv_norm, const QuantParams& p, uint32_t counter,
+    uint32_t key, uint8_t* __restrict out) {
   quantize_levels_body<Scale>(v, m, inv_norm, p, counter, key, out);
 }
 
@@ -207,8 +232,9 @@ const bool kHasAvx2 = [] {
 #ifdef SADDLE_QUANT_GATHER
 // Few levels in AVX2 registers: j counts the inner levels <= r, and l_j, 1 / gap_j come from a
 // lane permute instead of a gather or a chain of selects. Same arithmetic as quantize_few_body.
-__attribute__((target("avx2"))) void quantize_few_avx2(const float* __restrict v, int m, float inv_norm,
-                                                       const QuantParams& p, uint32_t counter, uint32_t key,
+__attribute__((target("avx2"))) void quantize_few_avx2(const float* __restrict v, int m,
+                                                       float inv_norm, const QuantParams& p,
+                                                       uint32_t counter, uint32_t key,
                                                        uint8_t* __restrict out) {
   alignas(32) float lv[8] = {0, 0, 0, 0, 0, 0, 0, 0}, ig[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   for (int k = 0; k < p.count; ++k) {
@@ -222,12 +248,15 @@ __attribute__((target("avx2"))) void quantize_few_avx2(const float* __restrict v
   const __m256 scale = _mm256_set1_ps(inv_norm), one = _mm256_set1_ps(1.0f);
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const __m256 unit24 = _mm256_set1_ps(0x1p-24f);
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), keyv = _mm256_set1_epi32(static_cast<int>(key));
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                keyv = _mm256_set1_epi32(static_cast<int>(key));
   const __m256i golden = _mm256_set1_epi32(static_cast<int>(0x9E3779B9U));
-  const __m256i mul1 = _mm256_set1_epi32(0x7feb352d), mul2 = _mm256_set1_epi32(static_cast<int>(0x846ca68bU));
+  const __m256i mul1 = _mm256_set1_epi32(0x7feb352d),
+                mul2 = _mm256_set1_epi32(static_cast<int>(0x846ca68bU));
   const __m128i sign_shift = _mm_cvtsi32_si128(p.bits - 1);
-  const __m256i low_bytes = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,  //
-                                             0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i low_bytes =
+      _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,  //
+                       0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
   const __m256i join = _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1);
   int i = 0;
   for (; i + 8 <= m; i += 8) {
@@ -239,7 +268,8 @@ __attribute__((target("avx2"))) void quantize_few_avx2(const float* __restrict v
       j = _mm256_sub_epi32(j, _mm256_castps_si256(_mm256_cmp_ps(inner[k], r, _CMP_LE_OQ)));
     const __m256 lo = _mm256_permutevar8x32_ps(levels, j), g = _mm256_permutevar8x32_ps(gaps, j);
     const __m256 frac = _mm256_mul_ps(_mm256_sub_ps(r, lo), g);
-    __m256i h = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(counter + static_cast<uint32_t>(i))), lanes);
+    __m256i h = _mm256_add_epi32(
+        _mm256_set1_epi32(static_cast<int>(counter + static_cast<uint32_t>(i))), lanes);
     h = _mm256_add_epi32(_mm256_mullo_epi32(h, golden), keyv);
     h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
     h = _mm256_mullo_epi32(h, mul1);
@@ -247,20 +277,23 @@ __attribute__((target("avx2"))) void quantize_few_avx2(const float* __restrict v
     h = _mm256_mullo_epi32(h, mul2);
     h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
     const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(h, 8)), unit24);
-    const __m256i idx = _mm256_sub_epi32(j, _mm256_castps_si256(_mm256_cmp_ps(u, frac, _CMP_LT_OQ)));
+    const __m256i idx =
+        _mm256_sub_epi32(j, _mm256_castps_si256(_mm256_cmp_ps(u, frac, _CMP_LT_OQ)));
     const __m256i nonzero = _mm256_andnot_si256(_mm256_cmpeq_epi32(idx, _mm256_setzero_si256()),
                                                 _mm256_srli_epi32(_mm256_castps_si256(x), 31));
     const __m256i sym = _mm256_or_si256(idx, _mm256_sll_epi32(nonzero, sign_shift));
     const __m256i packed = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(sym, low_bytes), join);
     _mm_storel_epi64(reinterpret_cast<__m128i*>(out + i), _mm256_castsi256_si128(packed));
   }
-  if (i < m) quantize_levels_body<float>(v + i, m - i, inv_norm, p, counter + static_cast<uint32_t>(i), key, out + i);
+  if (i < m)
+    quantize_levels_body<float>(v + i, m - i, inv_norm, p, counter + static_cast<uint32_t>(i), key,
+                                out + i);
 }
 #endif  // SADDLE_QUANT_GATHER
 
 template <typename Scale>
-void quantize_table(const float* __restrict v, int m, Scale inv_norm, const QuantParams& p, uint32_t counter,
-                    uint32_t key, uint8_t* __restrict out) {
+void quantize_table(const float* __restrict v, int m, Scale inv_norm, const QuantParams& p,
+                    uint32_t counter, uint32_t key, uint8_t* __restrict out) {
 #ifdef SADDLE_QUANT_GATHER
   if (kHasAvx2) {
     if constexpr (std::is_same_v<Scale, float>) {
@@ -272,24 +305,8 @@ void quantize_table(const float* __restrict v, int m, Scale inv_norm, const Quan
   quantize_levels_body<Scale>(v, m, inv_norm, p, counter, key, out);
 }
 
-// The per-bucket multiplier: s / norm (uniform) or 1 / norm (table). A subnormal norm makes the
-// float multiplier overflow; such buckets take the double-precision path.
-struct BucketScale {
-  bool wide = false;
-  float narrow = 0;
-  double precise = 0;
-};
-
-BucketScale scale_for(float norm, const QuantParams& p) {
-  BucketScale sc;
-  sc.precise = norm > 0 ? (p.uniform ? p.count - 1 : 1) / static_cast<double>(norm) : 0.0;
-  sc.narrow = static_cast<float>(sc.precise);
-  sc.wide = !std::isfinite(sc.narrow);
-  return sc;
-}
-
-void quantize_run(const float* v, int m, const QuantParams& p, const BucketScale& sc, uint32_t counter,
-                  uint32_t key, uint8_t* out) {
+void quantize_run(const float* v, int m, const QuantParams& p, const BucketScale& sc,
+                  uint32_t counter, uint32_t key, uint8_t* out) {
   if (p.uniform) {
     if (sc.wide) {
       quantize_uniform<double>(v, m, sc.precise, p.count - 1, p.bits, counter, key, out);
@@ -315,7 +332,7 @@ void quantize_stream(const float* v, int64_t n, const QuantParams& p, float* nor
     const int64_t m = std::min(p.bucket, n - first);
     const float norm = bucket_norm(v + first, m, p.norm, first);
     norms[b] = norm;
-    const BucketScale sc = scale_for(norm, p);
+    const BucketScale sc = scale_for(norm, p.uniform, p.count);
     for (int64_t i = first; i < first + m;) {
       const int take = static_cast<int>(std::min<int64_t>(kChunk - fill, first + m - i));
       if (static_cast<uint64_t>(i) >> 32 != key_block) {
@@ -366,7 +383,8 @@ inline void unpack_chunk(const uint64_t* __restrict w, uint8_t* __restrict s) {
     uint8_t bytes[8 * B];
     std::memcpy(bytes, w, sizeof bytes);
     for (int k = 0; k < 8 * B; ++k)
-      for (int t = 0; t < kPerByte; ++t) s[k * kPerByte + t] = static_cast<uint8_t>((bytes[k] >> (t * B)) & kMask);
+      for (int t = 0; t < kPerByte; ++t)
+        s[k * kPerByte + t] = static_cast<uint8_t>((bytes[k] >> (t * B)) & kMask);
   } else {
 #pragma GCC unroll 64
     for (int i = 0; i < kChunk; ++i) {
@@ -379,7 +397,8 @@ inline void unpack_chunk(const uint64_t* __restrict w, uint8_t* __restrict s) {
 }
 
 template <int B>
-void encode_fixed_impl(const float* v, int64_t n, const QuantParams& p, float* norms, uint8_t* packed) {
+void encode_fixed_impl(const float* v, int64_t n, const QuantParams& p, float* norms,
+                       uint8_t* packed) {
   uint8_t* dst = packed;
   quantize_stream(v, n, p, norms, [&dst](uint8_t* buf, int count) {
     uint64_t words[B];
@@ -394,8 +413,8 @@ void encode_fixed_impl(const float* v, int64_t n, const QuantParams& p, float* n
 // Walks the output bucket by bucket with a per-bucket table of the 2^bits decoded values; the
 // source fills chunks of kChunk symbols (the last one shorter).
 template <typename Source>
-void accumulate_stream(int64_t n, const float* norms, const QuantParams& p, float weight, float* out,
-                       Source&& source) {
+void accumulate_stream(int64_t n, const float* norms, const QuantParams& p, float weight,
+                       float* out, Source&& source) {
   alignas(64) uint8_t buf[kChunk];
   float table[256];
   const int half = 1 << (p.bits - 1);
@@ -423,8 +442,8 @@ void accumulate_stream(int64_t n, const float* norms, const QuantParams& p, floa
 }
 
 template <int B>
-void accumulate_fixed_impl(const uint8_t* packed, int64_t n, const float* norms, const QuantParams& p,
-                           float weight, float* out) {
+void accumulate_fixed_impl(const uint8_t* packed, int64_t n, const float* norms,
+                           const QuantParams& p, float weight, float* out) {
   const uint8_t* src = packed;
   accumulate_stream(n, norms, p, weight, out, [&src](uint8_t* buf, int count) {
     uint64_t words[B] = {};
@@ -437,16 +456,16 @@ void accumulate_fixed_impl(const uint8_t* packed, int64_t n, const float* norms,
 
 }  // namespace
 
-#define SADDLE_QUANT_DISPATCH_BITS(bits, call) \
-  switch (bits) {                              \
-    case 2: call(2); break;                    \
-    case 3: call(3); break;                    \
-    case 4: call(4); break;                    \
-    case 5: call(5); break;                    \
-    case 6: call(6); break;                    \
-    case 7: call(7); break;                    \
-    case 8: call(8); break;                    \
-    default: throw Error(detail::concat("invalid bits ", bits));  \
+#define SADDLE_QUANT_DISPATCH_BITS(bits, call)                   \
+  switch (bits) {                                                \
+    case 2: call(2); break;                                      \
+    case 3: call(3); break;                                      \
+    case 4: call(4); break;                                      \
+    case 5: call(5); break;                                      \
+    case 6: call(6); break;                                      \
+    case 7: call(7); break;                                      \
+    case 8: call(8); break;                                      \
+    default: throw Error(detail::concat("invalid bits ", bits)); \
   }
 
 void encode_fixed(const float* v, int64_t n, const QuantParams& p, float* norms, uint8_t* packed) {
@@ -455,7 +474,8 @@ void encode_fixed(const float* v, int64_t n, const QuantParams& p, float* norms,
 #undef SADDLE_CALL
 }
 
-void quantize_symbols(const float* v, int64_t n, const QuantParams& p, float* norms, uint8_t* symbols) {
+void quantize_symbols(const float* v, int64_t n, const QuantParams& p, float* norms,
+                      uint8_t* symbols) {
   uint8_t* dst = symbols;
   quantize_stream(v, n, p, norms, [&dst](uint8_t* buf, int count) {
     std::memcpy(dst, buf, count);
@@ -490,7 +510,8 @@ void accumulate_statistics(const float* v, int64_t n, const QuantParams& p, doub
     const double weight = static_cast<double>(norm) * norm, inv = 1.0 / norm;
     for (int64_t i = first; i < first + m; ++i) {
       const double r = std::min(1.0, std::fabs(v[i]) * inv);
-      const int64_t k = std::min<int64_t>(kLevelStatBins - 1, static_cast<int64_t>(std::sqrt(r) * kLevelStatBins));
+      const int64_t k = std::min<int64_t>(kLevelStatBins - 1,
+                                          static_cast<int64_t>(std::sqrt(r) * kLevelStatBins));
       w[k] += weight;
       s1[k] += weight * r;
       s2[k] += weight * r * r;

@@ -17,14 +17,15 @@ constexpr int kLutCells = 1 << kLutBits;
 constexpr int32_t kLutScan = 0x80;  // the cell holds two or more levels above the one stored
 
 struct QuantParams {
-  int bits = 4;             // symbol width: sign in the top bit, level index below
-  int count = 8;            // number of levels, 2^(bits-1)
-  bool uniform = true;      // levels j / (count-1): index by multiply + floor
+  int bits = 4;         // symbol width: sign in the top bit, level index below
+  int count = 8;        // number of levels, 2^(bits-1)
+  bool uniform = true;  // levels j / (count-1): index by multiply + floor
   NormKind norm = NormKind::kL2;
   int64_t bucket = 1024;
   const float* levels = nullptr;
   const float* inv_gap = nullptr;  // 1 / (l_{j+1} - l_j)
-  const int32_t* lut = nullptr;    // kLutCells entries: level index | kLutScan (32-bit: AVX2 gathers them)
+  const int32_t* lut =
+      nullptr;  // kLutCells entries: level index | kLutScan (32-bit: AVX2 gathers them)
   uint64_t seed = 0, stream = 0;
 };
 
@@ -34,7 +35,8 @@ inline int64_t packed_bytes(int64_t n, int bits) { return (n * bits + 7) / 8; }
 // Writes bucket_count norms and packed_bytes(n, bits) bytes of fixed-width symbols.
 void encode_fixed(const float* v, int64_t n, const QuantParams& p, float* norms, uint8_t* packed);
 // Writes bucket_count norms and n one-byte symbols (input of the entropy coder).
-void quantize_symbols(const float* v, int64_t n, const QuantParams& p, float* norms, uint8_t* symbols);
+void quantize_symbols(const float* v, int64_t n, const QuantParams& p, float* norms,
+                      uint8_t* symbols);
 // out[i] += weight * decoded_i.
 void accumulate_fixed(const uint8_t* packed, int64_t n, const float* norms, const QuantParams& p,
                       float weight, float* out);

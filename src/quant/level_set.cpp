@@ -24,7 +24,8 @@ std::vector<Point> points_of(const torch::Tensor& stats) {
   const double* s2 = s1 + kLevelStatBins;
   std::vector<Point> points;
   for (int64_t k = 0; k < kLevelStatBins; ++k) {
-    if (w[k] > 0) points.push_back({w[k], s1[k], s2[k], std::min(1.0, std::max(0.0, s1[k] / w[k]))});
+    if (w[k] > 0)
+      points.push_back({w[k], s1[k], s2[k], std::min(1.0, std::max(0.0, s1[k] / w[k]))});
   }
   // Bins are ordered by magnitude and each mean lies inside its bin, but sort anyway: a sum of
   // statistics from ranks with rounding differences must not break the scans below.
@@ -32,7 +33,8 @@ std::vector<Point> points_of(const torch::Tensor& stats) {
   return points;
 }
 
-// Variance of the points between levels a <= m <= b: sum w (b - r)(r - a) = -s2 + s1 (a + b) - w a b.
+// Variance of the points between levels a <= m <= b: sum w (b - r)(r - a) = -s2 + s1 (a + b) - w a
+// b.
 double interval_variance(const Point& p, double a, double b) {
   return std::max(0.0, -p.s2 + p.s1 * (a + b) - p.w * a * b);
 }
@@ -71,17 +73,19 @@ int level_count(int bits) { return 1 << (bits - 1); }
 std::vector<float> uniform_levels(int count) {
   SADDLE_CHECK(count >= 2, "a level set needs at least 2 levels, got ", count);
   std::vector<float> levels(count);
-  for (int j = 0; j < count; ++j) levels[j] = static_cast<float>(static_cast<double>(j) / (count - 1));
+  for (int j = 0; j < count; ++j)
+    levels[j] = static_cast<float>(static_cast<double>(j) / (count - 1));
   return levels;
 }
 
 std::vector<float> exponential_levels(int count, double multiplier) {
   SADDLE_CHECK(count >= 2, "a level set needs at least 2 levels, got ", count);
-  SADDLE_CHECK(multiplier > 0 && multiplier < 1, "exponential level multiplier must be in (0, 1), got ",
-               multiplier);
+  SADDLE_CHECK(multiplier > 0 && multiplier < 1,
+               "exponential level multiplier must be in (0, 1), got ", multiplier);
   std::vector<float> levels(count);
   levels[0] = 0.0f;
-  for (int j = 1; j < count; ++j) levels[j] = static_cast<float>(std::pow(multiplier, count - 1 - j));
+  for (int j = 1; j < count; ++j)
+    levels[j] = static_cast<float>(std::pow(multiplier, count - 1 - j));
   check_levels(levels, count);
   return levels;
 }
@@ -90,7 +94,8 @@ void check_levels(const std::vector<float>& levels, int count) {
   SADDLE_CHECK(static_cast<int>(levels.size()) == count, "level set has ", levels.size(),
                " levels (expected ", count, ")");
   SADDLE_CHECK(levels.front() == 0.0f && levels.back() == 1.0f,
-               "level set must start at 0 and end at 1, got ", levels.front(), " .. ", levels.back());
+               "level set must start at 0 and end at 1, got ", levels.front(), " .. ",
+               levels.back());
   for (size_t j = 1; j < levels.size(); ++j) {
     SADDLE_CHECK(std::isfinite(levels[j]) && levels[j] > levels[j - 1],
                  "level set must be strictly increasing: level ", j, " = ", levels[j], " after ",
@@ -113,9 +118,10 @@ int64_t level_stat_bin(float r) {
 void check_level_statistics(const torch::Tensor& stats) {
   SADDLE_CHECK(stats.defined() && stats.scalar_type() == torch::kFloat64 && stats.dim() == 2 &&
                    stats.size(0) == 3 && stats.size(1) == kLevelStatBins,
-               "level statistics must be a kFloat64 tensor of shape [3, ", kLevelStatBins, "], got ",
-               stats.defined() ? stats.sizes() : torch::IntArrayRef{});
-  SADDLE_CHECK(torch::isfinite(stats).all().item<bool>(), "level statistics contain non-finite values");
+               "level statistics must be a kFloat64 tensor of shape [3, ", kLevelStatBins,
+               "], got ", stats.defined() ? stats.sizes() : torch::IntArrayRef{});
+  SADDLE_CHECK(torch::isfinite(stats).all().item<bool>(),
+               "level statistics contain non-finite values");
   SADDLE_CHECK((stats[0] >= 0).all().item<bool>(), "level statistics contain negative weights");
 }
 
@@ -175,7 +181,8 @@ std::vector<float> fit_alq_levels(const std::vector<float>& initial, const torch
 std::vector<float> fit_amq_levels(int count, const torch::Tensor& stats, double* multiplier) {
   const std::vector<Point> points = points_of(stats);
   // The smallest multiplier whose smallest level p^(count-2) is still a normal float.
-  const double p_min = std::max(0.01, std::exp(std::log(static_cast<double>(FLT_MIN) * 4) / std::max(1, count - 2)));
+  const double p_min =
+      std::max(0.01, std::exp(std::log(static_cast<double>(FLT_MIN) * 4) / std::max(1, count - 2)));
   const double p_max = 0.99;
   auto objective = [&](double p) { return variance_of(exponential_levels(count, p), points); };
   constexpr int kGrid = 98;

@@ -167,8 +167,8 @@ void prepare_output_dir(const std::string& dir) {
 void write_file_atomic(const std::string& path, const std::string& contents) {
   std::string tmp = path + ".tmp.XXXXXX";
   Fd fd(::mkstemp(tmp.data()));
-  SADDLE_CHECK(fd.get() >= 0, "cannot write ", path, ": cannot create a temporary file beside it: ",
-               reason(errno));
+  SADDLE_CHECK(fd.get() >= 0, "cannot write ", path,
+               ": cannot create a temporary file beside it: ", reason(errno));
   auto fail = [&](const char* stage, int error) {
     ::unlink(tmp.c_str());
     throw Error("cannot write " + path + ": " + stage + reason(error));

@@ -40,7 +40,8 @@ void append_bytes(void* context, void* data, int size) {
 class Canvas {
  public:
   explicit Canvas(int64_t side)
-      : side_(side), pixels_(torch::full({side, side, 3}, 255, torch::kUInt8)),
+      : side_(side),
+        pixels_(torch::full({side, side, 3}, 255, torch::kUInt8)),
         data_(pixels_.data_ptr<uint8_t>()) {}
 
   void set(int64_t row, int64_t col, const Rgb& color) {
@@ -65,8 +66,8 @@ std::string encode_png(const torch::Tensor& pixels) {
                "encode_png: expected uint8 pixels [H, W, C], got ", pixels.sizes(), " ",
                pixels.scalar_type());
   const int64_t h = pixels.size(0), w = pixels.size(1), c = pixels.size(2);
-  SADDLE_CHECK(h > 0 && w > 0 && h < (1 << 16) && w < (1 << 16), "encode_png: bad image size ",
-               h, "x", w);
+  SADDLE_CHECK(h > 0 && w > 0 && h < (1 << 16) && w < (1 << 16), "encode_png: bad image size ", h,
+               "x", w);
   SADDLE_CHECK(c == 1 || c == 3 || c == 4, "encode_png: expected 1, 3 or 4 channels, got ", c);
   torch::Tensor contiguous = pixels.contiguous();
   std::string out;
@@ -84,18 +85,22 @@ void write_png(const std::string& path, const torch::Tensor& pixels) {
 
 void write_image_grid(const std::string& path, const torch::Tensor& images, int64_t columns,
                       int64_t padding) {
-  SADDLE_CHECK(images.dim() == 4 && (images.size(1) == 1 || images.size(1) == 3) &&
-                   images.size(0) > 0,
-               "write_image_grid: expected images [N, 1 or 3, H, W], got ", images.sizes());
+  SADDLE_CHECK(
+      images.dim() == 4 && (images.size(1) == 1 || images.size(1) == 3) && images.size(0) > 0,
+      "write_image_grid: expected images [N, 1 or 3, H, W], got ", images.sizes());
   SADDLE_CHECK(columns > 0 && padding >= 0, "write_image_grid: bad columns ", columns,
                " or padding ", padding);
   torch::NoGradGuard no_grad;
   const int64_t n = images.size(0), c = images.size(1), h = images.size(2), w = images.size(3);
   const int64_t cols = std::min(columns, n);
   const int64_t rows = (n + cols - 1) / cols;
-  torch::Tensor pixels =
-      images.detach().to(torch::kCPU, torch::kFloat32).clamp(-1.0, 1.0).add(1.0).mul(127.5)
-          .round().to(torch::kUInt8);
+  torch::Tensor pixels = images.detach()
+                             .to(torch::kCPU, torch::kFloat32)
+                             .clamp(-1.0, 1.0)
+                             .add(1.0)
+                             .mul(127.5)
+                             .round()
+                             .to(torch::kUInt8);
   torch::Tensor grid = torch::zeros(
       {rows * (h + padding) + padding, cols * (w + padding) + padding, c}, torch::kUInt8);
   for (int64_t i = 0; i < n; ++i) {

@@ -8,8 +8,12 @@
 namespace saddle {
 
 ProgressBar::ProgressBar(int64_t total, bool enabled, bool terminal, std::FILE* out)
-    : total_(std::max<int64_t>(total, 1)), enabled_(enabled), terminal_(terminal), out_(out),
-      start_(std::chrono::steady_clock::now()), last_draw_(start_) {}
+    : total_(std::max<int64_t>(total, 1)),
+      enabled_(enabled),
+      terminal_(terminal),
+      out_(out),
+      start_(std::chrono::steady_clock::now()),
+      last_draw_(start_) {}
 
 bool ProgressBar::stderr_is_terminal() { return ::isatty(STDERR_FILENO) == 1; }
 

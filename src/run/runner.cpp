@@ -10,6 +10,7 @@
 #include <functional>
 
 #include "../detail/hash.h"
+#include "saddle/device.h"
 #include "saddle/error.h"
 #include "saddle/run/checkpoint.h"
 #include "saddle/run/files.h"
@@ -116,8 +117,12 @@ nlohmann::ordered_json identity(const Game& game, const Solver& solver, int rank
   for (const auto& p : game.players()) {
     players.push_back({{"name", p.name}, {"role", role_name(p.role)}, {"numel", p.numel}});
   }
-  return {{"game", game.name()},         {"dim", game.dim()},         {"players", players},
-          {"solver", solver.name()},     {"rank", rank},              {"ranks", ranks},
+  return {{"game", game.name()},
+          {"dim", game.dim()},
+          {"players", players},
+          {"solver", solver.name()},
+          {"rank", rank},
+          {"ranks", ranks},
           {"simulate_ranks", options.simulate_ranks()},
           {"averaging", averaging_name(options.averaging())}};
 }
@@ -134,15 +139,17 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
                " (must be >= 0)");
   SADDLE_CHECK(options.checkpoint_every() >= 0, "invalid --checkpoint-every ",
                options.checkpoint_every(), " (must be >= 0)");
-  SADDLE_CHECK(options.simulate_ranks() >= 1, "invalid --simulate-ranks ",
-               options.simulate_ranks(), " (must be >= 1)");
-  SADDLE_CHECK(!options.resume() || !options.out_dir().empty(), "--resume needs the run's directory");
+  SADDLE_CHECK(options.simulate_ranks() >= 1, "invalid --simulate-ranks ", options.simulate_ranks(),
+               " (must be >= 1)");
+  SADDLE_CHECK(!options.resume() || !options.out_dir().empty(),
+               "--resume needs the run's directory");
   Communicator& comm = exchange.communicator();
   const int rank = comm.rank();
   const int ranks = comm.size();
   SADDLE_CHECK(ranks == 1 || options.simulate_ranks() == 1,
                "--simulate-ranks stands in for mpirun in one process; do not combine it with "
-               "mpirun (", ranks, " ranks)");
+               "mpirun (",
+               ranks, " ranks)");
   const std::string& dir = options.out_dir();
   const bool writer = rank == 0 && !dir.empty();
   // Every rank checkpoints into the directory (its own file), so every rank needs it.
@@ -152,24 +159,61 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
   std::vector<at::Generator> generators;
   for (int64_t r = 0; r < options.simulate_ranks(); ++r) {
     const uint64_t stream = options.simulate_ranks() > 1 ? r : rank;
-    generators.push_back(at::make_generator<at::CPUGeneratorImpl>(stream_seed(options.seed(), stream)));
+    generators.push_back(
+        at::make_generator<at::CPUGeneratorImpl>(stream_seed(options.seed(), stream)));
   }
 
   Ledger& ledger = exchange.ledger();
+  const torch::Device device = game.device();
+  check_precision(options.precision(), device);
+  // Energy: the whole run on every device; per phase on a GPU, where the phases end with a
+  // synchronization anyway (the finiteness check, the decode).
+  EnergyProbe energy = open_energy_meter(device, options.energy());
+  const bool energy_per_phase = energy.meter != nullptr && device.is_cuda();
+  const double joules_at_start = energy.meter ? energy.meter->joules() : 0.0;
+  LossScaler scaler;
+  // One operator evaluation in the run's precision. fp16 scales the losses; an evaluation that
+  // overflows is redone from the same sample (generator, sampler and batch-norm state restored)
+  // with a smaller scale.
+  auto evaluate = [&](at::Generator& gen) -> torch::Tensor {
+    if (options.precision() == Precision::kFp32) return game.operator_at(gen);
+    AutocastScope autocast(options.precision(), device);
+    if (options.precision() != Precision::kFp16) return game.operator_at(gen);
+    Game::State snapshot = game.state();
+    for (auto& entry : snapshot) entry.second = entry.second.clone();
+    const torch::Tensor gen_state = gen.get_state();
+    for (;;) {
+      game.set_loss_scale(scaler.scale());
+      torch::Tensor f = game.operator_at(gen);
+      if (scaler.update(all_finite(f)) || scaler.overflows_in_a_row() > 40) return f;
+      game.load_state(snapshot);
+      gen.set_state(gen_state);
+    }
+  };
   int64_t current = 0;  // the iteration being computed, for error messages
   std::function<Error(int64_t, const std::string&)> diverged;
   Oracle oracle = [&]() -> torch::Tensor {
     const auto start = Clock::now();
-    torch::Tensor local = game.operator_at(generators[0]);
-    for (size_t r = 1; r < generators.size(); ++r) local.add_(game.operator_at(generators[r]));
+    const double j0 = energy_per_phase ? energy.meter->joules() : 0.0;
+    torch::Tensor local = evaluate(generators[0]);
+    for (size_t r = 1; r < generators.size(); ++r) local.add_(evaluate(generators[r]));
     if (generators.size() > 1) local.div_(static_cast<double>(generators.size()));
-    ledger.seconds_compute += seconds_since(start);
     // Caught here, before the exchange, so the message names the cause rather than the codec.
-    if (!all_finite(local)) {
+    const bool finite = all_finite(local);
+    ledger.seconds_compute += seconds_since(start);
+    if (!finite) {
       throw diverged(current + 1, fmt::format("the operator on rank {} is not finite (a smaller "
-                                              "learning rate may help)", rank));
+                                              "learning rate may help)",
+                                              rank));
     }
-    return exchange.average(local);
+    const double j1 = energy_per_phase ? energy.meter->joules() : 0.0;
+    torch::Tensor averaged = exchange.average(local);
+    if (energy_per_phase) {
+      const double j2 = energy.meter->joules();
+      ledger.joules_compute += j1 - j0;
+      ledger.joules_exchange += j2 - j1;
+    }
+    return averaged;
   };
 
   IterateAverage average(options.averaging(), options.ema_decay());
@@ -207,7 +251,8 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
     game.load_state(game_state);
     exchange.load_state(exchange_state);
     if (average.enabled() && checkpoint.get("average_count").item<int64_t>() > 0) {
-      average.restore(checkpoint.get("average").clone(), checkpoint.get("average_count").item<int64_t>());
+      average.restore(checkpoint.get("average").to(z.device()).clone(),
+                      checkpoint.get("average_count").item<int64_t>());
     }
     for (size_t r = 0; r < generators.size(); ++r) {
       generators[r].set_state(checkpoint.get("generator/" + std::to_string(r)));
@@ -225,11 +270,15 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
     checkpoint.meta = me;
     checkpoint.meta["iteration"] = t;
     checkpoint.tensors.emplace_back("z", z);
-    for (const auto& [name, tensor] : solver.state()) checkpoint.tensors.emplace_back("solver/" + name, tensor);
-    for (const auto& [name, tensor] : game.state()) checkpoint.tensors.emplace_back("game/" + name, tensor);
+    for (const auto& [name, tensor] : solver.state())
+      checkpoint.tensors.emplace_back("solver/" + name, tensor);
+    for (const auto& [name, tensor] : game.state())
+      checkpoint.tensors.emplace_back("game/" + name, tensor);
     for (const auto& entry : exchange.state()) checkpoint.tensors.push_back(entry);
-    checkpoint.tensors.emplace_back("average", average.value().defined() ? average.value() : torch::zeros({0}));
-    checkpoint.tensors.emplace_back("average_count", torch::tensor({average.count()}, torch::kInt64));
+    checkpoint.tensors.emplace_back(
+        "average", average.value().defined() ? average.value() : torch::zeros({0}));
+    checkpoint.tensors.emplace_back("average_count",
+                                    torch::tensor({average.count()}, torch::kInt64));
     for (size_t r = 0; r < generators.size(); ++r) {
       checkpoint.tensors.emplace_back("generator/" + std::to_string(r), generators[r].get_state());
     }
@@ -244,7 +293,8 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
   std::vector<std::pair<int64_t, Metrics>> evaluations;
 
   auto total_bytes = [&]() {
-    torch::Tensor counts = torch::tensor({ledger.bytes_sent, ledger.coordinates_sent}, torch::kInt64);
+    torch::Tensor counts =
+        torch::tensor({ledger.bytes_sent, ledger.coordinates_sent}, torch::kInt64);
     comm.allreduce_sum(counts);
     return std::make_pair(counts[0].item<int64_t>(), counts[1].item<int64_t>());
   };
@@ -315,6 +365,7 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
     }
     progress.update(t + 1 - first, status);
   }
+  synchronize(device);
   const double wall = seconds_since(start);
   progress.finish(status);
   save(iterations);
@@ -328,6 +379,7 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
   result.resumed_from = first;
   result.samples_path = samples_path;
   result.evaluations = std::move(evaluations);
+  if (energy.meter) result.joules = energy.meter->joules() - joules_at_start;
   const auto [bytes_all, coords_all] = total_bytes();
   result.bytes_sent_all = bytes_all;
   result.fp32_bytes_all = coords_all * 4;
@@ -356,6 +408,22 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
                         {"encode", ledger.seconds_encode},
                         {"communicate", ledger.seconds_communicate},
                         {"decode", ledger.seconds_decode}};
+  summary["device"] = describe_device(device);
+  summary["precision"] = precision_name(options.precision());
+  if (energy.meter) {
+    // Joules of the run on this rank's device (rank 0's in summary.json).
+    nlohmann::ordered_json joules = {
+        {"source", energy.meter->source()},
+        {"joules", result.joules},
+        {"joules_per_iteration", result.joules / static_cast<double>(iterations - first)}};
+    if (energy_per_phase) {
+      joules["joules_compute"] = ledger.joules_compute;
+      joules["joules_exchange"] = ledger.joules_exchange;
+    }
+    summary["energy"] = joules;
+  } else {
+    summary["energy"] = {{"available", false}, {"reason", energy.unavailable}};
+  }
   if (!samples_path.empty()) summary["samples"] = samples_path;
   if (first > 0) summary["resumed_from"] = first;
   summary["config"] = config;

@@ -19,9 +19,9 @@ void ExtraGradientSolver::step(const Oracle& oracle) {
     case Variant::kOptimistic: v_hat = previous_half_; break;
     case Variant::kDualAveraging: v_hat = torch::Tensor(); break;
   }
-  if (v_hat.defined()) move(anchor_, v_hat, scale);       // X_{t+1/2}
-  torch::Tensor v_half = oracle();                         // V_{t+1/2}
-  move(anchor_, v_half, scale);                            // X_{t+1}
+  if (v_hat.defined()) move(anchor_, v_hat, scale);  // X_{t+1/2}
+  torch::Tensor v_half = oracle();                   // V_{t+1/2}
+  move(anchor_, v_half, scale);                      // X_{t+1}
   const double sq = v_hat.defined() ? (v_half - v_hat).square().sum().item<double>()
                                     : v_half.square().sum().item<double>();
   step_size_->observe(sq);

@@ -3,9 +3,9 @@
 // Q-GenX with 4-bit adaptive (ALQ) quantization converges on the deterministic bilinear game.
 #include <gtest/gtest.h>
 
-#include "saddle/games/registry.h"
 #include "mpi_test_env.h"
 #include "saddle/comm/exchange.h"
+#include "saddle/games/registry.h"
 #include "saddle/run/runner.h"
 
 namespace saddle {
@@ -26,7 +26,10 @@ Solved solve(Communicator& comm, const GameOptions& game_options, const std::str
   Logger logger(LogLevel::kWarn, comm.rank(), comm.size());
   Exchange exchange(comm, ExchangeOptions().codec(codec).seed(game_options.seed), logger);
   RunOptions options;
-  options.iterations(iterations).seed(game_options.seed).progress(false).simulate_ranks(simulate_ranks);
+  options.iterations(iterations)
+      .seed(game_options.seed)
+      .progress(false)
+      .simulate_ranks(simulate_ranks);
   RunResult result = run(*game, *solver, exchange, options, logger);
   return {result, game->params().clone()};
 }

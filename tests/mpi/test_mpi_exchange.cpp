@@ -8,6 +8,7 @@
 
 #include "mpi_test_env.h"
 #include "saddle/comm/exchange.h"
+#include "saddle/device.h"
 
 namespace saddle {
 namespace {
@@ -81,6 +82,26 @@ TEST_P(MpiQuantizedExchange, RanksAgreeAndLedgersAddUp) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Codecs, MpiQuantizedExchange, ::testing::Values("qsgd", "alq"));
+
+// Ranks on a GPU and ranks on the CPU in one exchange (host-staged MPI; NCCL needs a GPU per rank):
+// the CUDA encoder writes the CPU encoder's bytes, so all ranks still agree bit for bit. Every rank
+// takes the same decision, so the collectives stay in step; skipped without a CUDA device.
+TEST(MpiExchange, GpuAndCpuRanksAgree) {
+  Communicator& comm = test_world();
+  torch::Tensor without = torch::tensor({cuda_device_count() > 0 ? int64_t{0} : int64_t{1}});
+  comm.allreduce_sum(without);
+  if (without.item<int64_t>() > 0) GTEST_SKIP() << "needs a CUDA device on every rank";
+  Logger quiet(LogLevel::kError);
+  Exchange exchange(comm, ExchangeOptions().codec(CodecOptions().quantizer("alq").bits(4)), quiet);
+  const torch::Device device =
+      comm.rank() % 2 == 0 ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  for (int64_t t = 0; t < 5; ++t) {
+    exchange.begin_iteration(t);
+    torch::Tensor average = exchange.average(local_operator(comm.rank(), 3000).to(device));
+    ASSERT_EQ(average.device(), device);
+    ASSERT_TRUE(identical_on_all_ranks(comm, average.cpu())) << "iteration " << t;
+  }
+}
 
 }  // namespace
 }  // namespace saddle

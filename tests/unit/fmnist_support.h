@@ -8,14 +8,14 @@
 #include <string>
 #include <utility>
 
-#include "paths.h"
 #include "cli_support.h"
+#include "paths.h"
 #include "saddle/data/datasets.h"
 
 namespace saddle::testing {
 
 inline bool have_fashion_mnist() {
-    return saddle::path_exists(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte.gz") &&
+  return saddle::path_exists(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte.gz") &&
          saddle::path_exists(std::string(kFashionMnistDir) + "/t10k-images-idx3-ubyte.gz");
 }
 
@@ -28,7 +28,8 @@ inline std::string write_tiny_fashion_mnist(const saddle::testing::Path& dir, in
     return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16),
                        static_cast<char>(v >> 8), static_cast<char>(v)};
   };
-  for (const auto& [prefix, n] : {std::pair<std::string, int64_t>{"train", n_train}, {"t10k", n_test}}) {
+  for (const auto& [prefix, n] :
+       {std::pair<std::string, int64_t>{"train", n_train}, {"t10k", n_test}}) {
     const std::string src = std::string(kFashionMnistDir) + "/" + prefix;
     const torch::Tensor images = read_idx_images(src + "-images-idx3-ubyte.gz", n).contiguous();
     const torch::Tensor labels =

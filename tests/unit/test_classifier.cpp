@@ -1,6 +1,7 @@
 // The Fashion-MNIST classifier behind FID / Inception score: reproducible training, a cache file
 // that round-trips and refuses to load when wrong or corrupt, scores that rank real data above
-// noise, and the `saddle classifier` command. Trains on tiny subsets only, so the suite stays quick.
+// noise, and the `saddle classifier` command. Trains on tiny subsets only, so the suite stays
+// quick.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
@@ -11,9 +12,9 @@
 #include <sstream>
 #include <string>
 
-#include "paths.h"
 #include "cli_support.h"
 #include "fmnist_support.h"
+#include "paths.h"
 #include "saddle/data/datasets.h"
 #include "saddle/error.h"
 #include "saddle/log.h"
@@ -72,12 +73,16 @@ TEST_F(ClassifierTest, ShapesOfFeaturesAndProbabilities) {
   saddle::classify_images(model, x, &features, &probabilities, /*batch_size=*/2);
   EXPECT_TRUE(torch::allclose(features, model->features(x), 1e-5, 1e-6));
   EXPECT_TRUE(torch::allclose(probabilities, p, 1e-5, 1e-6));
-  expect_error([&] { saddle::classify_images(model, torch::zeros({2, 3, 32, 32}), &features, nullptr); },
-               {"[N, 1, 32, 32]"});
+  expect_error(
+      [&] {
+        saddle::classify_images(model, torch::zeros({2, 3, 32, 32}), &features, nullptr);
+      },
+      {"[N, 1, 32, 32]"});
 }
 
 TEST_F(ClassifierTest, InitializationDependsOnlyOnSeed) {
-  auto a = saddle::make_classifier(7), b = saddle::make_classifier(7), c = saddle::make_classifier(8);
+  auto a = saddle::make_classifier(7), b = saddle::make_classifier(7),
+       c = saddle::make_classifier(8);
   const auto pa = a->parameters(), pb = b->parameters(), pc = c->parameters();
   bool any_differs = false;
   for (size_t i = 0; i < pa.size(); ++i) {
@@ -147,7 +152,8 @@ TEST_F(ClassifierTest, WrongOrCorruptFilesAreRejectedNamingTheFile) {
   const std::string bytes = slurp_file(good);
 
   const saddle::testing::Path missing = dir_ / "missing.pt";
-  expect_error([&] { saddle::load_classifier(missing.string()); }, {missing.string(), "cannot open"});
+  expect_error([&] { saddle::load_classifier(missing.string()); },
+               {missing.string(), "cannot open"});
 
   const saddle::testing::Path garbage = dir_ / "garbage.pt";
   write_bytes(garbage, "not a classifier at all");
@@ -156,7 +162,8 @@ TEST_F(ClassifierTest, WrongOrCorruptFilesAreRejectedNamingTheFile) {
 
   const saddle::testing::Path truncated = dir_ / "truncated.pt";
   write_bytes(truncated, bytes.substr(0, bytes.size() - 100));
-  expect_error([&] { saddle::load_classifier(truncated.string()); }, {truncated.string(), "truncated"});
+  expect_error([&] { saddle::load_classifier(truncated.string()); },
+               {truncated.string(), "truncated"});
 
   const saddle::testing::Path flipped = dir_ / "flipped.pt";
   std::string changed = bytes;
@@ -215,16 +222,16 @@ TEST_F(ClassifierTest, ScoresRankRealImagesAboveNoise) {
   EXPECT_NEAR(from_images.fid, noisy.fid, 1e-9 * noisy.fid);
   EXPECT_NEAR(from_features.fid, noisy.fid, 1e-9 * noisy.fid);
   EXPECT_NEAR(from_images.inception_score, noisy.inception_score, 1e-9);
-  expect_error([&] { saddle::score_images(trained.model, noise, torch::zeros({10, 5})); },
-               {"256"});
+  expect_error([&] { saddle::score_images(trained.model, noise, torch::zeros({10, 5})); }, {"256"});
 }
 
 TEST_F(ClassifierTest, BadOptionsAreClearErrors) {
   expect_error([] { saddle::train_classifier(tiny_options(0).epochs(0)); }, {"epochs 0"});
   expect_error([] { saddle::train_classifier(tiny_options(0).lr(-1)); }, {"learning rate -1"});
   expect_error([] { saddle::train_classifier(tiny_options(0).batch_size(0)); }, {"batch size 0"});
-  expect_error([&] { saddle::train_classifier(tiny_options(0).data_dir((dir_ / "none").string())); },
-               {(dir_ / "none").string()});
+  expect_error(
+      [&] { saddle::train_classifier(tiny_options(0).data_dir((dir_ / "none").string())); },
+      {(dir_ / "none").string()});
 }
 
 // ---- `saddle classifier` ----
@@ -261,7 +268,8 @@ TEST_F(ClassifierCli, TrainsPrintsAccuracyAndWritesALoadableFile) {
   if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
   const std::string data = tiny_dataset(128, 64);
   const std::string out = (dir_ / "c.pt").string();
-  auto r = run("--out " + out + " --epochs 1 --seed 4 --threads 1 --log-level warn --data-dir " + data);
+  auto r =
+      run("--out " + out + " --epochs 1 --seed 4 --threads 1 --log-level warn --data-dir " + data);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("test accuracy"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find(out), std::string::npos) << r.out;

@@ -9,12 +9,11 @@
 #include <sstream>
 #include <string>
 
-#include "paths.h"
 #include "cli_support.h"
 #include "fmnist_support.h"
+#include "paths.h"
 
 namespace {
-
 
 using saddle::testing::CliResult;
 using saddle::testing::expect_one_line_error;
@@ -25,8 +24,8 @@ class Cli : public ::testing::Test {
  protected:
   void SetUp() override {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = saddle::testing::temp_root() / (std::string("saddle_cli_") + info->name() + "_" +
-                                        std::to_string(::getpid()));
+    dir_ = saddle::testing::temp_root() /
+           (std::string("saddle_cli_") + info->name() + "_" + std::to_string(::getpid()));
     saddle::remove_tree(dir_);
     saddle::create_directories(dir_);
   }
@@ -47,8 +46,10 @@ class Cli : public ::testing::Test {
 
 TEST_F(Cli, SolveWritesMetricsAndSummary) {
   const std::string out = (dir_ / "run").string();
-  auto r = run("solve --game bilinear --solver eg --lr 0.5 --iters 300 --log-every 50 "
-               "--averaging uniform --seed 3 --out " + out);
+  auto r =
+      run("solve --game bilinear --solver eg --lr 0.5 --iters 300 --log-every 50 "
+          "--averaging uniform --seed 3 --out " +
+          out);
   ASSERT_EQ(r.code, 0) << r.err;
   std::ifstream metrics(out + "/metrics.jsonl");
   std::string line;
@@ -84,8 +85,9 @@ TEST_F(Cli, SameSeedGivesByteIdenticalMetrics) {
   EXPECT_FALSE(a.empty());
   EXPECT_EQ(a, slurp(dir_ / "b" / "metrics.jsonl"));
   // A different seed gives different numbers.
-  const std::string other = "solve --game bilinear --noise absolute --solver qgenx --iters 200 "
-                            "--log-every 10 --quantizer qsgd --bits 4 --averaging ema --seed 12 --out ";
+  const std::string other =
+      "solve --game bilinear --noise absolute --solver qgenx --iters 200 "
+      "--log-every 10 --quantizer qsgd --bits 4 --averaging ema --seed 12 --out ";
   ASSERT_EQ(run(other + (dir_ / "c").string()).code, 0);
   EXPECT_NE(a, slurp(dir_ / "c" / "metrics.jsonl"));
 }
@@ -138,7 +140,8 @@ TEST_F(Cli, UnwritableOut) {
 
 TEST_F(Cli, DivergingRunIsReportedWithItsIteration) {
   const std::string out = (dir_ / "run").string();
-  auto r = run("solve --game bilinear --solver gda --lr 2 --iters 100000 --log-every 1 --out " + out);
+  auto r =
+      run("solve --game bilinear --solver gda --lr 2 --iters 100000 --log-every 1 --out " + out);
   expect_one_line_error(r, "diverged at iteration");
   EXPECT_FALSE(saddle::path_exists(out + "/metrics.jsonl"));
   EXPECT_FALSE(saddle::path_exists(out + "/summary.json"));
@@ -164,9 +167,10 @@ TEST_F(Cli, HelpListsEverything) {
   EXPECT_NE(top.out.find("demo"), std::string::npos);
   auto solve = run("solve --help");
   EXPECT_EQ(solve.code, 0);
-  for (const char* flag : {"--game", "--solver", "--iters", "--seed", "--out", "--step-size", "--lr",
-                           "--player-lr", "--variant", "--averaging", "--config", "--quantizer",
-                           "--bits", "--bucket-size", "--norm", "--coder", "--noise"}) {
+  for (const char* flag :
+       {"--game", "--solver", "--iters", "--seed", "--out", "--step-size", "--lr", "--player-lr",
+        "--variant", "--averaging", "--config", "--quantizer", "--bits", "--bucket-size", "--norm",
+        "--coder", "--noise"}) {
     EXPECT_NE(solve.out.find(flag), std::string::npos) << flag;
   }
 }
@@ -174,7 +178,8 @@ TEST_F(Cli, HelpListsEverything) {
 TEST_F(Cli, CompareTablesEverySolver) {
   auto r = run("compare --iters 300");
   ASSERT_EQ(r.code, 0) << r.err;
-  for (const char* solver : {"gda", "alt-gda", "eg", "ogda", "extra-adam", "optimistic-adam", "qgenx"}) {
+  for (const char* solver :
+       {"gda", "alt-gda", "eg", "ogda", "extra-adam", "optimistic-adam", "qgenx"}) {
     EXPECT_NE(r.out.find(solver), std::string::npos) << solver;
   }
 }
@@ -183,13 +188,14 @@ TEST_F(Cli, DemoTrainsAQuantizedGanAndReportsFidBytesAndSamples) {
   if (!saddle::testing::have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
   const std::string data = saddle::testing::write_tiny_fashion_mnist(dir_ / "data", 256, 128);
   const saddle::testing::Path classifier = dir_ / "classifier.pt", out = dir_ / "demo";
-  auto r = run("demo --iters 4 --eval-every 2 --filters 4 --batch 8 --fid-samples 64 --no-progress "
-               "--log-level warn --data-dir " + data + " --classifier " + classifier.string() +
-               " --out " + out.string());
+  auto r =
+      run("demo --iters 4 --eval-every 2 --filters 4 --batch 8 --fid-samples 64 --no-progress "
+          "--log-level warn --data-dir " +
+          data + " --classifier " + classifier.string() + " --out " + out.string());
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(saddle::path_exists(classifier)) << "the demo trains and caches its classifier";
-  for (const char* needle : {"alq 4-bit", "FID", "bytes sent by all ranks", "where fp32 would have sent",
-                             "ranks agree: yes"}) {
+  for (const char* needle : {"alq 4-bit", "FID", "bytes sent by all ranks",
+                             "where fp32 would have sent", "ranks agree: yes"}) {
     EXPECT_NE(r.out.find(needle), std::string::npos) << needle << "\n" << r.out;
   }
   const std::string grid = (out / "samples" / "iter_0000004.png").string();
@@ -210,8 +216,8 @@ TEST_F(Cli, DemoBadArgumentsAreOneLineErrors) {
   expect_one_line_error(run("demo --quantizer zip"), "zip");
   expect_one_line_error(run("demo --bits 9"), "bits");
   const std::string missing = (dir_ / "none").string();
-  expect_one_line_error(run("demo --classifier " + (dir_ / "c.pt").string() + " --data-dir " + missing),
-                        missing);
+  expect_one_line_error(
+      run("demo --classifier " + (dir_ / "c.pt").string() + " --data-dir " + missing), missing);
   EXPECT_FALSE(saddle::path_exists(dir_ / "c.pt"));
 }
 

@@ -36,7 +36,8 @@ torch::Tensor decode(const Codec& codec, const torch::Tensor& message, int64_t n
   return out;
 }
 
-void expect_rejected(const Codec& codec, const torch::Tensor& message, int64_t n, const std::string& what) {
+void expect_rejected(const Codec& codec, const torch::Tensor& message, int64_t n,
+                     const std::string& what) {
   auto out = torch::full({n}, 3.0f);
   EXPECT_THROW(codec.decode_accumulate(message, out, 1.0f), saddle::Error) << what;
   EXPECT_TRUE(torch::equal(out, torch::full({n}, 3.0f))) << what << ": output modified on error";
@@ -58,11 +59,32 @@ std::vector<CodecOptions> small_configs() {
 TEST(CodecRoundTrip, VectorsOnLevelsDecodeExactly) {
   for (auto coder : {CoderKind::kFixed, CoderKind::kEntropy}) {
     for (int64_t n : {0, 1, 5, 64, 100, 1030}) {
-      std::vector<Codec> codecs = {Codec(CodecOptions().quantizer("nuq").bits(4).norm(NormKind::kLinf).bucket_size(64).coder(coder)),
-                                   Codec(CodecOptions().quantizer("qsgd").bits(2).bucket_size(64).norm(NormKind::kLinf).coder(coder)),
-                                   Codec(CodecOptions().quantizer("terngrad").bucket_size(100).coder(coder)),
-                                   Codec(CodecOptions().quantizer("amq").bits(8).norm(NormKind::kLinf).bucket_size(64).coder(coder))};
-      Codec alq(CodecOptions().quantizer("alq").bits(4).norm(NormKind::kLinf).bucket_size(33).coder(coder));
+      std::vector<Codec> codecs = {
+          Codec(CodecOptions()
+                    .quantizer("nuq")
+                    .bits(4)
+                    .norm(NormKind::kLinf)
+                    .bucket_size(64)
+                    .coder(coder)),
+          Codec(CodecOptions()
+                    .quantizer("qsgd")
+                    .bits(2)
+                    .bucket_size(64)
+                    .norm(NormKind::kLinf)
+                    .coder(coder)),
+          Codec(CodecOptions().quantizer("terngrad").bucket_size(100).coder(coder)),
+          Codec(CodecOptions()
+                    .quantizer("amq")
+                    .bits(8)
+                    .norm(NormKind::kLinf)
+                    .bucket_size(64)
+                    .coder(coder))};
+      Codec alq(CodecOptions()
+                    .quantizer("alq")
+                    .bits(4)
+                    .norm(NormKind::kLinf)
+                    .bucket_size(33)
+                    .coder(coder));
       alq.set_levels({0, 1.0f / 16, 1.0f / 8, 3.0f / 16, 0.25f, 0.5f, 0.75f, 1});
       codecs.push_back(alq);
       for (const auto& codec : codecs) {
@@ -107,7 +129,8 @@ TEST(CodecSize, FixedCoderSpendsBitsPlusNorms) {
     EXPECT_EQ(message.numel(), codec.max_encoded_bytes(n));
     EXPECT_LE(message.numel() * 8.0 / n, bits + 0.1) << bits;
   }
-  EXPECT_EQ(Codec(CodecOptions().quantizer("fp16")).encode(v, 1, 1).numel(), Codec::kHeaderBytes + 2 * n);
+  EXPECT_EQ(Codec(CodecOptions().quantizer("fp16")).encode(v, 1, 1).numel(),
+            Codec::kHeaderBytes + 2 * n);
 }
 
 TEST(CodecSize, EntropyCoderIsNearTheSymbolEntropy) {
@@ -117,7 +140,8 @@ TEST(CodecSize, EntropyCoderIsNearTheSymbolEntropy) {
   for (const std::string name : {"qsgd", "nuq", "qsgd-inf"}) {
     for (int bits : {2, 4, 8}) {
       auto opts = CodecOptions().quantizer(name).bits(bits).bucket_size(bucket);
-      Codec fixed(CodecOptions(opts).coder(CoderKind::kFixed)), entropy(CodecOptions(opts).coder(CoderKind::kEntropy));
+      Codec fixed(CodecOptions(opts).coder(CoderKind::kFixed)),
+          entropy(CodecOptions(opts).coder(CoderKind::kEntropy));
       const auto f = fixed.encode(v, 4, 4), e = entropy.encode(v, 4, 4);
       // Same seed, same symbols: read them back from the fixed-width payload.
       const int64_t payload_start = Codec::kHeaderBytes + 4 * (n / bucket);
@@ -125,7 +149,9 @@ TEST(CodecSize, EntropyCoderIsNearTheSymbolEntropy) {
       std::vector<double> counts(1 << bits, 0);
       for (int64_t i = 0; i < n; ++i) {
         const int64_t bit = i * bits;
-        const unsigned word = packed[bit / 8] | (bit / 8 + 1 < f.numel() - payload_start ? packed[bit / 8 + 1] << 8 : 0);
+        const unsigned word =
+            packed[bit / 8] |
+            (bit / 8 + 1 < f.numel() - payload_start ? packed[bit / 8 + 1] << 8 : 0);
         counts[(word >> (bit % 8)) & ((1 << bits) - 1)] += 1;
       }
       double entropy_bits = 0;
@@ -134,7 +160,8 @@ TEST(CodecSize, EntropyCoderIsNearTheSymbolEntropy) {
       const double payload = (e.numel() - payload_start) * 8.0;
       const std::string where = name + " bits " + std::to_string(bits);
       EXPECT_LT(e.numel(), f.numel()) << where;
-      EXPECT_LE(payload, 1.05 * entropy_bits) << where << " entropy " << entropy_bits / n << " bits/coordinate";
+      EXPECT_LE(payload, 1.05 * entropy_bits)
+          << where << " entropy " << entropy_bits / n << " bits/coordinate";
       EXPECT_TRUE(torch::equal(decode(fixed, f, n), decode(entropy, e, n))) << where;
     }
   }
@@ -147,8 +174,10 @@ TEST(CodecMalformed, EveryTruncationIsRejected) {
     const int64_t n = 40;
     const auto message = codec.encode(torch::randn({n}), 1, 1);
     for (int64_t len = 0; len < message.numel(); ++len)
-      expect_rejected(codec, message.slice(0, 0, len).clone(), n, opts.quantizer() + " prefix " + std::to_string(len));
-    expect_rejected(codec, torch::cat({message, torch::zeros({1}, torch::kUInt8)}), n, opts.quantizer() + " appended");
+      expect_rejected(codec, message.slice(0, 0, len).clone(), n,
+                      opts.quantizer() + " prefix " + std::to_string(len));
+    expect_rejected(codec, torch::cat({message, torch::zeros({1}, torch::kUInt8)}), n,
+                    opts.quantizer() + " appended");
     expect_rejected(codec, message, n - 1, opts.quantizer() + " short output");
     expect_rejected(codec, message, n + 1, opts.quantizer() + " long output");
   }
@@ -189,7 +218,8 @@ TEST(CodecMalformed, ErrorsNameTheProblem) {
   auto nan_norm = message.clone();
   nan_norm.slice(0, Codec::kHeaderBytes, Codec::kHeaderBytes + 4).fill_(0xff);
   EXPECT_NE(message_of(nan_norm).find("norm"), std::string::npos) << message_of(nan_norm);
-  auto other = Codec(CodecOptions().quantizer("nuq").bits(3).bucket_size(16)).encode(torch::randn({40}), 1, 1);
+  auto other = Codec(CodecOptions().quantizer("nuq").bits(3).bucket_size(16))
+                   .encode(torch::randn({40}), 1, 1);
   EXPECT_NE(message_of(other).find("quantizer 'nuq'"), std::string::npos) << message_of(other);
   EXPECT_THROW(codec.decode_accumulate(message.to(torch::kInt32), out, 1.0f), saddle::Error);
   auto doubles = torch::zeros({40}, torch::kFloat64);
@@ -198,7 +228,8 @@ TEST(CodecMalformed, ErrorsNameTheProblem) {
 
 TEST(CodecMalformed, LevelMismatchIsDetected) {
   for (auto coder : {CoderKind::kFixed, CoderKind::kEntropy}) {
-    Codec a(CodecOptions().quantizer("alq").bits(4).coder(coder)), b(CodecOptions().quantizer("alq").bits(4).coder(coder));
+    Codec a(CodecOptions().quantizer("alq").bits(4).coder(coder)),
+        b(CodecOptions().quantizer("alq").bits(4).coder(coder));
     torch::manual_seed(6);
     auto v = torch::randn({3000});
     b.adapt(b.statistics(v));
@@ -223,7 +254,8 @@ TEST(CodecMalformed, RandomCorruptionNeverCrashes) {
       auto bad = message.clone();
       uint8_t* p = bad.data_ptr<uint8_t>();
       const int flips = 1 + rng() % 4;
-      for (int k = 0; k < flips; ++k) p[Codec::kHeaderBytes + rng() % (bad.numel() - Codec::kHeaderBytes)] ^= 1 + rng() % 255;
+      for (int k = 0; k < flips; ++k)
+        p[Codec::kHeaderBytes + rng() % (bad.numel() - Codec::kHeaderBytes)] ^= 1 + rng() % 255;
       auto out = torch::zeros({n});
       try {
         codec.decode_accumulate(bad, out, 1.0f);
@@ -244,8 +276,10 @@ TEST(CodecOptions, InvalidOptionsAreRejectedWithTheirValue) {
   };
   EXPECT_EQ(error_of(CodecOptions().quantizer("qsgd").bits(9)), "invalid --bits 9 (expected 2..8)");
   EXPECT_NE(error_of(CodecOptions().bits(1)).find("--bits 1"), std::string::npos);
-  EXPECT_NE(error_of(CodecOptions().quantizer("qsgd").bucket_size(0)).find("--bucket-size 0"), std::string::npos);
-  EXPECT_NE(error_of(CodecOptions().quantizer("foo")).find("unknown quantizer 'foo' (expected one of: none, fp16"),
+  EXPECT_NE(error_of(CodecOptions().quantizer("qsgd").bucket_size(0)).find("--bucket-size 0"),
+            std::string::npos);
+  EXPECT_NE(error_of(CodecOptions().quantizer("foo"))
+                .find("unknown quantizer 'foo' (expected one of: none, fp16"),
             std::string::npos);
   EXPECT_THROW(saddle::parse_norm("l1"), saddle::Error);
   EXPECT_THROW(saddle::parse_coder("huffman"), saddle::Error);

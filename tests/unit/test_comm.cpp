@@ -17,9 +17,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-torch::Tensor filled_bytes(int64_t n, int value) {
-  return torch::full({n}, value, torch::kUInt8);
-}
+torch::Tensor filled_bytes(int64_t n, int value) { return torch::full({n}, value, torch::kUInt8); }
 
 // Runs `body` and expects it to throw saddle::Error whose message contains `needle`.
 template <typename Body>

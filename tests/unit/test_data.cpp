@@ -10,25 +10,25 @@
 #include <string>
 #include <vector>
 
-#include "paths.h"
 #include "cli_support.h"
+#include "paths.h"
 #include "saddle/data/datasets.h"
 #include "saddle/error.h"
 
 namespace saddle {
 namespace {
 
-
 std::string temp_dir(const std::string& name) {
   const saddle::testing::Path dir = saddle::testing::temp_root() /
-                       ("saddle_test_data_" + name + "_" + std::to_string(::getpid()));
+                                    ("saddle_test_data_" + name + "_" + std::to_string(::getpid()));
   saddle::remove_tree(dir);
   saddle::create_directories(dir);
   return dir.string();
 }
 
 void put_u32(std::string* out, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<char>((v >> shift) & 0xff));
+  for (int shift = 24; shift >= 0; shift -= 8)
+    out->push_back(static_cast<char>((v >> shift) & 0xff));
 }
 
 void write_gzip(const std::string& path, const std::string& bytes) {
@@ -117,8 +117,7 @@ TEST(DataIdx, CorruptFilesNameTheFileAndTheProblem) {
   write_gzip(path, idx_images(0x00000803, 2, 4, 4, 3));
   EXPECT_NE(error_of([&] { read_idx_images(path); }).find("trailing data"), std::string::npos);
   write_gzip(path, std::string("\0\0\x08", 3));
-  EXPECT_NE(error_of([&] { read_idx_images(path); }).find(path + ": truncated"),
-            std::string::npos);
+  EXPECT_NE(error_of([&] { read_idx_images(path); }).find(path + ": truncated"), std::string::npos);
   EXPECT_NE(error_of([&] { read_idx_images(dir + "/missing.gz"); }).find("missing.gz: cannot open"),
             std::string::npos);
   saddle::remove_tree(dir);
@@ -158,7 +157,8 @@ TEST(DataFashionMnist, InstalledDatasetLoadsWhenPresent) {
 
 TEST(DataCifar, ReadsRecordsAndRejectsBadFiles) {
   const std::string dir = temp_dir("cifar");
-  for (int i = 1; i <= 5; ++i) write_bytes(dir + "/data_batch_" + std::to_string(i) + ".bin", cifar_records(3));
+  for (int i = 1; i <= 5; ++i)
+    write_bytes(dir + "/data_batch_" + std::to_string(i) + ".bin", cifar_records(3));
   write_bytes(dir + "/test_batch.bin", cifar_records(2));
   ImageDataset train = load_cifar10(dir, true);
   ASSERT_EQ(train.images.sizes(), (std::vector<int64_t>{15, 3, 32, 32}));
@@ -231,20 +231,23 @@ TEST(DataSampler, EveryItemOncePerEpochAndReshuffledDeterministically) {
 // sample grid, whose PNG header must say RGB (colour type 2).
 TEST(DataCifar, WganGpTrainsOnCifarAndWritesColourSamples) {
   const std::string dir = temp_dir("cifar_run");
-  for (int i = 1; i <= 5; ++i) write_bytes(dir + "/data_batch_" + std::to_string(i) + ".bin", cifar_records(8));
+  for (int i = 1; i <= 5; ++i)
+    write_bytes(dir + "/data_batch_" + std::to_string(i) + ".bin", cifar_records(8));
   write_bytes(dir + "/test_batch.bin", cifar_records(4));
   const std::string out = dir + "/run";
-  const auto r = testing::run_program(
-      SADDLE_CLI_PATH,
-      "solve --game wgan-gp --dataset cifar10 --data-dir " + dir +
-          " --filters 4 --batch 4 --solver extra-adam --lr 1e-3 --iters 3 --eval-every 3 --no-progress "
-          "--log-level warn --out " + out,
-      dir);
+  const auto r = testing::run_program(SADDLE_CLI_PATH,
+                                      "solve --game wgan-gp --dataset cifar10 --data-dir " + dir +
+                                          " --filters 4 --batch 4 --solver extra-adam --lr 1e-3 "
+                                          "--iters 3 --eval-every 3 --no-progress "
+                                          "--log-level warn --out " +
+                                          out,
+                                      dir);
   ASSERT_EQ(r.code, 0) << r.err;
   const std::string png = testing::slurp_file(out + "/samples/iter_0000003.png");
   ASSERT_GT(png.size(), 26u);
   EXPECT_EQ(png.substr(1, 3), "PNG");
-  EXPECT_EQ(static_cast<int>(png[25]), 2) << "colour type of " << out << "/samples/iter_0000003.png";
+  EXPECT_EQ(static_cast<int>(png[25]), 2)
+      << "colour type of " << out << "/samples/iter_0000003.png";
   EXPECT_TRUE(saddle::path_exists(out + "/summary.json"));
   saddle::remove_tree(dir);
 }

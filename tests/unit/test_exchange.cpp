@@ -67,7 +67,8 @@ TEST(Exchange, UnquantizedAverageIsTheExactMeanOnEveryRank) {
     std::vector<Ledger> ledgers;
     auto out = run_averages(ranks, ExchangeOptions().codec(codec("none")), 100, 2, &ledgers);
     for (int r = 0; r < ranks; ++r) {
-      EXPECT_TRUE(torch::equal(out[r][0], out[0][0])) << ranks << " ranks: rank " << r << " differs";
+      EXPECT_TRUE(torch::equal(out[r][0], out[0][0]))
+          << ranks << " ranks: rank " << r << " differs";
       EXPECT_TRUE(torch::equal(out[r][1], out[0][0])) << "no quantization: calls agree";
     }
     EXPECT_TRUE(torch::allclose(out[0][0].to(torch::kFloat64), true_mean(ranks, 100), 1e-6, 1e-6));
@@ -225,7 +226,9 @@ class CorruptingCommunicator final : public Communicator {
     return messages;
   }
   void allreduce_sum(torch::Tensor& tensor) override { inner_.allreduce_sum(tensor); }
-  void broadcast_bytes(torch::Tensor& bytes, int root) override { inner_.broadcast_bytes(bytes, root); }
+  void broadcast_bytes(torch::Tensor& bytes, int root) override {
+    inner_.broadcast_bytes(bytes, root);
+  }
   void barrier() override { inner_.barrier(); }
   [[noreturn]] void abort(int code) override {
     inner_.abort(code);
@@ -286,7 +289,8 @@ TEST(Exchange, MismatchedLengthsAreReportedAsMalformed) {
     }
   });
   ASSERT_EQ(errors.size(), 2u);
-  for (const auto& error : errors) EXPECT_NE(error.find("malformed message from rank"), std::string::npos);
+  for (const auto& error : errors)
+    EXPECT_NE(error.find("malformed message from rank"), std::string::npos);
 }
 
 }  // namespace

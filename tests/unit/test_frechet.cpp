@@ -94,7 +94,11 @@ TEST(Frechet, BadShapesAreClearErrors) {
   expect_error([&] { frechet_distance(torch::randn({1, 4}), ok); }, "at least 2 samples");
   expect_error([&] { frechet_distance(ok, torch::randn({10, 5})); }, "dimensions differ (4 vs 5)");
   expect_error([&] { frechet_distance(torch::randn({10}), ok); }, "2-D");
-  expect_error([&] { frechet_distance(ok, torch::ones({10, 4}, torch::kInt64)); }, "floating-point");
+  expect_error(
+      [&] {
+        frechet_distance(ok, torch::ones({10, 4}, torch::kInt64));
+      },
+      "floating-point");
   expect_error([&] { feature_statistics(torch::full({3, 2}, NAN)); }, "NaN");
 }
 

@@ -14,15 +14,16 @@
 namespace saddle {
 namespace {
 
-
 std::string read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 uint32_t be32(const std::string& s, size_t at) {
-  return (uint32_t{static_cast<uint8_t>(s[at])} << 24) | (uint32_t{static_cast<uint8_t>(s[at + 1])} << 16) |
-         (uint32_t{static_cast<uint8_t>(s[at + 2])} << 8) | uint32_t{static_cast<uint8_t>(s[at + 3])};
+  return (uint32_t{static_cast<uint8_t>(s[at])} << 24) |
+         (uint32_t{static_cast<uint8_t>(s[at + 1])} << 16) |
+         (uint32_t{static_cast<uint8_t>(s[at + 2])} << 8) |
+         uint32_t{static_cast<uint8_t>(s[at + 3])};
 }
 
 // Checks the PNG signature and the IHDR chunk: width, height, colour type.
@@ -41,7 +42,8 @@ void expect_png(const std::string& bytes, uint32_t width, uint32_t height, int c
 class ImageOutput : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = (saddle::testing::temp_root() / ("saddle_test_images_" + std::to_string(::getpid()))).string();
+    dir_ = (saddle::testing::temp_root() / ("saddle_test_images_" + std::to_string(::getpid())))
+               .string();
     saddle::create_directories(dir_);
   }
   void TearDown() override { saddle::remove_tree(dir_); }

@@ -7,9 +7,9 @@
 #include <fstream>
 
 #include "paths.h"
+#include "saddle/error.h"
 #include "saddle/games/mog.h"
 #include "saddle/games/registry.h"
-#include "saddle/error.h"
 #include "saddle/solver.h"
 
 namespace saddle {
@@ -53,7 +53,8 @@ TEST(MogGame, LayoutModesAndOperator) {
     EXPECT_TRUE(fa.isfinite().all().item<bool>());
     EXPECT_GT(fa.narrow(0, 0, a.players()[0].numel).abs().sum().item<double>(), 0.0) << loss;
     EXPECT_GT(fa.narrow(0, a.players()[1].offset, a.players()[1].numel).abs().sum().item<double>(),
-              0.0) << loss;
+              0.0)
+        << loss;
     EXPECT_TRUE(fa.equal(b.operator_at(gb))) << loss;
     EXPECT_FALSE(fa.equal(a.operator_at(ga))) << loss;  // fresh sample, fresh operator
   }
@@ -77,8 +78,10 @@ TEST(MogCoverage, CountsModesAndHighQualitySamples) {
   EXPECT_EQ(one.modes_captured, 1);
   EXPECT_DOUBLE_EQ(one.high_quality_fraction, 0.9);
   // A mode needs kMinSamplesPerMode high-quality samples.
-  EXPECT_EQ(mode_coverage(collapsed.narrow(0, 80, 20), game.modes(), game.stddev()).modes_captured, 1);
-  EXPECT_EQ(mode_coverage(collapsed.narrow(0, 81, 19), game.modes(), game.stddev()).modes_captured, 0);
+  EXPECT_EQ(mode_coverage(collapsed.narrow(0, 80, 20), game.modes(), game.stddev()).modes_captured,
+            1);
+  EXPECT_EQ(mode_coverage(collapsed.narrow(0, 81, 19), game.modes(), game.stddev()).modes_captured,
+            0);
 }
 
 // Extra-Adam with the non-saturating loss on mog8: latent 2, width 64, batch 256, lr 2e-3.
@@ -99,8 +102,8 @@ TEST(MogGame, ExtraAdamCapturesTheRing) {
   const Metrics before = game.metrics();
   for (int t = 0; t < 3000; ++t) solver->step(oracle);
   const Metrics after = game.metrics();
-  EXPECT_GE(*find_metric(after, "modes_captured"), 7) << "before: "
-      << *find_metric(before, "modes_captured");
+  EXPECT_GE(*find_metric(after, "modes_captured"), 7)
+      << "before: " << *find_metric(before, "modes_captured");
   EXPECT_GT(*find_metric(after, "high_quality_fraction"), 0.5);
   // Metrics are a function of z alone.
   EXPECT_EQ(game.metrics(), after);
@@ -108,8 +111,9 @@ TEST(MogGame, ExtraAdamCapturesTheRing) {
   twin.params().copy_(game.params());
   EXPECT_EQ(twin.metrics(), after);
 
-  const std::string path = (saddle::testing::temp_root() /
-                            ("saddle_test_mog_" + std::to_string(::getpid()) + ".png")).string();
+  const std::string path =
+      (saddle::testing::temp_root() / ("saddle_test_mog_" + std::to_string(::getpid()) + ".png"))
+          .string();
   game.write_samples_png(path);
   std::ifstream in(path, std::ios::binary);
   char signature[8] = {};

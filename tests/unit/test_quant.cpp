@@ -18,7 +18,8 @@ using saddle::NormKind;
 float bucket_norm(const float* v, int64_t m, NormKind norm) {
   double acc = 0;
   for (int64_t i = 0; i < m; ++i)
-    acc = norm == NormKind::kL2 ? acc + double(v[i]) * v[i] : std::max(acc, double(std::fabs(v[i])));
+    acc =
+        norm == NormKind::kL2 ? acc + double(v[i]) * v[i] : std::max(acc, double(std::fabs(v[i])));
   return static_cast<float>(norm == NormKind::kL2 ? std::sqrt(acc) : acc);
 }
 
@@ -59,7 +60,9 @@ torch::Tensor decode(const Codec& codec, const torch::Tensor& message, int64_t n
 // Mean over `draws` seeds of ||decode(encode(v)) - v||^2.
 double empirical_variance(const Codec& codec, const torch::Tensor& v, int draws) {
   double total = 0;
-  for (int s = 0; s < draws; ++s) total += (decode(codec, codec.encode(v, 1000 + s, 7), v.numel()) - v).pow(2).sum().item<double>();
+  for (int s = 0; s < draws; ++s)
+    total +=
+        (decode(codec, codec.encode(v, 1000 + s, 7), v.numel()) - v).pow(2).sum().item<double>();
   return total / draws;
 }
 
@@ -84,14 +87,16 @@ TEST(QuantLevels, FixedSetsFollowThePapers) {
   const auto e = saddle::exponential_levels(8, 0.5);
   EXPECT_EQ(e, (std::vector<float>{0, 1.0f / 64, 1.0f / 32, 1.0f / 16, 1.0f / 8, 0.25f, 0.5f, 1}));
   EXPECT_EQ(Codec(CodecOptions().quantizer("nuq").bits(8)).levels()[1], std::ldexp(1.0f, -126));
-  EXPECT_EQ(Codec(CodecOptions().quantizer("terngrad").bits(6)).levels(), (std::vector<float>{0, 1}));
+  EXPECT_EQ(Codec(CodecOptions().quantizer("terngrad").bits(6)).levels(),
+            (std::vector<float>{0, 1}));
   EXPECT_EQ(Codec(CodecOptions().quantizer("terngrad")).options().norm(), NormKind::kLinf);
   EXPECT_EQ(Codec(CodecOptions().quantizer("qsgd-inf")).options().norm(), NormKind::kLinf);
   EXPECT_TRUE(Codec(CodecOptions().quantizer("none")).levels().empty());
   EXPECT_NE(saddle::levels_hash(u), saddle::levels_hash(e));
 }
 
-class QuantUnbiased : public ::testing::TestWithParam<std::tuple<std::string, int, saddle::CoderKind>> {};
+class QuantUnbiased
+    : public ::testing::TestWithParam<std::tuple<std::string, int, saddle::CoderKind>> {};
 
 TEST_P(QuantUnbiased, MeanOfManyDecodesIsTheInput) {
   const auto [name, bits, coder] = GetParam();
@@ -102,26 +107,30 @@ TEST_P(QuantUnbiased, MeanOfManyDecodesIsTheInput) {
   v[20] = 25.0f;  // one dominant coordinate: r = 1 and many small r in its bucket
   const int draws = 3000;
   torch::Tensor sum = torch::zeros({n}, torch::kFloat64);
-  for (int s = 0; s < draws; ++s) sum += decode(codec, codec.encode(v, 17 + s, 3), n).to(torch::kFloat64);
+  for (int s = 0; s < draws; ++s)
+    sum += decode(codec, codec.encode(v, 17 + s, 3), n).to(torch::kFloat64);
   const auto mean = sum / draws;
   const double* m = mean.data_ptr<double>();
   const float* x = v.data_ptr<float>();
   const Moments mom = exact_moments(codec, v);
   for (int64_t i = 0; i < n; ++i) {
     // 6 sigma of the mean, plus a term for the discreteness of rare roundings.
-    const double tol = 6 * std::sqrt(mom.variance[i] / draws) + 8 * mom.gap[i] / draws + 1e-6 * (1 + std::fabs(x[i]));
+    const double tol = 6 * std::sqrt(mom.variance[i] / draws) + 8 * mom.gap[i] / draws +
+                       1e-6 * (1 + std::fabs(x[i]));
     EXPECT_NEAR(m[i], x[i], tol) << name << " bits " << bits << " coordinate " << i;
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Quantizers, QuantUnbiased,
-    ::testing::Combine(::testing::Values("qsgd", "qsgd-inf", "nuq", "terngrad", "alq", "amq"), ::testing::Values(2, 4),
+    ::testing::Combine(::testing::Values("qsgd", "qsgd-inf", "nuq", "terngrad", "alq", "amq"),
+                       ::testing::Values(2, 4),
                        ::testing::Values(saddle::CoderKind::kFixed, saddle::CoderKind::kEntropy)));
 
 TEST(QuantCasts, RoundTripWithinTheirPrecision) {
   auto v = gaussian(257, 5) * 100;
-  for (const auto& [name, rel] : std::vector<std::pair<std::string, float>>{{"none", 0.0f}, {"fp16", 1.0f / 2048}, {"bf16", 1.0f / 256}}) {
+  for (const auto& [name, rel] : std::vector<std::pair<std::string, float>>{
+           {"none", 0.0f}, {"fp16", 1.0f / 2048}, {"bf16", 1.0f / 256}}) {
     Codec codec(CodecOptions().quantizer(name));
     auto out = decode(codec, codec.encode(v, 1, 1), v.numel());
     EXPECT_LE(((out - v).abs() - rel * v.abs()).max().item<float>(), 0.0f) << name;
@@ -141,7 +150,8 @@ TEST(QuantVariance, QsgdAndNuqUnderPublishedBounds) {
         const double s = count - 1;  // QSGD, Lemma 3.1: min(d / s^2, sqrt(d) / s)
         bound = std::min(d / (s * s), std::sqrt(double(d)) / s);
       } else {
-        const double l1 = std::ldexp(1.0, -(count - 2));  // NUQSGD, Theorem 2: 1/8 + min(l1 sqrt(d), d l1^2 / 4)
+        const double l1 =
+            std::ldexp(1.0, -(count - 2));  // NUQSGD, Theorem 2: 1/8 + min(l1 sqrt(d), d l1^2 / 4)
         bound = 1.0 / 8 + std::min(l1 * std::sqrt(double(d)), d * l1 * l1 / 4);
       }
       const double exact = exact_moments(codec, v).total;
@@ -166,7 +176,8 @@ TEST(QuantAdaptive, AlqAndAmqBeatFixedLevelsOnTheirData) {
       amq.adapt(stats);
       const double e_qsgd = empirical_variance(qsgd, v, 60), e_nuq = empirical_variance(nuq, v, 60);
       const double e_alq = empirical_variance(alq, v, 60), e_amq = empirical_variance(amq, v, 60);
-      const std::string where = std::string(heavy ? "heavy-tailed" : "gaussian") + " bits " + std::to_string(bits);
+      const std::string where =
+          std::string(heavy ? "heavy-tailed" : "gaussian") + " bits " + std::to_string(bits);
       EXPECT_LE(e_alq, e_qsgd) << where;
       EXPECT_LE(e_alq, e_nuq) << where;
       EXPECT_LE(e_amq, e_qsgd) << where;
@@ -176,7 +187,8 @@ TEST(QuantAdaptive, AlqAndAmqBeatFixedLevelsOnTheirData) {
       EXPECT_NEAR(predicted / exact_alq, 1.0, 0.05) << where;
       EXPECT_NEAR(alq.predicted_variance(stats) / exact_alq, 1.0, 0.05) << where;
       // The third row sums v_i^2: the exchange divides by it to log a relative variance.
-      EXPECT_NEAR(stats[2].sum().item<double>() / v.square().sum().item<double>(), 1.0, 1e-6) << where;
+      EXPECT_NEAR(stats[2].sum().item<double>() / v.square().sum().item<double>(), 1.0, 1e-6)
+          << where;
     }
   }
 }

@@ -22,7 +22,8 @@ using saddle::testing::ScalarBilinear;
 class PoisonedBilinear final : public saddle::Game {
  public:
   explicit PoisonedBilinear(int bad_call) : bad_call_(bad_call) {
-    init_params({saddle::Player{"x", saddle::Role::kMin, 0, 1}, saddle::Player{"y", saddle::Role::kMax, 0, 1}},
+    init_params({saddle::Player{"x", saddle::Role::kMin, 0, 1},
+                 saddle::Player{"y", saddle::Role::kMax, 0, 1}},
                 torch::tensor({1.0f, 1.0f}));
   }
   std::string name() const override { return "poisoned-bilinear"; }
@@ -42,14 +43,15 @@ class PoisonedBilinear final : public saddle::Game {
 
 saddle::RunResult run_eg(saddle::Game& game, int64_t iterations, int64_t eval_every,
                          const std::string& quantizer) {
-  auto solver = saddle::make_solver("eg", game.params(), game.players(), saddle::SolverOptions().lr(0.1));
+  auto solver =
+      saddle::make_solver("eg", game.params(), game.players(), saddle::SolverOptions().lr(0.1));
   auto comm = saddle::make_single_process_communicator();
   saddle::Logger logger(saddle::LogLevel::kError);
-  saddle::Exchange exchange(*comm, saddle::ExchangeOptions().codec(saddle::CodecOptions().quantizer(quantizer)),
-                            logger);
-  return saddle::run(game, *solver, exchange,
-                     saddle::RunOptions().iterations(iterations).eval_every(eval_every).progress(false),
-                     logger);
+  saddle::Exchange exchange(
+      *comm, saddle::ExchangeOptions().codec(saddle::CodecOptions().quantizer(quantizer)), logger);
+  return saddle::run(
+      game, *solver, exchange,
+      saddle::RunOptions().iterations(iterations).eval_every(eval_every).progress(false), logger);
 }
 
 TEST(Runner, NonFiniteOperatorIsADivergenceAtItsIteration) {
@@ -60,7 +62,8 @@ TEST(Runner, NonFiniteOperatorIsADivergenceAtItsIteration) {
       FAIL() << quantizer << ": no error";
     } catch (const saddle::Error& e) {
       const std::string what = e.what();
-      EXPECT_NE(what.find("diverged at iteration 3"), std::string::npos) << quantizer << ": " << what;
+      EXPECT_NE(what.find("diverged at iteration 3"), std::string::npos)
+          << quantizer << ": " << what;
       EXPECT_NE(what.find("operator on rank 0 is not finite"), std::string::npos) << what;
     }
   }
@@ -73,7 +76,8 @@ TEST(Runner, ReturnsEveryEvaluation) {
   const int64_t expected_iterations[] = {0, 4, 8, 10};
   for (size_t i = 0; i < 4; ++i) {
     EXPECT_EQ(result.evaluations[i].first, expected_iterations[i]);
-    EXPECT_EQ(*saddle::find_metric(result.evaluations[i].second, "evaluations"), static_cast<double>(i + 1));
+    EXPECT_EQ(*saddle::find_metric(result.evaluations[i].second, "evaluations"),
+              static_cast<double>(i + 1));
   }
   ScalarBilinear plain;  // no evaluation metrics: nothing recorded
   EXPECT_TRUE(run_eg(plain, 10, 4, "none").evaluations.empty());

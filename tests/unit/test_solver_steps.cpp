@@ -138,8 +138,9 @@ TEST(SolverStep, RejectsBadOptions) {
   ScalarBilinear game;
   EXPECT_THROW(make_solver("sgd", game.params(), game.players(), SolverOptions()), Error);
   EXPECT_THROW(make_solver("eg", game.params(), game.players(), SolverOptions().lr(-1)), Error);
-  EXPECT_THROW(make_solver("eg", game.params(), game.players(), SolverOptions().player_lr({{"z", 1.0}})),
-               Error);
+  EXPECT_THROW(
+      make_solver("eg", game.params(), game.players(), SolverOptions().player_lr({{"z", 1.0}})),
+      Error);
   try {
     make_solver("sgd", game.params(), game.players(), SolverOptions());
   } catch (const Error& e) {

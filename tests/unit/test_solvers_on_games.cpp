@@ -38,8 +38,8 @@ const std::vector<Case>& cases() {
       {"bilinear", "optimistic-adam", SolverOptions().lr(0.01), 2500, Expect::kConverge, 1e-2},
       {"bilinear", "qgenx", SolverOptions().lr(1.0).step_size(StepSizeKind::kAdaptive), 2000,
        Expect::kConverge, 1e-2},
-      {"bilinear", "qgenx",
-       SolverOptions().lr(0.5).variant(Variant::kOptimistic), 2000, Expect::kConverge, 1e-8},
+      {"bilinear", "qgenx", SolverOptions().lr(0.5).variant(Variant::kOptimistic), 2000,
+       Expect::kConverge, 1e-8},
       // Quadratic: strongly monotone; every solver converges linearly (far below float noise of
       // the start in a few thousand steps). The Adam family needs a long second-moment memory
       // to keep shrinking its steps as the operator vanishes.
@@ -53,8 +53,8 @@ const std::vector<Case>& cases() {
        Expect::kConverge, 1e-10},
       {"quadratic", "qgenx", SolverOptions().lr(1.0).step_size(StepSizeKind::kAdaptive), 1000,
        Expect::kConverge, 1e-10},
-      {"quadratic", "qgenx",
-       SolverOptions().lr(0.3).variant(Variant::kDualAveraging), 2000, Expect::kConverge, 1e-10},
+      {"quadratic", "qgenx", SolverOptions().lr(0.3).variant(Variant::kDualAveraging), 2000,
+       Expect::kConverge, 1e-10},
   };
   return kCases;
 }
@@ -68,9 +68,7 @@ TEST_P(SolverOnGame, BehavesAsExpected) {
   std::vector<double> d = testing::trajectory(*game, *solver, c.iterations);
   const double ratio = d.back() / d.front();
   switch (c.expect) {
-    case Expect::kConverge:
-      EXPECT_LT(ratio, c.tolerance) << case_name(c);
-      break;
+    case Expect::kConverge: EXPECT_LT(ratio, c.tolerance) << case_name(c); break;
     case Expect::kBounded:
       EXPECT_GT(ratio, 0.1) << case_name(c) << " should not converge";
       EXPECT_LT(ratio, 10.0) << case_name(c) << " should not diverge";
@@ -85,8 +83,8 @@ TEST_P(SolverOnGame, BehavesAsExpected) {
 
 INSTANTIATE_TEST_SUITE_P(AllSolvers, SolverOnGame, ::testing::ValuesIn(cases()),
                          [](const ::testing::TestParamInfo<Case>& info) {
-                           std::string name = case_name(info.param) + "_" +
-                                              std::to_string(info.index);
+                           std::string name =
+                               case_name(info.param) + "_" + std::to_string(info.index);
                            for (char& ch : name) {
                              if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
                            }
@@ -105,7 +103,8 @@ TEST(SolverOnGameTable, CoversEverySolverAndGame) {
 }
 
 TEST(BilinearGame, ExtraGradientAndOptimisticReachTightTolerance) {
-  for (const auto& [name, lr] : std::vector<std::pair<std::string, double>>{{"eg", 0.5}, {"ogda", 0.5}}) {
+  for (const auto& [name, lr] :
+       std::vector<std::pair<std::string, double>>{{"eg", 0.5}, {"ogda", 0.5}}) {
     auto game = make_game("bilinear", GameOptions());
     auto solver = make_solver(name, game->params(), game->players(), SolverOptions().lr(lr));
     std::vector<double> d = testing::trajectory(*game, *solver, 3000);

@@ -46,7 +46,8 @@ std::vector<double> averaged_error(const std::vector<int64_t>& checkpoints, int 
       solver->step(oracle);
       average.update(game->params());
       if (t == checkpoints[next]) {
-        out[next] += (average.value() - z_star).to(torch::kFloat64).square().sum().item<double>() / seeds;
+        out[next] +=
+            (average.value() - z_star).to(torch::kFloat64).square().sum().item<double>() / seeds;
         ++next;
       }
     }
@@ -58,8 +59,8 @@ TEST(StochasticBilinear, AbsoluteNoiseAveragedIterateShrinksLikeInverseSqrtT) {
   const std::vector<int64_t> checkpoints = {500, 2000, 8000};
   const auto err = averaged_error(checkpoints, 6);
   // Slope of log(distance) against log(T): O(1/sqrt(T)) means about -0.5. A loose check.
-  const double slope =
-      0.5 * std::log(err.back() / err.front()) / std::log(double(checkpoints.back()) / checkpoints.front());
+  const double slope = 0.5 * std::log(err.back() / err.front()) /
+                       std::log(double(checkpoints.back()) / checkpoints.front());
   EXPECT_LT(slope, -0.3) << "errors " << err[0] << " " << err[1] << " " << err[2];
   EXPECT_GT(slope, -1.2) << "errors " << err[0] << " " << err[1] << " " << err[2];
   EXPECT_LT(err[1], err[0]);
@@ -100,7 +101,8 @@ TEST(StochasticBilinear, RejectsBadOptions) {
       make_game(name, options);
       ADD_FAILURE() << name << ": no error for --batch -3";
     } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("invalid --batch -3"), std::string::npos) << name << ": " << e.what();
+      EXPECT_NE(std::string(e.what()).find("invalid --batch -3"), std::string::npos)
+          << name << ": " << e.what();
     }
   }
 }

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "saddle/games/registry.h"
 #include "saddle/game.h"
+#include "saddle/games/registry.h"
 #include "saddle/solver.h"
 
 namespace saddle::testing {

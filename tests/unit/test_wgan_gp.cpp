@@ -3,12 +3,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-
 #include "paths.h"
-#include "saddle/games/registry.h"
-#include "saddle/games/wgan_gp.h"
 #include "saddle/data/datasets.h"
 #include "saddle/error.h"
+#include "saddle/games/registry.h"
+#include "saddle/games/wgan_gp.h"
 #include "saddle/solver.h"
 
 namespace saddle {

@@ -21,9 +21,18 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual std::string backend() const = 0;
+  // This rank's index among the ranks on its own node, and their number: a rank picks its GPU
+  // by local_rank() (saddle/device.h).
+  virtual int local_rank() const { return rank(); }
+  virtual int local_size() const { return size(); }
 
-  // Every rank contributes one 1-D kUInt8 message; sizes may differ between ranks. Returns every
-  // rank's message in rank order (this rank's included).
+  // Whether allgather_bytes takes and returns tensors on `device` as they are (CPU tensors always;
+  // CUDA tensors over NCCL). Otherwise the Exchange stages device messages through host memory.
+  virtual bool device_collectives(const torch::Device& device) const { return device.is_cpu(); }
+
+  // Every rank contributes one 1-D kUInt8 message; sizes may differ between ranks (unless the
+  // transport says otherwise). Returns every rank's message in rank order (this rank's included),
+  // as views of one buffer, on the message's device.
   virtual std::vector<torch::Tensor> allgather_bytes(const torch::Tensor& message) = 0;
 
   // Elementwise sum over ranks, in place, of a contiguous kFloat64, kFloat32 or kInt64 tensor.

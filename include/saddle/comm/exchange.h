@@ -44,13 +44,16 @@ struct Ledger {
   // messages it received. The small statistics summed at level refits are not counted.
   int64_t bytes_sent = 0;
   int64_t bytes_received = 0;
-  int64_t coordinates_sent = 0;   // float32 coordinates this rank has exchanged
-  int64_t exchanges = 0;          // calls of average()
-  int64_t level_updates = 0;      // refits of adaptive levels
+  int64_t coordinates_sent = 0;  // float32 coordinates this rank has exchanged
+  int64_t exchanges = 0;         // calls of average()
+  int64_t level_updates = 0;     // refits of adaptive levels
   double seconds_encode = 0.0;
   double seconds_communicate = 0.0;
   double seconds_decode = 0.0;
-  double seconds_compute = 0.0;   // operator evaluation, recorded by the runner
+  double seconds_compute = 0.0;  // operator evaluation, recorded by the runner
+  // Energy of the two phases on a GPU (NVML), recorded by the runner; 0 where not attributed.
+  double joules_compute = 0.0;
+  double joules_exchange = 0.0;
   // Wire bits per exchanged coordinate, headers and norms included.
   double bits_per_coordinate() const {
     return coordinates_sent > 0 ? 8.0 * static_cast<double>(bytes_sent) / coordinates_sent : 0.0;
@@ -70,8 +73,10 @@ class Exchange {
   // Whether the schedule refits adaptive levels at iteration t.
   bool level_update_due(int64_t iteration) const;
 
-  // The average over ranks of every rank's `local` (1-D float32); the same on every rank.
-  // Returns a new tensor owned by the caller. Collective: every rank calls it with the same numel.
+  // The average over ranks of every rank's `local` (1-D float32, on the CPU or a CUDA device); the
+  // same bits on every rank, on local's device. Device messages travel over the communicator's
+  // device collectives (NCCL) or through pinned host memory. Returns a new tensor owned by the
+  // caller. Collective: every rank calls it with the same numel.
   torch::Tensor average(const torch::Tensor& local);
 
   // The codec's predicted variance at the last level refit (NaN before the first).
@@ -93,6 +98,8 @@ class Exchange {
   const Codec& codec() const { return codec_; }
 
  private:
+  std::vector<torch::Tensor> allgather_staged(const torch::Tensor& message);
+
   Communicator& communicator_;
   ExchangeOptions options_;
   const Logger& logger_;
@@ -102,6 +109,7 @@ class Exchange {
   int64_t calls_ = 0;
   bool adapt_pending_ = true;
   double predicted_variance_ = std::numeric_limits<double>::quiet_NaN();
+  torch::Tensor pinned_;  // host staging of device messages for host transports
 };
 
 }  // namespace saddle

@@ -25,8 +25,7 @@ namespace saddle {
 
 class InProcessGroup {
  public:
-  explicit InProcessGroup(int size,
-                          std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  explicit InProcessGroup(int size, std::chrono::milliseconds timeout = std::chrono::seconds(60));
   ~InProcessGroup();
   InProcessGroup(const InProcessGroup&) = delete;
   InProcessGroup& operator=(const InProcessGroup&) = delete;

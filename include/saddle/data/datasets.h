@@ -54,6 +54,11 @@ ImageDataset load_cifar10(const std::string& dir, bool train = true, int64_t lim
 // "fashion-mnist" | "cifar10".
 ImageDataset load_dataset(const std::string& name, const std::string& dir, bool train = true,
                           int64_t limit = -1);
+// The same images as stored, uint8 [N, C, H, W] (28 x 28 for Fashion-MNIST): a game keeps these
+// bytes on its device (a quarter of the floats' memory) and scales each batch there with
+// to_unit_range_32, which gives exactly load_dataset's values.
+ImageDataset load_dataset_pixels(const std::string& name, const std::string& dir, bool train = true,
+                                 int64_t limit = -1);
 
 // The indices this rank reads: a permutation of [0, n) seeded by `seed` (the same on every rank)
 // cut into `ranks` contiguous parts whose sizes differ by at most one. Disjoint and covering.

@@ -4,8 +4,8 @@
 // finite sums of random games with the same mean).
 #pragma once
 
-#include "saddle/games/registry.h"
 #include "saddle/game.h"
+#include "saddle/games/registry.h"
 
 namespace saddle {
 
@@ -28,8 +28,8 @@ class AffineGame : public Game {
   // Called by subclasses once they have built M, z* and the starting point (q = -M z*). For
   // finite sums, `sample_dm` [n, d, d] and `sample_dq` [n, d] are mean-zero perturbations: sample
   // i is the game (M + dM_i, q + dq_i), so their average is the game itself.
-  void finish(std::vector<Player> players, torch::Tensor m, torch::Tensor z_star,
-              torch::Tensor z0, torch::Tensor sample_dm = {}, torch::Tensor sample_dq = {});
+  void finish(std::vector<Player> players, torch::Tensor m, torch::Tensor z_star, torch::Tensor z0,
+              torch::Tensor sample_dm = {}, torch::Tensor sample_dq = {});
 
   GameOptions options_;
   NoiseKind noise_;

@@ -11,9 +11,9 @@
 namespace saddle {
 
 struct DCGAN32Options {
-  int64_t latent = 128;   // generator input size
-  int64_t filters = 64;   // F: widths F, 2F, 4F
-  int64_t channels = 1;   // C: image channels (1 fashion-mnist, 3 cifar10)
+  int64_t latent = 128;  // generator input size
+  int64_t filters = 64;  // F: widths F, 2F, 4F
+  int64_t channels = 1;  // C: image channels (1 fashion-mnist, 3 cifar10)
 };
 
 // A transposed convolution with kernel 4, stride 2 and padding 1 (the generator's upsampling layer;

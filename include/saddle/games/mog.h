@@ -20,8 +20,8 @@
 #include <cstdint>
 #include <string>
 
-#include "saddle/games/registry.h"
 #include "saddle/game.h"
+#include "saddle/games/registry.h"
 
 namespace saddle {
 

@@ -2,6 +2,8 @@
 // with saddle is registered here; a user's own game needs no registration (see examples/).
 #pragma once
 
+#include <torch/types.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -29,6 +31,9 @@ struct GameOptions {
   // This process's rank and the number of ranks: data-backed games read a disjoint shard.
   int rank = 0;
   int ranks = 1;
+  // Where the game's parameters, operator and data live (saddle/device.h). Random draws come
+  // from the CPU generators either way, so the samples do not depend on the device.
+  torch::Device device = torch::kCPU;
 
   // GAN games (wgan-gp, mog8, mog25).
   std::string dataset = "fashion-mnist";  // wgan-gp: fashion-mnist | cifar10

@@ -1,16 +1,18 @@
 // The wgan-gp game: a DCGAN-32 generator (min player "generator") against a DCGAN-32 critic (max
 // player "critic") on 32x32 images, trained with the WGAN gradient-penalty loss (Gulrajani et al.
 // 2017) or the non-saturating GAN loss, as in Gidel et al. (ICLR 2019) and the Q-GenX experiments.
-// Stage 1 of game -> exchange -> solver -> metrics: operator_at() returns both players' gradients as
-// one flat F; the solver, not the game, decides how the players move.
+// Stage 1 of game -> exchange -> solver -> metrics: operator_at() returns both players' gradients
+// as one flat F; the solver, not the game, decides how the players move.
 //
 // Sign convention. A GAN is not zero-sum (the penalty and the non-saturating loss belong to one
 // player only), so F stacks each player's gradient of its OWN loss, the loss that player minimizes:
 //   F = (grad_theta L_G, grad_phi L_D),
 //   wgan-gp:       L_G = -mean D(G(z)),          L_D = mean D(G(z)) - mean D(x) + lambda * GP,
-//   nonsaturating: L_G = mean softplus(-D(G(z))), L_D = mean softplus(-D(x)) + mean softplus(D(G(z)))
+//   nonsaturating: L_G = mean softplus(-D(G(z))), L_D = mean softplus(-D(x)) + mean
+//   softplus(D(G(z)))
 //                  + lambda * GP,
-//   GP = mean (||grad_xhat D(xhat)|| - 1)^2, xhat = eps x + (1 - eps) G(z), eps ~ U(0, 1) per image.
+//   GP = mean (||grad_xhat D(xhat)|| - 1)^2, xhat = eps x + (1 - eps) G(z), eps ~ U(0, 1) per
+//   image.
 // Every solver descends F on both slices. The critic is still Role::kMax: it maximizes its utility
 // U_D = -L_D, and F = -grad U_D = grad L_D on its slice, exactly what Game's convention (negated
 // gradient for max players) asks. So the critic's slice is NOT negated again here: the game fills F
@@ -30,9 +32,9 @@
 #include <utility>
 #include <vector>
 
-#include "saddle/games/registry.h"
-#include "saddle/games/dcgan32.h"
 #include "saddle/game.h"
+#include "saddle/games/dcgan32.h"
+#include "saddle/games/registry.h"
 #include "saddle/metrics/classifier.h"
 
 namespace saddle {

@@ -71,6 +71,8 @@ struct ClassifierOptions {
   // First N training / test images only (-1: all); for tests and quick checks.
   TORCH_ARG(int64_t, train_limit) = -1;
   TORCH_ARG(int64_t, test_limit) = -1;
+  // Where to train (the weights are saved from the CPU either way).
+  TORCH_ARG(torch::Device, device) = torch::kCPU;
 };
 
 // What a trained classifier was trained with and how well it does; stored in the file's header.
@@ -91,13 +93,15 @@ struct TrainedClassifier {
 // Trains on the Fashion-MNIST training set with Adam and reports accuracy on the test set.
 // Throws saddle::Error on invalid options or unreadable data. `logger` (optional) gets one line
 // per epoch at info level.
-TrainedClassifier train_classifier(const ClassifierOptions& options, const Logger* logger = nullptr);
+TrainedClassifier train_classifier(const ClassifierOptions& options,
+                                   const Logger* logger = nullptr);
 
 // Fraction of `data` classified correctly (evaluation mode, no gradients, in batches).
 double classifier_accuracy(Classifier& model, const ImageDataset& data, int64_t batch_size = 500);
 
 // Features [N, 256] and/or probabilities [N, 10] of `images` [N, 1, 32, 32] computed in batches,
-// in evaluation mode without gradients, as float32 on the CPU. Either output may be null.
+// in evaluation mode without gradients, on the model's device, returned as float32 on the CPU.
+// Either output may be null.
 void classify_images(Classifier& model, const torch::Tensor& images, torch::Tensor* features,
                      torch::Tensor* probabilities, int64_t batch_size = 500);
 
@@ -108,8 +112,8 @@ void save_classifier(const TrainedClassifier& classifier, const std::string& pat
 TrainedClassifier load_classifier(const std::string& path);
 // The classifier cached at `path` if that file exists (a corrupt file is an error, never silently
 // retrained over), else trains one with `options` and caches it there.
-TrainedClassifier load_or_train_classifier(const std::string& path, const ClassifierOptions& options,
-                                           const Logger& logger);
+TrainedClassifier load_or_train_classifier(const std::string& path,
+                                           const ClassifierOptions& options, const Logger& logger);
 
 // FID and Inception score of generated images against real data, in the classifier's feature
 // space. The Inception score uses 1 split.

@@ -17,7 +17,7 @@ namespace saddle {
 
 int level_count(int bits);  // 2^(bits-1)
 
-std::vector<float> uniform_levels(int count);                         // {0, 1/s, ..., 1}, s = count-1
+std::vector<float> uniform_levels(int count);  // {0, 1/s, ..., 1}, s = count-1
 std::vector<float> exponential_levels(int count, double multiplier);  // {0, p^(count-2), ..., p, 1}
 
 // Throws saddle::Error unless `levels` is a valid set of `count` levels.
@@ -35,20 +35,23 @@ uint32_t levels_hash(const std::vector<float>& levels);
 // of several vectors or ranks combine by addition (what the exchange does before adapt()).
 constexpr int64_t kLevelStatBins = 2048;
 int64_t level_stat_bin(float r);
-void check_level_statistics(const torch::Tensor& stats);  // shape, dtype, finite, non-negative weights
+void check_level_statistics(
+    const torch::Tensor& stats);  // shape, dtype, finite, non-negative weights
 
 // The expected quantization variance of `levels` on the data summarized by `stats`. Exact when no
 // level falls strictly inside a bin's range of magnitudes; otherwise the bin counts at its mean.
 double expected_variance(const std::vector<float>& levels, const torch::Tensor& stats);
 
-// ALQ (Faghri et al., NeurIPS 2020): coordinate descent over the interior levels, each update the exact
-// minimizer of the variance between its two neighbours. Starts from the best of `initial`, uniform and
-// exponential levels, so the result never predicts more variance than QSGD's or NUQSGD's levels.
+// ALQ (Faghri et al., NeurIPS 2020): coordinate descent over the interior levels, each update the
+// exact minimizer of the variance between its two neighbours. Starts from the best of `initial`,
+// uniform and exponential levels, so the result never predicts more variance than QSGD's or
+// NUQSGD's levels.
 std::vector<float> fit_alq_levels(const std::vector<float>& initial, const torch::Tensor& stats);
 
 // AMQ: exponential levels p^(count-1-j) with the multiplier p chosen by a grid search followed by a
 // golden-section refinement (the objective is smooth in p but not always unimodal). Returns the
 // levels and sets *multiplier to p when given.
-std::vector<float> fit_amq_levels(int count, const torch::Tensor& stats, double* multiplier = nullptr);
+std::vector<float> fit_amq_levels(int count, const torch::Tensor& stats,
+                                  double* multiplier = nullptr);
 
 }  // namespace saddle

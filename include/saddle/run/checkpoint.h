@@ -4,8 +4,8 @@
 // stream's generator state. Each rank writes its own file, atomically (temporary file, rename).
 #pragma once
 
-#include <nlohmann/json.hpp>
 #include <torch/types.h>
+#include <nlohmann/json.hpp>
 
 #include <string>
 #include <utility>

@@ -6,10 +6,11 @@
 // the run diverges (NaN/Inf is never written as a number).
 #pragma once
 
-#include <nlohmann/json.hpp>
 #include <torch/arg.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,6 +19,8 @@
 #include "saddle/comm/exchange.h"
 #include "saddle/game.h"
 #include "saddle/log.h"
+#include "saddle/precision.h"
+#include "saddle/run/energy.h"
 #include "saddle/solver.h"
 
 namespace saddle {
@@ -47,19 +50,26 @@ struct RunOptions {
   // Continue the run checkpointed in out_dir: its metrics.jsonl continues exactly as if the run
   // had never stopped (same seed and options required; another game or shape is refused).
   TORCH_ARG(bool, resume) = false;
+  // Arithmetic of the operator evaluations (autocast; fp16 with dynamic loss scaling) on the
+  // game's device.
+  TORCH_ARG(Precision, precision) = Precision::kFp32;
+  // Where the energy counters are read (NVML for a CUDA game, RAPL otherwise).
+  TORCH_ARG(EnergyOptions, energy) = EnergyOptions();
 };
 
 struct RunResult {
   int64_t iterations = 0;
   double wall_seconds = 0.0;
-  Metrics final_metrics;        // the game's metrics, then "<name>_avg" for the averaged iterate
-  Ledger ledger;                // this rank's traffic and time
-  int64_t bytes_sent_all = 0;   // over all ranks
-  int64_t fp32_bytes_all = 0;   // what sending raw float32 would have cost, over all ranks
+  Metrics final_metrics;       // the game's metrics, then "<name>_avg" for the averaged iterate
+  Ledger ledger;               // this rank's traffic and time
+  int64_t bytes_sent_all = 0;  // over all ranks
+  int64_t fp32_bytes_all = 0;  // what sending raw float32 would have cost, over all ranks
   int ranks = 1;
-  bool ranks_agree = true;      // identical parameter hash on every rank at the end
-  int64_t resumed_from = 0;     // the checkpoint's iteration when resumed
-  std::string samples_path;     // the last sample picture written, if any
+  bool ranks_agree = true;   // identical parameter hash on every rank at the end
+  int64_t resumed_from = 0;  // the checkpoint's iteration when resumed
+  std::string samples_path;  // the last sample picture written, if any
+  // Joules this rank's device used during the run (NaN when no counter could be read).
+  double joules = std::numeric_limits<double>::quiet_NaN();
   // Rank 0: the evaluation metrics (FID, modes, ...) at each evaluation point this call ran.
   std::vector<std::pair<int64_t, Metrics>> evaluations;
   nlohmann::ordered_json summary;  // what summary.json holds

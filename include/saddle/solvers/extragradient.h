@@ -24,8 +24,8 @@ class ExtraGradientSolver final : public Solver {
  private:
   Variant variant_;
   std::string name_;
-  torch::Tensor anchor_;          // X_t while the oracle is called at X_{t+1/2}
-  torch::Tensor previous_half_;   // V_{t-1/2} (optimistic)
+  torch::Tensor anchor_;         // X_t while the oracle is called at X_{t+1/2}
+  torch::Tensor previous_half_;  // V_{t-1/2} (optimistic)
 };
 
 }  // namespace saddle

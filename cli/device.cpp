@@ -1,0 +1,71 @@
+// --device, --transport and --precision: where each rank runs and how operators travel.
+#include <fmt/format.h>
+
+#include <cstring>
+
+#include "commands.h"
+#include "saddle/comm/nccl.h"
+#include "saddle/device.h"
+#include "saddle/error.h"
+
+namespace saddle::cli {
+
+namespace {
+constexpr const char* kDeviceHelp =
+    "Where each rank runs: auto (a CUDA device when there is one), cpu, cuda (the node-local rank "
+    "modulo the visible GPUs) or cuda:N";
+constexpr const char* kTransportHelp =
+    "How operators travel between ranks: auto (NCCL between CUDA devices, else MPI), nccl or mpi "
+    "(host-staged from GPUs)";
+constexpr const char* kPrecisionHelp =
+    "Arithmetic of the operator evaluations: fp32, bf16 (autocast, CUDA or CPU) or fp16 (autocast "
+    "with loss scaling, CUDA)";
+}  // namespace
+
+void DeviceFlags::add_to(ConfigBinder& binder) {
+  binder.add("device", device, kDeviceHelp);
+  binder.add("transport", transport, kTransportHelp);
+  binder.add("precision", precision, kPrecisionHelp);
+}
+
+void DeviceFlags::add_to(CLI::App& app) {
+  app.add_option("--device", device, kDeviceHelp)->capture_default_str();
+  app.add_option("--transport", transport, kTransportHelp)->capture_default_str();
+  app.add_option("--precision", precision, kPrecisionHelp)->capture_default_str();
+}
+
+void DeviceFlags::check_syntax() const {
+  // The device with no GPU visible: only the spelling is checked here.
+  const bool known =
+      device == "auto" || device == "cpu" || device == "cuda" || device.rfind("cuda:", 0) == 0;
+  SADDLE_CHECK(known, "invalid --device '", device, "' (expected auto, cpu, cuda or cuda:N)");
+  if (device.rfind("cuda:", 0) == 0) resolve_device(device, 0, 1024);
+  SADDLE_CHECK(transport == "auto" || transport == "nccl" || transport == "mpi",
+               "invalid --transport '", transport, "' (expected auto, nccl or mpi)");
+  parse_precision(precision);
+}
+
+RunDevice::RunDevice(const DeviceFlags& flags, Communicator& comm, const Logger& logger)
+    : host_(comm) {
+  flags.check_syntax();
+  device_ = resolve_device(flags.device, comm.local_rank(), cuda_device_count());
+  precision_ = parse_precision(flags.precision);
+  check_precision(precision_, device_);
+  transport_ = resolve_transport(flags.transport, device_, comm.size());
+  // Every rank's device, in one line on rank 0 (a collective: every rank takes part).
+  const std::string mine = describe_device(device_);
+  torch::Tensor bytes = torch::empty({static_cast<int64_t>(mine.size())}, torch::kUInt8);
+  if (!mine.empty()) std::memcpy(bytes.data_ptr(), mine.data(), mine.size());
+  const std::vector<torch::Tensor> all = comm.allgather_bytes(bytes);
+  std::string line;
+  for (size_t r = 0; r < all.size(); ++r) {
+    const std::string text(static_cast<const char*>(all[r].data_ptr()),
+                           static_cast<size_t>(all[r].numel()));
+    line += fmt::format("{}rank {} on {}", r == 0 ? "" : ", ", r, text);
+  }
+  logger.info("devices: {}; transport {}; precision {}", line, transport_,
+              precision_name(precision_));
+  if (transport_ == "nccl") nccl_ = make_nccl_communicator(comm, device_);
+}
+
+}  // namespace saddle::cli

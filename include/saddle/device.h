@@ -1,0 +1,31 @@
+// Devices: where a run's tensors live. Every stage of game -> exchange -> solver -> metrics keeps
+// its tensors on the run's device: the game's parameters and operator, the exchange's messages
+// (encoded and decoded by CUDA kernels on a GPU, sent over NCCL or host-staged MPI) and the
+// solver's state. Random draws stay on the CPU (the sample streams are CPU generators), so a run
+// draws the same samples on any device, and checkpoints hold CPU tensors.
+#pragma once
+
+#include <torch/types.h>
+
+#include <string>
+
+namespace saddle {
+
+// Whether this build of saddle has its CUDA kernels (built against a LibTorch with CUDA).
+bool cuda_built();
+// CUDA devices this process sees (0 without CUDA support, driver or device).
+int cuda_device_count();
+
+// The device of a rank. `spec` is "auto" (CUDA when available, else the CPU), "cpu", "cuda" (the
+// node-local rank modulo the visible devices, so N ranks on a node with N GPUs take one each) or
+// "cuda:N". `cuda_devices` is what cuda_device_count() returns (0 when this build or machine has
+// no CUDA); passing it makes the choice testable anywhere. Throws saddle::Error naming --device.
+torch::Device resolve_device(const std::string& spec, int local_rank, int cuda_devices);
+
+// Waits for the work queued on `device` (a no-op on the CPU): timings of GPU work need it.
+void synchronize(const torch::Device& device);
+
+// "cpu" or "cuda:0 (NVIDIA H100 80GB HBM3)".
+std::string describe_device(const torch::Device& device);
+
+}  // namespace saddle

@@ -1,0 +1,249 @@
+// The GPU path, on a machine with a CUDA device (every test skips, saying why, elsewhere): the CUDA
+// encoder writes the CPU encoder's bytes, the fused decode of K messages gives the CPU's bits,
+// games run on the device, checkpoints move between GPU and CPU, and mixed precision keeps the
+// operator float32 and finite.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cstring>
+
+#include "codec_reference.h"
+#include "paths.h"
+#include "saddle/comm/exchange.h"
+#include "saddle/comm/nccl.h"
+#include "saddle/device.h"
+#include "saddle/games/registry.h"
+#include "saddle/precision.h"
+#include "saddle/run/runner.h"
+#include "saddle/solver.h"
+
+namespace {
+
+using saddle::Codec;
+
+bool have_gpu() { return saddle::cuda_device_count() > 0; }
+
+#define SKIP_WITHOUT_GPU()                                                                  \
+  if (!have_gpu()) {                                                                        \
+    GTEST_SKIP() << (saddle::cuda_built() ? "no CUDA device is visible"                     \
+                                          : "this build has no CUDA support (Debian's CPU " \
+                                            "LibTorch)");                                   \
+  }
+
+const torch::Device kGpu(torch::kCUDA, 0);
+
+Codec reference_codec(const saddle::testing::ReferenceCase& c, const torch::Tensor& v) {
+  Codec codec(c.options);
+  if (codec.adaptive()) codec.adapt(codec.statistics(v));
+  return codec;
+}
+
+TEST(Cuda, EncoderWritesTheCpuEncodersBytes) {
+  SKIP_WITHOUT_GPU();
+  for (const auto& c : saddle::testing::reference_cases()) {
+    const torch::Tensor v = saddle::testing::reference_input(c.n, c.seed);
+    const Codec codec = reference_codec(c, v);
+    for (uint64_t stream : {0ULL, 3ULL, 123456789ULL}) {
+      const torch::Tensor cpu = codec.encode(v, 7, stream);
+      const torch::Tensor gpu = codec.encode(v.to(kGpu), 7, stream);
+      ASSERT_TRUE(gpu.is_cuda()) << c.name;
+      ASSERT_TRUE(torch::equal(cpu, gpu.cpu())) << c.name << " stream " << stream;
+    }
+  }
+}
+
+TEST(Cuda, FusedDecodeOfKMessagesGivesTheCpuBits) {
+  SKIP_WITHOUT_GPU();
+  for (const auto& c : saddle::testing::reference_cases()) {
+    const torch::Tensor v = saddle::testing::reference_input(c.n, c.seed);
+    const Codec codec = reference_codec(c, v);
+    for (int k : {1, 3, 8}) {
+      std::vector<torch::Tensor> on_cpu, on_gpu;
+      for (int r = 0; r < k; ++r) {
+        on_cpu.push_back(codec.encode(v * (r + 1), 5, static_cast<uint64_t>(r)));
+        on_gpu.push_back(on_cpu.back().to(kGpu));
+      }
+      torch::Tensor expected = torch::empty({c.n});
+      codec.decode_average(on_cpu, expected, 1.0f / k);
+      torch::Tensor got = torch::empty({c.n}, torch::TensorOptions().device(kGpu));
+      codec.decode_average(on_gpu, got, 1.0f / k);
+      ASSERT_TRUE(torch::equal(expected, got.cpu())) << c.name << " K=" << k;
+      // An allgather's output: one buffer, messages back to back.
+      if (c.options.coder() == saddle::CoderKind::kFixed) {
+        const torch::Tensor all = torch::cat(on_gpu);
+        std::vector<torch::Tensor> views;
+        for (int r = 0; r < k; ++r) {
+          views.push_back(all.narrow(0, r * on_gpu[0].numel(), on_gpu[0].numel()));
+        }
+        got.zero_();
+        codec.decode_average(views, got, 1.0f / k);
+        ASSERT_TRUE(torch::equal(expected, got.cpu())) << c.name << " K=" << k << " (one buffer)";
+      }
+    }
+  }
+}
+
+TEST(Cuda, MalformedDeviceMessagesAreRejectedWithTheirIndex) {
+  SKIP_WITHOUT_GPU();
+  Codec codec(saddle::CodecOptions().quantizer("qsgd").bits(4).bucket_size(64));
+  const torch::Tensor v = saddle::testing::reference_input(1000, 1);
+  std::vector<torch::Tensor> messages = {codec.encode(v.to(kGpu), 1, 0),
+                                         codec.encode(v.to(kGpu), 1, 1)};
+  torch::Tensor bad = messages[1].clone();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  bad.narrow(0, Codec::kHeaderBytes + 4 * 3, 4)
+      .copy_(torch::from_blob(const_cast<float*>(&nan), {4}, torch::kUInt8));
+  torch::Tensor out = torch::full({1000}, 3.0f, torch::TensorOptions().device(kGpu));
+  try {
+    codec.decode_average({messages[0], bad}, out, 0.5f);
+    ADD_FAILURE() << "a NaN norm was accepted";
+  } catch (const saddle::MalformedMessage& e) {
+    EXPECT_EQ(e.index(), 1);
+  }
+  EXPECT_TRUE(torch::equal(out.cpu(), torch::full({1000}, 3.0f))) << "output touched on error";
+  torch::Tensor header = messages[0].clone();
+  header[5] = 1;  // another quantizer's wire id
+  EXPECT_THROW(codec.decode_average({header, messages[1]}, out, 0.5f), saddle::MalformedMessage);
+  EXPECT_THROW(codec.encode(torch::full({100}, nan, torch::TensorOptions().device(kGpu)), 0, 0),
+               saddle::Error);
+}
+
+TEST(Cuda, StatisticsMatchTheCpuUpToSummationOrder) {
+  SKIP_WITHOUT_GPU();
+  for (const char* q : {"alq", "amq", "qsgd-inf"}) {
+    Codec codec(saddle::CodecOptions().quantizer(q).bits(3).bucket_size(97));
+    const torch::Tensor v = saddle::testing::reference_input(20000, 5);
+    const torch::Tensor cpu = codec.statistics(v);
+    const torch::Tensor gpu = codec.statistics(v.to(kGpu));
+    ASSERT_FALSE(gpu.is_cuda());
+    EXPECT_TRUE(torch::allclose(cpu, gpu, 1e-12, 1e-30)) << q;
+  }
+}
+
+TEST(Cuda, ExchangeAveragesOnTheDevice) {
+  SKIP_WITHOUT_GPU();
+  auto comm = saddle::make_single_process_communicator();
+  saddle::Logger logger(saddle::LogLevel::kWarn);
+  for (const char* q : {"none", "bf16", "alq"}) {
+    saddle::Exchange cpu(
+        *comm, saddle::ExchangeOptions().codec(saddle::CodecOptions().quantizer(q)), logger);
+    saddle::Exchange gpu(
+        *comm, saddle::ExchangeOptions().codec(saddle::CodecOptions().quantizer(q)), logger);
+    const torch::Tensor v = saddle::testing::reference_input(5000, 9);
+    const torch::Tensor a = cpu.average(v);
+    const torch::Tensor b = gpu.average(v.to(kGpu));
+    ASSERT_TRUE(b.is_cuda());
+    EXPECT_TRUE(torch::equal(a, b.cpu())) << q;
+    EXPECT_EQ(cpu.ledger().bytes_sent, gpu.ledger().bytes_sent);
+  }
+}
+
+TEST(Cuda, GamesRunOnTheDeviceWithTheCpuSamples) {
+  SKIP_WITHOUT_GPU();
+  for (const char* name : {"bilinear", "quadratic", "mog8"}) {
+    saddle::GameOptions cpu_options;
+    cpu_options.noise = std::string(name) == "mog8" ? "none" : "relative";
+    saddle::GameOptions gpu_options = cpu_options;
+    gpu_options.device = kGpu;
+    auto on_cpu = saddle::make_game(name, cpu_options);
+    auto on_gpu = saddle::make_game(name, gpu_options);
+    ASSERT_TRUE(on_gpu->params().is_cuda()) << name;
+    EXPECT_TRUE(torch::equal(on_cpu->params(), on_gpu->params().cpu())) << name;
+    at::Generator g1 = at::make_generator<at::CPUGeneratorImpl>(4);
+    at::Generator g2 = at::make_generator<at::CPUGeneratorImpl>(4);
+    const torch::Tensor a = on_cpu->operator_at(g1);
+    const torch::Tensor b = on_gpu->operator_at(g2);
+    ASSERT_TRUE(b.is_cuda()) << name;
+    EXPECT_TRUE(torch::allclose(a, b.cpu(), 1e-4, 1e-5)) << name;
+  }
+}
+
+TEST(Cuda, ShortSolveConvergesOnTheGpu) {
+  SKIP_WITHOUT_GPU();
+  saddle::GameOptions options;
+  options.device = kGpu;
+  auto game = saddle::make_game("bilinear", options);
+  auto solver =
+      saddle::make_solver("eg", game->params(), game->players(), saddle::SolverOptions().lr(0.5));
+  auto comm = saddle::make_single_process_communicator();
+  saddle::Logger logger(saddle::LogLevel::kWarn);
+  saddle::Exchange exchange(
+      *comm, saddle::ExchangeOptions().codec(saddle::CodecOptions().quantizer("alq")), logger);
+  const saddle::RunResult result = saddle::run(
+      *game, *solver, exchange, saddle::RunOptions().iterations(3000).progress(false), logger);
+  EXPECT_LT(*saddle::find_metric(result.final_metrics, "distance_sq"), 1e-8);
+  EXPECT_EQ(result.summary["device"].get<std::string>().rfind("cuda:0", 0), 0u);
+}
+
+// A run checkpointed on one device continues on the other: the checkpoint holds CPU tensors.
+TEST(Cuda, CheckpointsMoveBetweenGpuAndCpu) {
+  SKIP_WITHOUT_GPU();
+  const saddle::testing::Path dir = saddle::testing::fresh_temp_dir("saddle_cuda_ckpt");
+  auto run_on = [&](const torch::Device& device, int64_t iterations, bool resume) {
+    saddle::GameOptions options;
+    options.noise = "relative";
+    options.device = device;
+    auto game = saddle::make_game("bilinear", options);
+    auto solver = saddle::make_solver("extra-adam", game->params(), game->players(),
+                                      saddle::SolverOptions().lr(0.01));
+    auto comm = saddle::make_single_process_communicator();
+    saddle::Logger logger(saddle::LogLevel::kWarn);
+    saddle::Exchange exchange(
+        *comm, saddle::ExchangeOptions().codec(saddle::CodecOptions().quantizer("qsgd")), logger);
+    saddle::run(
+        *game, *solver, exchange,
+        saddle::RunOptions().iterations(iterations).out_dir(dir).resume(resume).progress(false),
+        logger);
+    return game->params().cpu();
+  };
+  const torch::Tensor straight = run_on(kGpu, 40, false);
+  saddle::remove_tree(dir);
+  run_on(kGpu, 20, false);
+  const torch::Tensor resumed_on_cpu = run_on(torch::kCPU, 40, true);
+  // Different devices round differently; the trajectories stay close over 20 steps.
+  EXPECT_TRUE(torch::allclose(straight, resumed_on_cpu, 1e-3, 1e-4));
+  saddle::remove_tree(dir);
+  run_on(torch::kCPU, 20, false);
+  const torch::Tensor resumed_on_gpu = run_on(kGpu, 40, true);
+  EXPECT_TRUE(torch::allclose(straight, resumed_on_gpu, 1e-3, 1e-4));
+  saddle::remove_tree(dir);
+}
+
+TEST(Cuda, MixedPrecisionKeepsTheOperatorFloat32AndFinite) {
+  SKIP_WITHOUT_GPU();
+  saddle::GameOptions options;
+  options.device = kGpu;
+  options.filters = 16;
+  options.batch = 16;
+  auto game = saddle::make_game("wgan-gp", options);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  const torch::Tensor state = gen.get_state();
+  const torch::Tensor exact = game->operator_at(gen);
+  for (auto precision : {saddle::Precision::kBf16, saddle::Precision::kFp16}) {
+    gen.set_state(state);
+    saddle::AutocastScope autocast(precision, kGpu);
+    game->set_loss_scale(precision == saddle::Precision::kFp16 ? 1024.0 : 1.0);
+    const torch::Tensor mixed = game->operator_at(gen);
+    game->set_loss_scale(1.0);
+    EXPECT_EQ(mixed.scalar_type(), torch::kFloat32);
+    EXPECT_TRUE(torch::isfinite(mixed).all().item<bool>());
+    const double cosine = (mixed * exact).sum().item<double>() /
+                          (mixed.norm().item<double>() * exact.norm().item<double>());
+    EXPECT_GT(cosine, 0.95) << saddle::precision_name(precision);
+  }
+}
+
+TEST(Cuda, NcclAllGatherOnOneRank) {
+  SKIP_WITHOUT_GPU();
+  if (!saddle::nccl_built()) GTEST_SKIP() << "this build has no NCCL";
+  auto host = saddle::make_single_process_communicator();
+  auto nccl = saddle::make_nccl_communicator(*host, kGpu);
+  ASSERT_TRUE(nccl->device_collectives(kGpu));
+  const torch::Tensor message =
+      torch::arange(100, torch::TensorOptions().dtype(torch::kUInt8).device(kGpu));
+  const auto all = nccl->allgather_bytes(message);
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_TRUE(torch::equal(all[0].cpu(), message.cpu()));
+}
+
+}  // namespace
