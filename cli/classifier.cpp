@@ -9,6 +9,7 @@
 #include "saddle/device.h"
 #include "saddle/error.h"
 #include "saddle/metrics/classifier.h"
+#include "saddle/run/files.h"
 
 namespace saddle::cli {
 
@@ -41,6 +42,16 @@ int ClassifierCommand::run(Communicator& comm) {
   SADDLE_CHECK(std::isfinite(lr_) && lr_ > 0, "invalid --lr ", lr_, " (must be > 0)");
   SADDLE_CHECK(batch_size_ >= 1, "invalid --batch-size ", batch_size_, " (must be >= 1)");
   SADDLE_CHECK(!out_.empty(), "invalid --out: empty path");
+  // Checked before minutes of training: the folder can be created and written, and --out is
+  // not a folder itself.
+  SADDLE_CHECK(!is_directory(out_), "invalid --out ", out_,
+               ": it is a directory (give a file name)");
+  const std::string parent = parent_directory(out_);
+  try {
+    prepare_output_dir(parent.empty() ? "." : parent);
+  } catch (const Error& e) {
+    throw Error("cannot write --out " + out_ + ": " + e.what());
+  }
   const torch::Device device = resolve_device(device_, 0, cuda_device_count());
   const ClassifierOptions options = ClassifierOptions()
                                         .epochs(epochs_)

@@ -19,6 +19,9 @@
 
 namespace saddle::cli {
 
+// Whether Ctrl-C or SIGTERM asked the run to stop (main.cpp's signal handler).
+bool stop_requested();
+
 // Rank 0 logs at the chosen level; the other ranks only warn and fail, unless debugging.
 inline LogLevel rank_log_level(LogLevel level, int rank) {
   return rank == 0 || level == LogLevel::kDebug ? level : std::min(level, LogLevel::kWarn);
@@ -106,6 +109,8 @@ class SolveCommand {
   int64_t checkpoint_every_ = 0;
   std::string resume_;
   int64_t simulate_ranks_ = 1;
+  bool overwrite_ = false;
+  double rank_timeout_ = 120.0;
   DeviceFlags device_;
   std::string log_level_ = "info";
   bool no_progress_ = false;
@@ -133,6 +138,7 @@ class DemoCommand {
   std::string data_dir_;
   std::string out_ = "runs/demo";
   uint64_t seed_ = 0;
+  double rank_timeout_ = 120.0;
   DeviceFlags device_;
   std::string log_level_ = "info";
   bool no_progress_ = false;
@@ -154,6 +160,7 @@ class CompareCommand {
   std::string quantizer_ = "alq";
   int bits_ = 4;
   std::string out_;
+  double rank_timeout_ = 120.0;
   DeviceFlags device_;
   std::string log_level_ = "warn";
 };

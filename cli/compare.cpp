@@ -106,7 +106,9 @@ int CompareCommand::run(Communicator& comm) {
       result_text = distance < 1e-8 * start_distance ? "converged"
                     : distance < start_distance      ? "slowly converging"
                                                      : "not converging";
-    } catch (const Error& e) {
+    } catch (const AgreedError& e) {
+      // A divergence that every rank saw at the same iteration (any other error ends the job:
+      // it may have happened on one rank only, and the others would wait for it).
       result_text = e.what();
       distance = op = std::numeric_limits<double>::quiet_NaN();
     }

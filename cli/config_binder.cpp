@@ -1,10 +1,12 @@
 #include "config_binder.h"
 
 #include <cstdint>
-#include <fstream>
+#include <set>
 #include <sstream>
+#include <type_traits>
 
 #include "saddle/error.h"
+#include "saddle/run/files.h"
 
 namespace saddle::cli {
 
@@ -78,6 +80,11 @@ std::vector<std::string> json_value<std::vector<std::string>>(const nlohmann::js
 template <typename T>
 CLI::Option* ConfigBinder::add(const std::string& name, T& target, const std::string& help) {
   CLI::Option* option = app_.add_option("--" + name, target, help)->capture_default_str();
+  // A flag given again overrides the earlier one (scripts append overrides to a base command);
+  // list options (--player-lr, --level-schedule) collect every value instead.
+  option->multi_option_policy(std::is_same_v<T, std::vector<std::string>>
+                                  ? CLI::MultiOptionPolicy::TakeAll
+                                  : CLI::MultiOptionPolicy::TakeLast);
   entries_.push_back(Entry{name, option,
                            [&target, name](const nlohmann::json& v, const std::string& file) {
                              target = json_value<T>(v, file, name);
@@ -125,14 +132,40 @@ void ConfigBinder::apply_config_from_argv(int argc, char** argv) {
 
 void ConfigBinder::apply_file(const std::string& path) {
   config_path_ = path;
-  std::ifstream in(path);
-  SADDLE_CHECK(in.good(), "config ", path, ": cannot open file");
+  SADDLE_CHECK(!path.empty(), "invalid --config: empty path");
+  SADDLE_CHECK(path_exists(path), "config ", path, ": no such file");
+  SADDLE_CHECK(!is_directory(path), "config ", path, ": is a directory (expected a JSON file)");
+  std::string text;
+  try {
+    text = read_file(path);
+  } catch (const Error& e) {
+    throw Error(std::string("config ") + path + ": " + e.what());
+  }
+  const size_t nul = text.find('\0');
+  SADDLE_CHECK(nul == std::string::npos, "config ", path, ": holds a NUL byte at offset ", nul,
+               " (not a JSON text file)");
+  // nlohmann keeps the last of repeated keys; a config that sets an option twice is an error.
+  std::vector<std::set<std::string>> seen;
+  std::string repeated;
+  const nlohmann::json::parser_callback_t check_keys =
+      [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+        using Event = nlohmann::json::parse_event_t;
+        if (event == Event::object_start) seen.emplace_back();
+        if (event == Event::object_end && !seen.empty()) seen.pop_back();
+        if (event == Event::key && !seen.empty() && repeated.empty()) {
+          const std::string key = parsed.get<std::string>();
+          if (!seen.back().insert(key).second) repeated = key;
+        }
+        return true;
+      };
   nlohmann::json doc;
   try {
-    doc = nlohmann::json::parse(in);
+    doc = nlohmann::json::parse(text, check_keys);
   } catch (const nlohmann::json::exception& e) {
     throw Error("config " + path + ": invalid JSON: " + e.what());
   }
+  SADDLE_CHECK(repeated.empty(), "config ", path, ": key '", repeated,
+               "' appears more than once (each option may be set once)");
   SADDLE_CHECK(doc.is_object(), "config ", path, ": must be a JSON object of option names");
   for (const auto& [key, value] : doc.items()) {
     bool found = false;

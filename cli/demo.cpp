@@ -38,6 +38,10 @@ DemoCommand::DemoCommand(CLI::App& app)
   app_->add_option("--out", out_, "Output directory")->capture_default_str();
   app_->add_option("--seed", seed_, "Seed of the networks, the samples and the quantizers")
       ->capture_default_str();
+  app_->add_option("--rank-timeout", rank_timeout_,
+                   "Seconds a rank waits for the others in a collective before it ends the job "
+                   "(0: no limit)")
+      ->capture_default_str();
   device_.add_to(*app_);
   app_->add_option("--log-level", log_level_, "error | warn | info | debug")->capture_default_str();
   app_->add_flag("--no-progress", no_progress_, "Do not show progress");
@@ -45,6 +49,18 @@ DemoCommand::DemoCommand(CLI::App& app)
 
 int DemoCommand::run(Communicator& comm) {
   Logger logger(rank_log_level(parse_log_level(log_level_), comm.rank()), comm.rank(), comm.size());
+  comm.set_timeout(rank_timeout_);
+  check_ranks_agree(comm, {{"iters", iters_},
+                           {"filters", filters_},
+                           {"batch", batch_},
+                           {"lr", lr_},
+                           {"quantizer", quantizer_},
+                           {"bits", bits_},
+                           {"eval-every", eval_every_},
+                           {"fid-samples", fid_samples_},
+                           {"seed", seed_},
+                           {"transport", device_.transport},
+                           {"precision", device_.precision}});
   SADDLE_CHECK(iters_ > 0, "invalid --iters ", iters_, " (must be > 0)");
   SADDLE_CHECK(eval_every_ > 0, "invalid --eval-every ", eval_every_, " (must be > 0)");
   SADDLE_CHECK(!out_.empty(), "invalid --out: empty path");
@@ -91,13 +107,18 @@ int DemoCommand::run(Communicator& comm) {
     load_or_train_classifier(
         classifier_, ClassifierOptions().data_dir(data_dir_).device(where.device()), logger);
   }
+  // The others wait for rank 0's training without a time limit (a minute or more).
+  comm.set_timeout(0);
   comm.barrier();
+  comm.set_timeout(rank_timeout_);
 
   RunOptions run_options;
   run_options.iterations(iters_)
       .seed(seed_)
       .out_dir(out_)
       .eval_every(eval_every_)
+      .overwrite(true)  // the demo's folder is replaced by every demo
+      .stop_requested([] { return stop_requested(); })
       .precision(where.precision())
       .progress(!no_progress_ && logger.enabled(LogLevel::kInfo));
   nlohmann::ordered_json config = {{"command", "demo"},

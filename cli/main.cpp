@@ -2,6 +2,9 @@
 // main() only picks the communicator, parses the command line and turns every error into one
 // line on stderr and a non-zero exit; under mpirun an error on one rank ends every rank.
 #include <c10/util/Exception.h>
+#include <unistd.h>
+
+#include <csignal>
 
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +16,7 @@
 #include "saddle/comm/communicator.h"
 #include "saddle/comm/mpi.h"
 #include "saddle/error.h"
+#include "saddle/run/runner.h"
 
 namespace {
 
@@ -42,7 +46,41 @@ void report(const std::string& message, const saddle::Communicator* comm) {
   std::fflush(stderr);
 }
 
+// Ctrl-C or a scheduler's SIGTERM: the run stops after an iteration that every rank agrees on,
+// checkpoints, and says how to continue. A second signal stops at once.
+volatile std::sig_atomic_t stop_signal = 0;
+volatile std::sig_atomic_t rank_zero = 1;
+
+extern "C" void on_stop_signal(int sig) {
+  if (stop_signal != 0) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  stop_signal = sig;
+  if (rank_zero) {
+    static const char kNote[] =
+        "\nsaddle: stopping after this iteration to write a checkpoint (signal again to stop at "
+        "once)\n";
+    const ssize_t ignored = ::write(STDERR_FILENO, kNote, sizeof kNote - 1);
+    (void)ignored;
+  }
+}
+
+void install_stop_handlers() {
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
 }  // namespace
+
+namespace saddle::cli {
+bool stop_requested() { return stop_signal != 0; }
+}  // namespace saddle::cli
 
 int main(int argc, char** argv) {
   // Declared before the communicator so that it outlives it (MPI_Finalize comes last).
@@ -60,6 +98,8 @@ int main(int argc, char** argv) {
       "saddle: solve min-max games and monotone variational inequalities with "
       "(distributed, quantized) extra-gradient methods"};
   app.require_subcommand(1);
+  // An option given twice takes its last value (scripts append overrides to a base command).
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.set_help_all_flag("--help-all", "Show the help of every subcommand");
   saddle::cli::SolveCommand solve(app);
   saddle::cli::DemoCommand demo(app);
@@ -72,6 +112,8 @@ int main(int argc, char** argv) {
     } else {
       comm = saddle::make_single_process_communicator();
     }
+    rank_zero = comm->rank() == 0;
+    install_stop_handlers();
     if (argc > 1 && std::string(argv[1]) == "solve")
       solve.binder().apply_config_from_argv(argc, argv);
     app.parse(argc, argv);
@@ -86,6 +128,19 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     return fail(std::string(e.what()) + " (see saddle --help)", 2);
+  } catch (const saddle::AgreedError& e) {
+    // Every rank raised it together: one line (rank 0's), and every rank exits on its own.
+    const bool interrupted = dynamic_cast<const saddle::Interrupted*>(&e) != nullptr;
+    if (!comm || comm->rank() == 0) {
+      if (interrupted) {
+        const std::string line = std::string("saddle: ") + e.what() + "\n";
+        std::fwrite(line.data(), 1, line.size(), stderr);
+      } else {
+        report(e.what(), nullptr);
+      }
+    }
+    if (interrupted && stop_signal != 0) return 128 + stop_signal;
+    return e.exit_code();
   } catch (const c10::Error& e) {
     return fail(e.what_without_backtrace(), 1);
   } catch (const std::exception& e) {

@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <optional>
+#include <set>
 #include <type_traits>
 
 #include "commands.h"
@@ -143,20 +144,62 @@ SolveCommand::SolveCommand(CLI::App& app)
               "Continue the run checkpointed in this directory (same options; it becomes --out)");
   binder_.add("simulate-ranks", simulate_ranks_,
               "One process averaging the samples of K ranks (a reference for mpirun -np K)");
+  binder_.add_flag("overwrite", overwrite_,
+                   "Replace the run that --out already holds (its files are removed first)");
+  binder_.add("rank-timeout", rank_timeout_,
+              "Seconds a rank waits for the others in a collective before it ends the job "
+              "(0: no limit)");
   device_.add_to(binder_);
   binder_.add("log-level", log_level_, "error | warn | info | debug");
   binder_.add_flag("no-progress", no_progress_, "Do not show progress");
 }
 
+namespace {
+
+// Options free to change between a run and its resumption (they change neither the arithmetic
+// nor the samples), and options each rank may set for itself.
+const std::set<std::string>& resume_free_options() {
+  static const std::set<std::string> kFree = {
+      "iters",        "log-every",  "eval-every",  "checkpoint-every", "log-level",
+      "no-progress",  "out",        "resume",      "config",           "overwrite",
+      "rank-timeout", "classifier", "fid-samples", "device",           "transport"};
+  return kFree;
+}
+const std::set<std::string>& per_rank_options() {
+  static const std::set<std::string> kPerRank = {
+      "out", "resume", "config", "device", "log-level", "no-progress", "rank-timeout"};
+  return kPerRank;
+}
+
+nlohmann::ordered_json without(const nlohmann::ordered_json& config,
+                               const std::set<std::string>& keys) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::object();
+  for (const auto& [key, value] : config.items()) {
+    if (keys.count(key) == 0) out[key] = value;
+  }
+  return out;
+}
+
+}  // namespace
+
 int SolveCommand::run(Communicator& comm) {
   Logger logger(rank_log_level(parse_log_level(log_level_), comm.rank()), comm.rank(), comm.size());
+  comm.set_timeout(rank_timeout_);
+  // First of all, before anything a rank could wait on: every rank got the same options.
+  check_ranks_agree(comm, without(binder_.resolved(), per_rank_options()));
   SADDLE_CHECK(iters_ > 0, "invalid --iters ", iters_, " (must be > 0)");
+  SADDLE_CHECK(!binder_.given("out") || !out_.empty(), "invalid --out: empty path");
+  SADDLE_CHECK(!binder_.given("resume") || !resume_.empty(), "invalid --resume: empty path");
+  SADDLE_CHECK(!(overwrite_ && !resume_.empty()),
+               "--resume continues the run in its directory; --overwrite would delete it");
   if (!resume_.empty()) {
     SADDLE_CHECK(out_.empty() || out_ == resume_, "--resume ", resume_,
                  " continues in its own directory; drop --out ", out_);
+    SADDLE_CHECK(is_directory(resume_), "cannot resume ", resume_, ": no such directory");
     out_ = resume_;
+  } else if (!out_.empty() && comm.rank() == 0) {
+    prepare_output_dir(out_);  // an unwritable --out fails before the game loads its data
   }
-  if (!out_.empty() && comm.rank() == 0) prepare_output_dir(out_);
   SADDLE_CHECK(!binder_.given("variant") || solver_ == "qgenx",
                "--variant applies to --solver qgenx only (got --solver ", solver_, ")");
   RunDevice where(device_, comm, logger);
@@ -195,6 +238,9 @@ int SolveCommand::run(Communicator& comm) {
       .eval_every(eval_every_)
       .checkpoint_every(checkpoint_every_)
       .resume(!resume_.empty())
+      .overwrite(overwrite_)
+      .identity(without(binder_.resolved(), resume_free_options()))
+      .stop_requested([] { return stop_requested(); })
       .precision(where.precision())
       .progress(!no_progress_ && logger.enabled(LogLevel::kInfo));
   nlohmann::ordered_json config = binder_.resolved();

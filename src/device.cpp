@@ -1,8 +1,10 @@
 #include "saddle/device.h"
 
+#include <fmt/format.h>
 #include <torch/cuda.h>
 
 #include "saddle/error.h"
+#include "saddle/run/files.h"
 
 #if SADDLE_WITH_CUDA
 #include "cuda/device_cuda.h"
@@ -54,6 +56,28 @@ void synchronize(const torch::Device& device) {
 #if SADDLE_WITH_CUDA
   if (device.is_cuda()) torch::cuda::synchronize(device.index());
 #endif
+}
+
+int64_t available_memory(const torch::Device& device) {
+#if SADDLE_WITH_CUDA
+  if (device.is_cuda()) return cuda_detail::free_memory(device.index());
+#endif
+  if (!device.is_cpu()) return -1;
+  try {
+    const std::string text = read_file_prefix("/proc/meminfo", 1 << 14);
+    const size_t at = text.find("MemAvailable:");
+    if (at == std::string::npos) return -1;
+    return std::stoll(text.substr(at + 13)) * 1024;  // the file counts kB
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
+
+void check_memory(double bytes, const torch::Device& device, const std::string& what) {
+  const int64_t available = available_memory(device);
+  if (available < 0 || bytes <= static_cast<double>(available)) return;
+  throw Error(fmt::format("{} needs {:.3g} bytes, more than the {:.1f} GiB available on {}", what,
+                          bytes, static_cast<double>(available) / (1 << 30), device.str()));
 }
 
 std::string describe_device(const torch::Device& device) {

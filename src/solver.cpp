@@ -32,20 +32,24 @@ Solver::Solver(torch::Tensor params, const std::vector<Player>& players,
       options_(options),
       step_size_(make_step_size(options.step_size())) {
   SADDLE_CHECK(z_.defined() && z_.dim() == 1, "solver needs the game's flat 1-D parameter vector");
-  SADDLE_CHECK(options.lr() > 0.0, "invalid learning rate ", options.lr(), " (must be > 0)");
+  // Per-coordinate learning rates are float32 tensors: a rate must be finite there too.
+  auto valid_rate = [](double lr) { return lr > 0.0 && lr <= 3.4e38; };
+  SADDLE_CHECK(valid_rate(options.lr()), "invalid --lr ", options.lr(),
+               " (must be a finite number > 0, below 3.4e38)");
   SADDLE_CHECK(options.beta1() >= 0.0 && options.beta1() < 1.0, "invalid beta1 ", options.beta1(),
                " (expected 0 <= beta1 < 1)");
   SADDLE_CHECK(options.beta2() >= 0.0 && options.beta2() < 1.0, "invalid beta2 ", options.beta2(),
                " (expected 0 <= beta2 < 1)");
-  SADDLE_CHECK(options.eps() > 0.0, "invalid eps ", options.eps(), " (must be > 0)");
+  SADDLE_CHECK(options.eps() > 0.0 && options.eps() < 1e30, "invalid --eps ", options.eps(),
+               " (must be a finite number > 0)");
   std::set<std::string> names;
   lr_ = torch::full_like(z_, options.lr());
   for (const auto& player : players_) {
     names.insert(player.name);
     auto it = options.player_lr().find(player.name);
     if (it != options.player_lr().end()) {
-      SADDLE_CHECK(it->second > 0.0, "invalid learning rate ", it->second, " for player '",
-                   player.name, "' (must be > 0)");
+      SADDLE_CHECK(valid_rate(it->second), "invalid --player-lr ", player.name, "=", it->second,
+                   " (must be a finite number > 0, below 3.4e38)");
       lr_.narrow(0, player.offset, player.numel).fill_(it->second);
     }
   }

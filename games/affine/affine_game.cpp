@@ -1,7 +1,10 @@
 #include "saddle/games/affine.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 
+#include "saddle/device.h"
 #include "saddle/error.h"
 
 namespace saddle {
@@ -37,6 +40,17 @@ AffineGame::AffineGame(const GameOptions& options)
   if (options_.batch == 0) options_.batch = 1;
   SADDLE_CHECK(noise_ != NoiseKind::kFiniteSum || options.samples > 1, "invalid --samples ",
                options.samples, " (a finite sum needs at least 2)");
+  // The games hold dense (2 dim)^2 matrices, one per finite-sum sample, built in float64 on the
+  // CPU (three at a time at the peak) and kept in float32 on the device.
+  const double side = 2.0 * static_cast<double>(options.dim);
+  const double matrices =
+      1.0 + (noise_ == NoiseKind::kFiniteSum ? static_cast<double>(options.samples) : 0.0);
+  const std::string what =
+      noise_ == NoiseKind::kFiniteSum
+          ? fmt::format("--dim {} with --samples {}", options.dim, options.samples)
+          : fmt::format("--dim {}", options.dim);
+  check_memory(3.0 * 8.0 * side * side * matrices, torch::kCPU, what + " (building the game)");
+  check_memory(4.0 * side * side * matrices, options.device, what);
 }
 
 void AffineGame::finish(std::vector<Player> players, torch::Tensor m, torch::Tensor z_star,

@@ -28,4 +28,11 @@ void synchronize(const torch::Device& device);
 // "cpu" or "cuda:0 (NVIDIA H100 80GB HBM3)".
 std::string describe_device(const torch::Device& device);
 
+// Bytes free for new allocations on `device` (the CPU: MemAvailable of /proc/meminfo; a GPU: free
+// device memory), or -1 when unknown.
+int64_t available_memory(const torch::Device& device);
+// Throws saddle::Error("WHAT needs N bytes, more than the M available on DEVICE") when `bytes`
+// cannot fit: a clear line before an allocation would fail deep inside LibTorch.
+void check_memory(double bytes, const torch::Device& device, const std::string& what);
+
 }  // namespace saddle

@@ -2,11 +2,16 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <exception>
+#include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "saddle/comm/mpi.h"
@@ -72,9 +77,34 @@ class MpiCommunicator final : public Communicator {
   std::vector<torch::Tensor> allgather_bytes(const torch::Tensor& message) override {
     check_message_bytes(message, "allgather_bytes");
     int64_t mine = message.numel();
+    // The sizes travel point to point, so that a rank that never arrives can be named.
     std::vector<int64_t> sizes(size_);
-    check_mpi(MPI_Allgather(&mine, 1, MPI_INT64_T, sizes.data(), 1, MPI_INT64_T, comm_),
-              "MPI_Allgather");
+    sizes[rank_] = mine;
+    std::vector<MPI_Request> requests;
+    std::vector<int> from;
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      requests.emplace_back();
+      from.push_back(r);
+      check_mpi(MPI_Irecv(&sizes[r], 1, MPI_INT64_T, r, kSizeTag, comm_, &requests.back()),
+                "MPI_Irecv");
+    }
+    const size_t receives = requests.size();
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      requests.emplace_back();
+      check_mpi(MPI_Isend(&mine, 1, MPI_INT64_T, r, kSizeTag, comm_, &requests.back()),
+                "MPI_Isend");
+    }
+    wait(requests, "the exchange's all-gather", [&]() {
+      std::string late;
+      for (size_t k = 0; k < receives; ++k) {
+        int done = 0;
+        MPI_Test(&requests[k], &done, MPI_STATUS_IGNORE);
+        if (!done) late += (late.empty() ? "rank " : ", ") + std::to_string(from[k]);
+      }
+      return late;
+    });
     std::vector<int64_t> offsets(size_ + 1, 0);
     for (int r = 0; r < size_; ++r) {
       SADDLE_CHECK(sizes[r] >= 0, "allgather_bytes: rank ", r, " announced ", sizes[r], " bytes");
@@ -87,14 +117,16 @@ class MpiCommunicator final : public Communicator {
 
     std::vector<int> counts(size_), displs(size_);
     if (offsets[size_] <= chunk_) {
-      // Common case: one MPI_Allgatherv straight into the result.
+      // Common case: one MPI_Iallgatherv straight into the result.
       for (int r = 0; r < size_; ++r) {
         counts[r] = static_cast<int>(sizes[r]);
         displs[r] = static_cast<int>(offsets[r]);
       }
-      check_mpi(MPI_Allgatherv(in, counts[rank_], MPI_BYTE, out, counts.data(), displs.data(),
-                               MPI_BYTE, comm_),
-                "MPI_Allgatherv");
+      std::vector<MPI_Request> request(1);
+      check_mpi(MPI_Iallgatherv(in, counts[rank_], MPI_BYTE, out, counts.data(), displs.data(),
+                                MPI_BYTE, comm_, &request[0]),
+                "MPI_Iallgatherv");
+      wait(request, "the exchange's all-gather");
     } else {
       // Too large for int counts/displacements: rounds in which every rank sends at most
       // `per_rank` bytes into a staging buffer, then copies land at their final offsets.
@@ -107,9 +139,12 @@ class MpiCommunicator final : public Communicator {
           counts[r] = static_cast<int>(std::clamp<int64_t>(sizes[r] - start, 0, per_rank));
           displs[r] = static_cast<int>(r * per_rank);
         }
-        check_mpi(MPI_Allgatherv(in + std::min(start, mine), counts[rank_], MPI_BYTE,
-                                 staging.data(), counts.data(), displs.data(), MPI_BYTE, comm_),
-                  "MPI_Allgatherv");
+        std::vector<MPI_Request> request(1);
+        check_mpi(
+            MPI_Iallgatherv(in + std::min(start, mine), counts[rank_], MPI_BYTE, staging.data(),
+                            counts.data(), displs.data(), MPI_BYTE, comm_, &request[0]),
+            "MPI_Iallgatherv");
+        wait(request, "the exchange's all-gather");
         for (int r = 0; r < size_; ++r) {
           std::copy_n(staging.data() + displs[r], counts[r], out + offsets[r] + start);
         }
@@ -129,16 +164,21 @@ class MpiCommunicator final : public Communicator {
     for (int64_t start = 0; start < tensor.numel(); start += chunk_) {
       const int count = static_cast<int>(std::min<int64_t>(chunk_, tensor.numel() - start));
       void* data = base + start * element;
+      std::vector<MPI_Request> request(1);
       if (exact) {
-        check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, count, type, MPI_SUM, comm_), "MPI_Allreduce");
+        check_mpi(MPI_Iallreduce(MPI_IN_PLACE, data, count, type, MPI_SUM, comm_, &request[0]),
+                  "MPI_Iallreduce");
+        wait(request, "a sum over ranks");
       } else {
         // Floating-point sums depend on the reduction order, and MPI does not promise every rank
         // the same order; reduce on rank 0 and broadcast so every rank holds the same bits (the
         // adaptive quantization levels are refit from this sum and must agree everywhere).
-        check_mpi(MPI_Reduce(rank_ == 0 ? MPI_IN_PLACE : data, rank_ == 0 ? data : nullptr, count,
-                             type, MPI_SUM, 0, comm_),
-                  "MPI_Reduce");
-        check_mpi(MPI_Bcast(data, count, type, 0, comm_), "MPI_Bcast");
+        check_mpi(MPI_Ireduce(rank_ == 0 ? MPI_IN_PLACE : data, rank_ == 0 ? data : nullptr, count,
+                              type, MPI_SUM, 0, comm_, &request[0]),
+                  "MPI_Ireduce");
+        wait(request, "a sum over ranks");
+        check_mpi(MPI_Ibcast(data, count, type, 0, comm_, &request[0]), "MPI_Ibcast");
+        wait(request, "a sum over ranks");
       }
     }
   }
@@ -151,16 +191,47 @@ class MpiCommunicator final : public Communicator {
       check_message_bytes(bytes, "broadcast_bytes");
       length = bytes.numel();
     }
-    check_mpi(MPI_Bcast(&length, 1, MPI_INT64_T, root, comm_), "MPI_Bcast");
+    std::vector<MPI_Request> request(1);
+    check_mpi(MPI_Ibcast(&length, 1, MPI_INT64_T, root, comm_, &request[0]), "MPI_Ibcast");
+    wait(request, "a broadcast");
     if (rank_ != root) bytes = torch::empty({length}, torch::kUInt8);
     auto* data = bytes.data_ptr<uint8_t>();
     for (int64_t start = 0; start < length; start += chunk_) {
       const int count = static_cast<int>(std::min<int64_t>(chunk_, length - start));
-      check_mpi(MPI_Bcast(data + start, count, MPI_BYTE, root, comm_), "MPI_Bcast");
+      check_mpi(MPI_Ibcast(data + start, count, MPI_BYTE, root, comm_, &request[0]), "MPI_Ibcast");
+      wait(request, "a broadcast");
     }
   }
 
-  void barrier() override { check_mpi(MPI_Barrier(comm_), "MPI_Barrier"); }
+  void barrier() override {
+    std::vector<MPI_Request> request(1);
+    check_mpi(MPI_Ibarrier(comm_, &request[0]), "MPI_Ibarrier");
+    wait(request, "a barrier");
+  }
+
+  void set_timeout(double seconds) override {
+    SADDLE_CHECK(seconds >= 0 && std::isfinite(seconds), "invalid --rank-timeout ", seconds,
+                 " (seconds >= 0; 0: no limit)");
+    timeout_ = seconds;
+  }
+
+  double timeout() const override { return timeout_; }
+
+  void post_flag(bool flag) override {
+    pending_.push_back(PendingFlag{flag ? 1 : 0, 0, MPI_REQUEST_NULL});
+    PendingFlag& p = pending_.back();
+    check_mpi(MPI_Iallreduce(&p.in, &p.out, 1, MPI_INT, MPI_MAX, comm_, &p.request),
+              "MPI_Iallreduce");
+  }
+
+  bool collect_flag() override {
+    SADDLE_CHECK(!pending_.empty(), "collect_flag: no flag was posted");
+    std::vector<MPI_Request> request{pending_.front().request};
+    wait(request, "the ranks' agreement on stopping");
+    const bool any = pending_.front().out != 0;
+    pending_.pop_front();
+    return any;
+  }
 
   [[noreturn]] void abort(int code) override {
     // The error line must reach mpirun before the processes are killed.
@@ -177,6 +248,44 @@ class MpiCommunicator final : public Communicator {
   int size_ = 1;
   int local_rank_ = 0;
   int local_size_ = 1;
+  double timeout_ = 0.0;
+  struct PendingFlag {
+    int in;
+    int out;
+    MPI_Request request;
+  };
+  std::deque<PendingFlag> pending_;  // deque: posted buffers keep their addresses
+
+  static constexpr int kSizeTag = 7301;
+
+  // Completes `requests`, testing instead of blocking so that a rank that never arrives (stopped,
+  // crashed, cut off) ends this one after timeout_ seconds with a line naming the operation and,
+  // from `late`, the ranks it waited for. Spins briefly, then sleeps: a waiting rank does not burn
+  // a core.
+  void wait(std::vector<MPI_Request>& requests, const char* what,
+            const std::function<std::string()>& late = {}) {
+    const auto start = std::chrono::steady_clock::now();
+    auto nap = std::chrono::microseconds(20);
+    for (int spins = 0;; ++spins) {
+      int done = 0;
+      check_mpi(MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done,
+                            MPI_STATUSES_IGNORE),
+                "MPI_Testall");
+      if (done) return;
+      if (timeout_ > 0 &&
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() >
+              timeout_) {
+        const std::string who = late ? late() : std::string();
+        throw Error(detail::concat(what, " on rank ", rank_, " waited more than ", timeout_,
+                                   " s for ", who.empty() ? std::string("the other ranks") : who,
+                                   " (stopped, crashed or cut off; --rank-timeout sets the "
+                                   "limit)"));
+      }
+      if (spins < 2000) continue;
+      std::this_thread::sleep_for(nap);
+      nap = std::min(nap * 2, std::chrono::microseconds(1000));
+    }
+  }
 };
 
 }  // namespace

@@ -116,6 +116,13 @@ class NcclCommunicator final : public Communicator {
     host_->broadcast_bytes(bytes, root);
   }
   void barrier() override { host_->barrier(); }
+  void set_timeout(double seconds) override {
+    host_->set_timeout(seconds);
+    if (seconds > 0) timeout_ = seconds;
+  }
+  double timeout() const override { return host_->timeout(); }
+  void post_flag(bool flag) override { host_->post_flag(flag); }
+  bool collect_flag() override { return host_->collect_flag(); }
 
   [[noreturn]] void abort(int code) override {
     if (comm_ != nullptr) ncclCommAbort(comm_);

@@ -215,6 +215,13 @@ ImageDataset cifar10_pixels(const std::string& dir, bool train, int64_t limit) {
     if (remaining == 0) break;
     torch::Tensor x, y;
     read_cifar10_batch(file, &x, &y, remaining);
+    // The batches of one set hold equal numbers of records (10,000 each in CIFAR-10): a file cut
+    // on a record boundary still has a valid size, but not the others' count.
+    if (limit < 0 && !images.empty()) {
+      SADDLE_CHECK(x.size(0) == images.front().size(0), file, " holds ", x.size(0),
+                   " records where ", files.front(), " holds ", images.front().size(0),
+                   " (CIFAR-10 batch files hold 10000 each; is it cut short?)");
+    }
     if (remaining > 0) remaining -= x.size(0);
     images.push_back(x);
     labels.push_back(y);

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 
 #include "saddle/error.h"
 
@@ -128,6 +130,27 @@ std::string read_file(const std::string& path) {
   return out;
 }
 
+std::string read_file_prefix(const std::string& path, size_t max_bytes) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  SADDLE_CHECK(fd.get() >= 0, "cannot read ", path, ": ", reason(errno));
+  std::string out(max_bytes, '\0');
+  size_t got = 0;
+  while (got < max_bytes) {
+    const ssize_t n = ::read(fd.get(), out.data() + got, max_bytes - got);
+    if (n < 0 && errno == EINTR) continue;
+    SADDLE_CHECK(n >= 0, "cannot read ", path, ": ", reason(errno));
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  out.resize(got);
+  return out;
+}
+
+bool is_symlink(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode);
+}
+
 std::vector<std::string> list_directory(const std::string& dir) {
   DIR* d = ::opendir(dir.c_str());
   SADDLE_CHECK(d != nullptr, "cannot list ", dir, ": ", reason(errno));
@@ -164,6 +187,22 @@ void prepare_output_dir(const std::string& dir) {
   ::unlink(probe.c_str());
 }
 
+namespace {
+
+// Writes all of `data`; returns 0 or the errno of the failed write.
+int write_all(int fd, const char* data, size_t left) {
+  while (left > 0) {
+    const ssize_t wrote = ::write(fd, data, left);
+    if (wrote < 0 && errno == EINTR) continue;
+    if (wrote < 0) return errno;
+    data += wrote;
+    left -= static_cast<size_t>(wrote);
+  }
+  return 0;
+}
+
+}  // namespace
+
 void write_file_atomic(const std::string& path, const std::string& contents) {
   std::string tmp = path + ".tmp.XXXXXX";
   Fd fd(::mkstemp(tmp.data()));
@@ -174,18 +213,84 @@ void write_file_atomic(const std::string& path, const std::string& contents) {
     throw Error("cannot write " + path + ": " + stage + reason(error));
   };
   ::fchmod(fd.get(), 0644);
-  const char* data = contents.data();
-  size_t left = contents.size();
-  while (left > 0) {
-    const ssize_t wrote = ::write(fd.get(), data, left);
-    if (wrote < 0 && errno == EINTR) continue;
-    if (wrote < 0) fail("", errno);
-    data += wrote;
-    left -= static_cast<size_t>(wrote);
-  }
+  if (const int error = write_all(fd.get(), contents.data(), contents.size())) fail("", error);
   if (::fsync(fd.get()) != 0) fail("fsync: ", errno);
   if (const int error = fd.close()) fail("close: ", error);
   if (::rename(tmp.c_str(), path.c_str()) != 0) fail("rename: ", errno);
+}
+
+AppendFile::AppendFile(const std::string& path, const std::string& initial) : path_(path) {
+  std::string tmp = path + ".tmp.XXXXXX";
+  fd_ = ::mkstemp(tmp.data());
+  SADDLE_CHECK(fd_ >= 0, "cannot write ", path,
+               ": cannot create a temporary file beside it: ", reason(errno));
+  ::fchmod(fd_, 0644);
+  int error = write_all(fd_, initial.data(), initial.size());
+  if (error == 0 && ::rename(tmp.c_str(), path.c_str()) != 0) error = errno;
+  if (error != 0) {
+    ::close(fd_);
+    fd_ = -1;
+    ::unlink(tmp.c_str());
+    throw Error("cannot write " + path + ": " + reason(error));
+  }
+}
+
+AppendFile::~AppendFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void AppendFile::append(const std::string& text) {
+  SADDLE_CHECK(fd_ >= 0, "cannot write ", path_, ": already closed");
+  if (const int error = write_all(fd_, text.data(), text.size())) {
+    throw Error("cannot write " + path_ + ": " + reason(error));
+  }
+}
+
+void AppendFile::close() {
+  if (fd_ < 0) return;
+  const int sync_error = ::fsync(fd_) == 0 ? 0 : errno;
+  const int close_error = ::close(fd_) == 0 ? 0 : errno;
+  fd_ = -1;
+  SADDLE_CHECK(sync_error == 0 && close_error == 0, "cannot write ", path_, ": ",
+               reason(sync_error != 0 ? sync_error : close_error));
+}
+
+DirectoryLock::DirectoryLock(const std::string& dir) {
+  const std::string path = join_path(dir, ".saddle-lock");
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+  SADDLE_CHECK(fd_ >= 0, "cannot lock --out ", dir, ": cannot open ", path, ": ", reason(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int error = errno;
+    std::string holder;
+    try {
+      holder = read_file_prefix(path, 256);
+    } catch (const Error&) {
+    }
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    ::close(fd_);
+    fd_ = -1;
+    SADDLE_CHECK(error != EWOULDBLOCK, "--out ", dir, " is in use by another run",
+                 holder.empty() ? std::string() : ": " + holder,
+                 " (wait for it to finish, or choose another --out)");
+    throw Error("cannot lock --out " + dir + ": " + reason(error));
+  }
+  // Who holds it, for the message of a second run.
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  char when[64] = {};
+  const std::time_t now = std::time(nullptr);
+  std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&now));
+  const std::string who =
+      "pid " + std::to_string(::getpid()) + " on " + host + " since " + when + "\n";
+  if (::ftruncate(fd_, 0) == 0) {
+    if (::pwrite(fd_, who.data(), who.size(), 0) < 0) {
+      // The lock holds without the note; only the second run's message loses the holder's name.
+    }
+  }
+}
+
+DirectoryLock::~DirectoryLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the flock
 }
 
 }  // namespace saddle

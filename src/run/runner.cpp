@@ -2,12 +2,14 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cinttypes>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <functional>
+#include <memory>
 
 #include "../detail/hash.h"
 #include "saddle/device.h"
@@ -31,45 +33,22 @@ uint64_t tensor_hash(const torch::Tensor& tensor) {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using Json = nlohmann::ordered_json;
+
+constexpr const char* kMetrics = "metrics.jsonl";
+constexpr const char* kPartial = "metrics.jsonl.partial";
+constexpr const char* kSummary = "summary.json";
+constexpr const char* kSamples = "samples";
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Records of metrics.jsonl, streamed to a ".partial" file that becomes metrics.jsonl only when
-// the run completes: a failed run never leaves a metrics.jsonl that looks finished.
-class MetricsWriter {
- public:
-  explicit MetricsWriter(const std::string& dir) {
-    if (dir.empty()) return;
-    final_path_ = dir + "/metrics.jsonl";
-    partial_path_ = final_path_ + ".partial";
-    out_.open(partial_path_, std::ios::trunc);
-    SADDLE_CHECK(out_.good(), "cannot write to --out ", dir, ": cannot create ", partial_path_);
-  }
-  bool enabled() const { return !final_path_.empty(); }
-  const std::string& partial_path() const { return partial_path_; }
-  void write(const nlohmann::ordered_json& record) { write_raw(record.dump() + "\n"); }
-  void write_raw(const std::string& text) {
-    if (!enabled() || text.empty()) return;
-    out_ << text;
-    out_.flush();
-    SADDLE_CHECK(out_.good(), "cannot write ", partial_path_);
-  }
-  void commit() {
-    if (!enabled()) return;
-    out_.close();
-    rename_file(partial_path_, final_path_);
-  }
-
- private:
-  std::string final_path_, partial_path_;
-  std::ofstream out_;
-};
-
-}  // namespace
-
-namespace {
+std::string hex64(uint64_t value) {
+  char text[17];
+  std::snprintf(text, sizeof text, "%016" PRIx64, value);
+  return text;
+}
 
 // Whether every entry is finite. The oracle asks this of every operator, so the common case (a
 // contiguous CPU float tensor) is one pass without tensor ops: their dispatch alone would cost
@@ -90,153 +69,326 @@ bool all_finite(const torch::Tensor& t) {
   return total == 0;
 }
 
-// Keeps the records of an earlier run's metrics file that come before iteration `before`.
-std::string records_before(const std::string& dir, int64_t before) {
-  std::string kept;
-  // The partial file, when there is one, is the newest (a run that stopped after the last one
-  // that completed).
-  for (const std::string& name : {dir + "/metrics.jsonl.partial", dir + "/metrics.jsonl"}) {
-    std::ifstream in(name);
-    if (!in.good()) continue;
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.empty()) continue;
-      const auto record = nlohmann::ordered_json::parse(line, nullptr, false);
-      SADDLE_CHECK(!record.is_discarded() && record.contains("iter"), "cannot resume: ", name,
-                   " holds a line that is not a metrics record");
-      if (record["iter"].get<int64_t>() < before) kept += line + "\n";
-    }
-    return kept;
-  }
-  throw Error("cannot resume: " + dir + " has no metrics.jsonl");
+torch::Tensor bytes_of(const std::string& text) {
+  torch::Tensor t = torch::empty({static_cast<int64_t>(text.size())}, torch::kUInt8);
+  if (!text.empty()) std::memcpy(t.data_ptr(), text.data(), text.size());
+  return t;
 }
 
-nlohmann::ordered_json identity(const Game& game, const Solver& solver, int rank, int ranks,
-                                const RunOptions& options) {
-  nlohmann::ordered_json players = nlohmann::ordered_json::array();
-  for (const auto& p : game.players()) {
-    players.push_back({{"name", p.name}, {"role", role_name(p.role)}, {"numel", p.numel}});
+// Records of metrics.jsonl, streamed to metrics.jsonl.partial, which becomes metrics.jsonl only
+// when the run completes: a failed run never leaves a metrics.jsonl that looks finished. It keeps
+// a digest (lines, bytes, FNV-1a) of everything written, which checkpoints record so that a
+// resumed run can prove which records belong to them.
+class MetricsWriter {
+ public:
+  MetricsWriter() = default;
+  MetricsWriter(const std::string& dir, const std::string& kept)
+      : final_path_(join_path(dir, kMetrics)) {
+    file_ = std::make_unique<AppendFile>(join_path(dir, kPartial), kept);
+    count(kept);
   }
-  return {{"game", game.name()},
-          {"dim", game.dim()},
-          {"players", players},
-          {"solver", solver.name()},
-          {"rank", rank},
-          {"ranks", ranks},
-          {"simulate_ranks", options.simulate_ranks()},
-          {"averaging", averaging_name(options.averaging())}};
+  bool enabled() const { return file_ != nullptr; }
+  std::string partial_path() const { return file_ ? file_->path() : std::string(); }
+  void write(const Json& record) {
+    if (!file_) return;
+    const std::string line = record.dump() + "\n";
+    file_->append(line);
+    count(line);
+  }
+  Json digest() const { return {{"lines", lines_}, {"bytes", bytes_}, {"fnv1a64", hex64(hash_)}}; }
+  void commit() {
+    if (!file_) return;
+    file_->close();
+    rename_file(file_->path(), final_path_);
+  }
+
+ private:
+  void count(const std::string& text) {
+    hash_ = detail::fnv1a64(text.data(), text.size(), hash_);
+    bytes_ += static_cast<int64_t>(text.size());
+    lines_ += static_cast<int64_t>(std::count(text.begin(), text.end(), '\n'));
+  }
+
+  std::string final_path_;
+  std::unique_ptr<AppendFile> file_;
+  uint64_t hash_ = detail::kFnv64Offset;
+  int64_t bytes_ = 0;
+  int64_t lines_ = 0;
+};
+
+// The files of a run in `dir` that this rank would write or replace.
+std::vector<std::string> run_files(const std::string& dir, int rank) {
+  std::vector<std::string> found;
+  std::vector<std::string> names = {checkpoint_path(dir, rank), checkpoint_path(dir, rank, true)};
+  if (rank == 0) {
+    for (const char* name : {kSummary, kMetrics, kPartial, kSamples})
+      names.push_back(join_path(dir, name));
+  }
+  for (const auto& path : names) {
+    if (path_exists(path)) found.push_back(path);
+  }
+  return found;
 }
 
-}  // namespace
+// Every rank's bytes, in rank order.
+std::vector<std::string> gather_text(Communicator& comm, const std::string& text) {
+  std::vector<std::string> out;
+  for (const auto& t : comm.allgather_bytes(bytes_of(text))) {
+    const torch::Tensor c = t.contiguous();
+    out.emplace_back(static_cast<const char*>(c.data_ptr()), static_cast<size_t>(c.numel()));
+  }
+  return out;
+}
 
-RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& options,
-              const Logger& logger, const nlohmann::ordered_json& config) {
-  const int64_t iterations = options.iterations();
-  SADDLE_CHECK(iterations > 0, "invalid --iters ", iterations, " (must be > 0)");
-  SADDLE_CHECK(options.log_every() >= 0, "invalid --log-every ", options.log_every(),
-               " (must be >= 0)");
-  SADDLE_CHECK(options.eval_every() >= 0, "invalid --eval-every ", options.eval_every(),
-               " (must be >= 0)");
-  SADDLE_CHECK(options.checkpoint_every() >= 0, "invalid --checkpoint-every ",
-               options.checkpoint_every(), " (must be >= 0)");
-  SADDLE_CHECK(options.simulate_ranks() >= 1, "invalid --simulate-ranks ", options.simulate_ranks(),
-               " (must be >= 1)");
-  SADDLE_CHECK(!options.resume() || !options.out_dir().empty(),
-               "--resume needs the run's directory");
-  Communicator& comm = exchange.communicator();
-  const int rank = comm.rank();
-  const int ranks = comm.size();
-  SADDLE_CHECK(ranks == 1 || options.simulate_ranks() == 1,
-               "--simulate-ranks stands in for mpirun in one process; do not combine it with "
-               "mpirun (",
-               ranks, " ranks)");
-  const std::string& dir = options.out_dir();
-  const bool writer = rank == 0 && !dir.empty();
-  // Every rank checkpoints into the directory (its own file), so every rank needs it.
-  if (!dir.empty()) prepare_output_dir(dir);
+std::string shown(const Json& object, const std::string& key) {
+  return object.contains(key) ? object.at(key).dump() : std::string("(not set)");
+}
 
-  // Rank r (or simulated rank r) draws its samples from stream (seed, r).
-  std::vector<at::Generator> generators;
-  for (int64_t r = 0; r < options.simulate_ranks(); ++r) {
-    const uint64_t stream = options.simulate_ranks() > 1 ? r : rank;
-    generators.push_back(
-        at::make_generator<at::CPUGeneratorImpl>(stream_seed(options.seed(), stream)));
+// One run of the loop, in named steps: check the options, agree with the other ranks, prepare
+// the directory, restore a checkpoint, then iterate (exchange, record, checkpoint) and summarize.
+class Runner {
+ public:
+  Runner(Game& game, Solver& solver, Exchange& exchange, const RunOptions& options,
+         const Logger& logger, const Json& config)
+      : game_(game),
+        solver_(solver),
+        exchange_(exchange),
+        comm_(exchange.communicator()),
+        options_(options),
+        logger_(logger),
+        config_(config),
+        rank_(comm_.rank()),
+        ranks_(comm_.size()),
+        dir_(options.out_dir()),
+        device_(game.device()),
+        average_(options.averaging(), options.ema_decay()) {}
+
+  RunResult run() {
+    check_options();
+    agree_on_identity();
+    prepare_directory();
+    make_generators();
+    open_energy();
+    const int64_t first = options_.resume() ? restore() : start_fresh();
+    return loop(first);
   }
 
-  Ledger& ledger = exchange.ledger();
-  const torch::Device device = game.device();
-  check_precision(options.precision(), device);
-  // Energy: the whole run on every device; per phase on a GPU, where the phases end with a
-  // synchronization anyway (the finiteness check, the decode).
-  EnergyProbe energy = open_energy_meter(device, options.energy());
-  const bool energy_per_phase = energy.meter != nullptr && device.is_cuda();
-  const double joules_at_start = energy.meter ? energy.meter->joules() : 0.0;
-  LossScaler scaler;
-  // One operator evaluation in the run's precision. fp16 scales the losses; an evaluation that
-  // overflows is redone from the same sample (generator, sampler and batch-norm state restored)
-  // with a smaller scale.
-  auto evaluate = [&](at::Generator& gen) -> torch::Tensor {
-    if (options.precision() == Precision::kFp32) return game.operator_at(gen);
-    AutocastScope autocast(options.precision(), device);
-    if (options.precision() != Precision::kFp16) return game.operator_at(gen);
-    Game::State snapshot = game.state();
-    for (auto& entry : snapshot) entry.second = entry.second.clone();
-    const torch::Tensor gen_state = gen.get_state();
-    for (;;) {
-      game.set_loss_scale(scaler.scale());
-      torch::Tensor f = game.operator_at(gen);
-      if (scaler.update(all_finite(f)) || scaler.overflows_in_a_row() > 40) return f;
-      game.load_state(snapshot);
-      gen.set_state(gen_state);
-    }
-  };
-  int64_t current = 0;  // the iteration being computed, for error messages
-  std::function<Error(int64_t, const std::string&)> diverged;
-  Oracle oracle = [&]() -> torch::Tensor {
-    const auto start = Clock::now();
-    const double j0 = energy_per_phase ? energy.meter->joules() : 0.0;
-    torch::Tensor local = evaluate(generators[0]);
-    for (size_t r = 1; r < generators.size(); ++r) local.add_(evaluate(generators[r]));
-    if (generators.size() > 1) local.div_(static_cast<double>(generators.size()));
-    // Caught here, before the exchange, so the message names the cause rather than the codec.
-    const bool finite = all_finite(local);
-    ledger.seconds_compute += seconds_since(start);
-    if (!finite) {
-      throw diverged(current + 1, fmt::format("the operator on rank {} is not finite (a smaller "
-                                              "learning rate may help)",
-                                              rank));
-    }
-    const double j1 = energy_per_phase ? energy.meter->joules() : 0.0;
-    torch::Tensor averaged = exchange.average(local);
-    if (energy_per_phase) {
-      const double j2 = energy.meter->joules();
-      ledger.joules_compute += j1 - j0;
-      ledger.joules_exchange += j2 - j1;
-    }
-    return averaged;
-  };
+ private:
+  void check_options() {
+    SADDLE_CHECK(options_.iterations() > 0, "invalid --iters ", options_.iterations(),
+                 " (must be > 0)");
+    SADDLE_CHECK(options_.log_every() >= 0, "invalid --log-every ", options_.log_every(),
+                 " (must be >= 0)");
+    SADDLE_CHECK(options_.eval_every() >= 0, "invalid --eval-every ", options_.eval_every(),
+                 " (must be >= 0)");
+    SADDLE_CHECK(options_.checkpoint_every() >= 0, "invalid --checkpoint-every ",
+                 options_.checkpoint_every(), " (must be >= 0)");
+    SADDLE_CHECK(options_.simulate_ranks() >= 1, "invalid --simulate-ranks ",
+                 options_.simulate_ranks(), " (must be >= 1)");
+    SADDLE_CHECK(!options_.resume() || !dir_.empty(), "--resume needs the run's directory");
+    SADDLE_CHECK(!(options_.resume() && options_.overwrite()),
+                 "--resume continues the run in its directory; --overwrite would delete it");
+    SADDLE_CHECK(options_.identity().is_object(), "RunOptions::identity must be a JSON object");
+    SADDLE_CHECK(ranks_ == 1 || options_.simulate_ranks() == 1,
+                 "--simulate-ranks stands in for mpirun in one process; do not combine it with "
+                 "mpirun (",
+                 ranks_, " ranks)");
+    check_precision(options_.precision(), device_);
+    log_every_ = options_.log_every() > 0 ? options_.log_every()
+                                          : std::max<int64_t>(1, options_.iterations() / 100);
+  }
 
-  IterateAverage average(options.averaging(), options.ema_decay());
-  torch::Tensor z = game.params();
-  const int64_t log_every =
-      options.log_every() > 0 ? options.log_every() : std::max<int64_t>(1, iterations / 100);
-  const nlohmann::ordered_json me = identity(game, solver, rank, ranks, options);
+  // What a checkpoint must match to be resumed, and what the ranks must agree on: the game, the
+  // solver and the layout seen here, plus the caller's identity (options that change the
+  // arithmetic).
+  Json identity() const {
+    Json players = Json::array();
+    for (const auto& p : game_.players()) {
+      players.push_back({{"name", p.name}, {"role", role_name(p.role)}, {"numel", p.numel}});
+    }
+    Json id = {{"game", game_.name()},
+               {"dim", game_.dim()},
+               {"players", players},
+               {"solver", solver_.name()},
+               {"ranks", ranks_},
+               {"simulate_ranks", options_.simulate_ranks()},
+               {"averaging", averaging_name(options_.averaging())},
+               {"precision", precision_name(options_.precision())}};
+    for (const auto& [key, value] : options_.identity().items()) id[key] = value;
+    return id;
+  }
 
-  // Resume: restore every piece of state, and keep the records before the checkpoint.
-  int64_t first = 0;
-  std::string kept_records;
-  if (options.resume()) {
-    const std::string path = checkpoint_path(dir, rank);
-    Checkpoint checkpoint = load_checkpoint(path);
-    nlohmann::ordered_json theirs = checkpoint.meta;
-    const int64_t at = theirs.value("iteration", int64_t{-1});
-    for (const char* key : {"format", "entries", "iteration"}) theirs.erase(key);
-    SADDLE_CHECK(theirs == me, "checkpoint ", path, " belongs to another run: it holds ",
-                 theirs.dump(), ", this run is ", me.dump());
-    SADDLE_CHECK(at >= 0 && at <= iterations, "checkpoint ", path, " is at iteration ", at,
-                 ", beyond --iters ", iterations);
+  // Before any other collective: ranks that disagree on the arithmetic or the iteration count
+  // would wait on each other forever.
+  void agree_on_identity() {
+    Json all = identity();
+    all["iters"] = options_.iterations();
+    all["resume"] = options_.resume();
+    all["out-given"] = !dir_.empty();
+    check_ranks_agree(comm_, all);
+  }
+
+  void prepare_directory() {
+    if (dir_.empty()) return;
+    SADDLE_CHECK(!options_.resume() || is_directory(dir_), "cannot resume ", dir_,
+                 ": no such directory");
+    // Every rank checkpoints into the directory (its own file), so every rank needs it.
+    prepare_output_dir(dir_);
+    const std::string samples = join_path(dir_, kSamples);
+    SADDLE_CHECK(!is_symlink(samples), "--out ", dir_, ": ", samples,
+                 " is a symbolic link (saddle writes only inside --out)");
+    if (rank_ == 0) lock_ = std::make_unique<DirectoryLock>(dir_);
+    comm_.barrier();  // rank 0 holds the lock before anyone touches a file
+    if (options_.resume()) return;
+    const std::vector<std::string> mine = run_files(dir_, rank_);
+    torch::Tensor occupied = torch::tensor({static_cast<int64_t>(mine.size())}, torch::kInt64);
+    comm_.allreduce_sum(occupied);
+    if (occupied.item<int64_t>() == 0) return;
+    if (!options_.overwrite()) {
+      std::string what = "files of another run";
+      if (rank_ == 0 && path_exists(join_path(dir_, kSummary))) {
+        what = "a finished run (summary.json)";
+      }
+      throw AgreedError("--out " + dir_ + " already holds " + what +
+                        ": continue it with --resume " + dir_ + ", or replace it with --overwrite");
+    }
+    for (const auto& path : mine) remove_tree(path);
+    logger_.info("--overwrite: removed the previous run's files in {}", dir_);
+    comm_.barrier();
+  }
+
+  void make_generators() {
+    // Rank r (or simulated rank r) draws its samples from stream (seed, r).
+    for (int64_t r = 0; r < options_.simulate_ranks(); ++r) {
+      const uint64_t stream = options_.simulate_ranks() > 1 ? r : rank_;
+      generators_.push_back(
+          at::make_generator<at::CPUGeneratorImpl>(stream_seed(options_.seed(), stream)));
+    }
+  }
+
+  void open_energy() {
+    // The whole run on every device; per phase on a GPU, where the phases end with a
+    // synchronization anyway (the finiteness check, the decode).
+    energy_ = saddle::open_energy_meter(device_, options_.energy());
+    energy_per_phase_ = energy_.meter != nullptr && device_.is_cuda();
+    joules_at_start_ = energy_.meter ? energy_.meter->joules() : 0.0;
+  }
+
+  int64_t start_fresh() {
+    if (rank_ == 0 && !dir_.empty()) metrics_ = MetricsWriter(dir_, "");
+    return 0;
+  }
+
+  // Resume: the newest checkpoint every rank holds, its identity checked, every piece of state
+  // restored, and exactly the metrics records it covers kept. Nothing is written before all of
+  // that has succeeded.
+  int64_t restore() {
+    struct Candidate {
+      int64_t iteration;
+      std::string path;
+    };
+    std::vector<Candidate> candidates;
+    std::string unreadable;
+    for (bool previous : {false, true}) {
+      const std::string path = checkpoint_path(dir_, rank_, previous);
+      if (!path_exists(path)) continue;
+      try {
+        const Json meta = read_checkpoint_meta(path);
+        candidates.push_back({meta.value("iteration", int64_t{-1}), path});
+      } catch (const Error& e) {
+        unreadable += std::string(unreadable.empty() ? "" : "; ") + e.what();
+      }
+    }
+    Json mine = Json::array();
+    for (const auto& c : candidates) mine.push_back(c.iteration);
+    const std::vector<std::string> all = gather_text(comm_, mine.dump());
+    // The newest iteration that every rank holds.
+    int64_t chosen = -1;
+    std::string held;
+    for (const auto& c : candidates) {
+      bool everywhere = c.iteration >= 0;
+      for (size_t r = 0; r < all.size() && everywhere; ++r) {
+        const Json theirs = Json::parse(all[r], nullptr, false);
+        everywhere = theirs.is_array() &&
+                     std::find(theirs.begin(), theirs.end(), Json(c.iteration)) != theirs.end();
+      }
+      if (everywhere) chosen = std::max(chosen, c.iteration);
+    }
+    for (size_t r = 0; r < all.size(); ++r) {
+      held += fmt::format("{}rank {}: {}", r ? ", " : "", r,
+                          all[r] == "[]" ? std::string("none") : all[r]);
+    }
+    if (chosen < 0) {
+      throw AgreedError("cannot resume " + dir_ +
+                        ": no checkpoint iteration is held by every rank (" + held + ")" +
+                        (unreadable.empty() ? "" : "; " + unreadable));
+    }
+    const auto it = std::find_if(candidates.begin(), candidates.end(),
+                                 [&](const Candidate& c) { return c.iteration == chosen; });
+    if (it->path != checkpoint_path(dir_, rank_)) {
+      logger_.warn(
+          "resuming from {} (iteration {}): not every rank holds its newer checkpoint ({})",
+          it->path, chosen, held);
+    }
+    const Checkpoint checkpoint = load_checkpoint(it->path);
+    check_checkpoint_identity(checkpoint, it->path);
+    SADDLE_CHECK(chosen <= options_.iterations(), "checkpoint ", it->path, " is at iteration ",
+                 chosen, ", beyond --iters ", options_.iterations());
+    const std::string kept = rank_ == 0 ? kept_records(checkpoint.meta, chosen) : std::string();
+    restore_state(checkpoint);
+    // Every rank has its state: only now is anything written.
+    comm_.barrier();
+    if (rank_ == 0) metrics_ = MetricsWriter(dir_, kept);
+    logger_.info("resumed from {} at iteration {}", it->path, chosen);
+    return chosen;
+  }
+
+  void check_checkpoint_identity(const Checkpoint& checkpoint, const std::string& path) const {
+    SADDLE_CHECK(checkpoint.meta.value("rank", -1) == rank_, "checkpoint ", path,
+                 " belongs to rank ", checkpoint.meta.value("rank", -1), ", not rank ", rank_);
+    const Json theirs = checkpoint.meta.value("identity", Json::object());
+    const Json ours = identity();
+    const std::string key = first_difference(theirs, ours);
+    SADDLE_CHECK(key.empty(), "cannot resume ", dir_, ": --", key, " was ", shown(theirs, key),
+                 " when checkpoint ", path, " was written, and is ", shown(ours, key),
+                 " now (a resumed run must compute what the checkpointed one computed; only "
+                 "--iters, logging, evaluation and checkpoint options may change)");
+  }
+
+  // The records the checkpoint covers, proven by its digest; records written after it (and a
+  // torn last line) are dropped, and said so.
+  std::string kept_records(const Json& meta, int64_t at) const {
+    const Json digest = meta.value("records", Json::object());
+    const int64_t bytes = digest.value("bytes", int64_t{-1});
+    const std::string expected = digest.value("fnv1a64", std::string());
+    std::string path = join_path(dir_, kPartial);
+    if (!path_exists(path)) path = join_path(dir_, kMetrics);
+    SADDLE_CHECK(path_exists(path), "cannot resume ", dir_, ": it has neither ", kPartial, " nor ",
+                 kMetrics, " (the records of checkpoint iteration ", at, ")");
+    const std::string text = read_file(path);
+    SADDLE_CHECK(bytes >= 0 && static_cast<int64_t>(text.size()) >= bytes, "cannot resume ", dir_,
+                 ": ", path, " holds ", text.size(), " bytes of records, fewer than the ", bytes,
+                 " that the checkpoint at iteration ", at, " covers (records lost)");
+    const std::string prefix = text.substr(0, static_cast<size_t>(bytes));
+    SADDLE_CHECK(hex64(detail::fnv1a64(prefix.data(), prefix.size())) == expected, "cannot resume ",
+                 dir_, ": the records in ", path, " are not those of the checkpoint at iteration ",
+                 at, " (written by another run, or corrupt)");
+    const std::string rest = text.substr(prefix.size());
+    if (!rest.empty()) {
+      const int64_t lines = std::count(rest.begin(), rest.end(), '\n');
+      const bool torn = rest.back() != '\n';
+      logger_.info(
+          "resume: dropped {} record(s){} written after the checkpoint at iteration {} "
+          "from {}",
+          lines, torn ? " and a torn last line" : "", at, path);
+    }
+    return prefix;
+  }
+
+  void restore_state(const Checkpoint& checkpoint) {
     torch::NoGradGuard no_grad;
-    SADDLE_CHECK(checkpoint.get("z").numel() == z.numel(), "checkpoint ", path, ": z has ",
+    torch::Tensor z = game_.params();
+    SADDLE_CHECK(checkpoint.get("z").numel() == z.numel(), "checkpoint: z has ",
                  checkpoint.get("z").numel(), " entries, the game has ", z.numel());
     z.copy_(checkpoint.get("z"));
     Solver::State solver_state;
@@ -247,194 +399,331 @@ RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& 
       if (name.rfind("game/", 0) == 0) game_state.emplace_back(name.substr(5), tensor);
       if (name.rfind("exchange_", 0) == 0) exchange_state.emplace_back(name, tensor);
     }
-    solver.load_state(solver_state);
-    game.load_state(game_state);
-    exchange.load_state(exchange_state);
-    if (average.enabled() && checkpoint.get("average_count").item<int64_t>() > 0) {
-      average.restore(checkpoint.get("average").to(z.device()).clone(),
-                      checkpoint.get("average_count").item<int64_t>());
+    solver_.load_state(solver_state);
+    game_.load_state(game_state);
+    exchange_.load_state(exchange_state);
+    if (average_.enabled() && checkpoint.get("average_count").item<int64_t>() > 0) {
+      average_.restore(checkpoint.get("average").to(z.device()).clone(),
+                       checkpoint.get("average_count").item<int64_t>());
     }
-    for (size_t r = 0; r < generators.size(); ++r) {
-      generators[r].set_state(checkpoint.get("generator/" + std::to_string(r)));
+    for (size_t r = 0; r < generators_.size(); ++r) {
+      generators_[r].set_state(checkpoint.get("generator/" + std::to_string(r)));
     }
-    first = at;
-    if (writer) kept_records = records_before(dir, first);
-    logger.info("resumed from {} at iteration {}", path, first);
+    scaler_ = LossScaler(checkpoint.meta.value("loss_scale", 65536.0));
   }
-  MetricsWriter metrics_out(writer ? dir : "");
-  metrics_out.write_raw(kept_records);
 
-  auto save = [&](int64_t t) {
-    if (dir.empty()) return;
-    Checkpoint checkpoint;
-    checkpoint.meta = me;
-    checkpoint.meta["iteration"] = t;
-    checkpoint.tensors.emplace_back("z", z);
-    for (const auto& [name, tensor] : solver.state())
-      checkpoint.tensors.emplace_back("solver/" + name, tensor);
-    for (const auto& [name, tensor] : game.state())
-      checkpoint.tensors.emplace_back("game/" + name, tensor);
-    for (const auto& entry : exchange.state()) checkpoint.tensors.push_back(entry);
-    checkpoint.tensors.emplace_back(
-        "average", average.value().defined() ? average.value() : torch::zeros({0}));
-    checkpoint.tensors.emplace_back("average_count",
-                                    torch::tensor({average.count()}, torch::kInt64));
-    for (size_t r = 0; r < generators.size(); ++r) {
-      checkpoint.tensors.emplace_back("generator/" + std::to_string(r), generators[r].get_state());
+  // One operator evaluation in the run's precision. fp16 scales the losses; an evaluation that
+  // overflows is redone from the same sample (generator, sampler and batch-norm state restored)
+  // with a smaller scale.
+  torch::Tensor evaluate(at::Generator& gen) {
+    if (options_.precision() == Precision::kFp32) return game_.operator_at(gen);
+    AutocastScope autocast(options_.precision(), device_);
+    if (options_.precision() != Precision::kFp16) return game_.operator_at(gen);
+    Game::State snapshot = game_.state();
+    for (auto& entry : snapshot) entry.second = entry.second.clone();
+    const torch::Tensor gen_state = gen.get_state();
+    for (;;) {
+      game_.set_loss_scale(scaler_.scale());
+      torch::Tensor f = game_.operator_at(gen);
+      if (scaler_.update(all_finite(f)) || scaler_.overflows_in_a_row() > 40) return f;
+      game_.load_state(snapshot);
+      gen.set_state(gen_state);
     }
-    save_checkpoint(checkpoint_path(dir, rank), checkpoint);
-  };
+  }
 
-  ProgressBar progress(iterations - first, options.progress() && rank == 0,
-                       ProgressBar::stderr_is_terminal());
-  std::string status;
-  Metrics last;
-  std::string samples_path;
-  std::vector<std::pair<int64_t, Metrics>> evaluations;
+  // The solver's oracle: this rank's operator (the mean over simulated ranks), checked, then
+  // averaged over ranks by the exchange.
+  torch::Tensor oracle() {
+    Ledger& ledger = exchange_.ledger();
+    const auto start = Clock::now();
+    const double j0 = energy_per_phase_ ? energy_.meter->joules() : 0.0;
+    torch::Tensor local = evaluate(generators_[0]);
+    for (size_t r = 1; r < generators_.size(); ++r) local.add_(evaluate(generators_[r]));
+    if (generators_.size() > 1) local.div_(static_cast<double>(generators_.size()));
+    // Caught here, before the exchange, so the message names the cause rather than the codec.
+    const bool finite = all_finite(local);
+    ledger.seconds_compute += seconds_since(start);
+    if (!finite) {
+      throw diverged(current_ + 1, fmt::format("the operator on rank {} is not finite (a smaller "
+                                               "learning rate may help)",
+                                               rank_));
+    }
+    const double j1 = energy_per_phase_ ? energy_.meter->joules() : 0.0;
+    torch::Tensor averaged = exchange_.average(local);
+    if (energy_per_phase_) {
+      const double j2 = energy_.meter->joules();
+      ledger.joules_compute += j1 - j0;
+      ledger.joules_exchange += j2 - j1;
+    }
+    return averaged;
+  }
 
-  auto total_bytes = [&]() {
+  Error diverged(int64_t t, const std::string& what) const {
+    const std::string where = metrics_.enabled()
+                                  ? fmt::format(" (records so far in {})", metrics_.partial_path())
+                                  : std::string();
+    return Error(fmt::format("diverged at iteration {}: {}{}", t, what, where));
+  }
+
+  std::pair<int64_t, int64_t> total_bytes() {
+    const Ledger& ledger = exchange_.ledger();
     torch::Tensor counts =
         torch::tensor({ledger.bytes_sent, ledger.coordinates_sent}, torch::kInt64);
-    comm.allreduce_sum(counts);
-    return std::make_pair(counts[0].item<int64_t>(), counts[1].item<int64_t>());
-  };
-  diverged = [&](int64_t t, const std::string& what) {
-    std::string where = metrics_out.enabled()
-                            ? fmt::format(" (records so far in {})", metrics_out.partial_path())
-                            : std::string();
-    return Error(fmt::format("diverged at iteration {}: {}{}", t, what, where));
-  };
+    comm_.allreduce_sum(counts);
+    return {counts[0].item<int64_t>(), counts[1].item<int64_t>()};
+  }
+
   // The game's metrics at the current z, then at the averaged iterate with the suffix "_avg".
-  auto with_average = [&](const std::function<Metrics()>& measure) {
+  Metrics with_average(const std::function<Metrics()>& measure) {
     Metrics metrics = measure();
-    if (average.enabled() && average.count() > 0) {
+    if (average_.enabled() && average_.count() > 0) {
       torch::NoGradGuard no_grad;
+      torch::Tensor z = game_.params();
       torch::Tensor saved = z.clone();
-      z.copy_(average.value());
+      z.copy_(average_.value());
       for (const auto& [name, value] : measure()) metrics.emplace_back(name + "_avg", value);
       z.copy_(saved);
     }
     return metrics;
-  };
-  auto record = [&](int64_t t, bool evaluate) {
+  }
+
+  bool evaluation_due(int64_t t) const {
+    return t == 0 || t == options_.iterations() ||
+           (options_.eval_every() > 0 && t % options_.eval_every() == 0);
+  }
+
+  // A metrics record at iteration t (rank 0 writes it), with the evaluation metrics and a sample
+  // picture when `evaluate`. The other ranks wait for rank 0's evaluation without a time limit:
+  // FID on a large sample may take minutes.
+  void record(int64_t t, bool evaluate) {
     const auto [bytes_all, coords_all] = total_bytes();
-    if (rank != 0) return;
-    Metrics metrics = with_average([&]() { return game.metrics(); });
-    if (evaluate) {
-      const Metrics evaluation = with_average([&]() { return game.evaluation_metrics(); });
-      metrics.insert(metrics.end(), evaluation.begin(), evaluation.end());
-      if (!evaluation.empty()) evaluations.emplace_back(t, evaluation);
-      if (writer) {
-        create_directories(dir + "/samples");
-        const std::string path = fmt::format("{}/samples/iter_{:07d}.png", dir, t);
-        if (game.write_samples(path)) samples_path = path;
+    (void)coords_all;
+    if (rank_ == 0) {
+      Metrics metrics = with_average([&]() { return game_.metrics(); });
+      if (evaluate) {
+        const Metrics evaluation = with_average([&]() { return game_.evaluation_metrics(); });
+        metrics.insert(metrics.end(), evaluation.begin(), evaluation.end());
+        if (!evaluation.empty()) evaluations_.emplace_back(t, evaluation);
+        if (!dir_.empty()) {
+          create_directories(join_path(dir_, kSamples));
+          const std::string path = fmt::format("{}/samples/iter_{:07d}.png", dir_, t);
+          if (game_.write_samples(path)) samples_path_ = path;
+        }
       }
+      Json line;
+      line["iter"] = t;
+      for (const auto& [name, value] : metrics) {
+        if (!std::isfinite(value)) throw diverged(t, fmt::format("{} is {}", name, value));
+        line[name] = value;
+      }
+      line["step_scale"] = solver_.step_size().scale();
+      line["bytes_sent"] = bytes_all;
+      metrics_.write(line);
+      last_ = metrics;
+      const auto shown_metric = find_metric(metrics, "distance_sq");
+      status_ = shown_metric
+                    ? fmt::format("distance_sq {:.3e}", *shown_metric)
+                    : fmt::format("{} {:.4g}", metrics.front().first, metrics.front().second);
     }
-    nlohmann::ordered_json line;
-    line["iter"] = t;
-    for (const auto& [name, value] : metrics) {
-      if (!std::isfinite(value)) throw diverged(t, fmt::format("{} is {}", name, value));
-      line[name] = value;
+    if (evaluate && ranks_ > 1) {
+      const double limit = comm_.timeout();
+      comm_.set_timeout(0);
+      comm_.barrier();
+      comm_.set_timeout(limit);
     }
-    line["step_scale"] = solver.step_size().scale();
-    line["bytes_sent"] = bytes_all;
-    metrics_out.write(line);
-    last = metrics;
-    const auto shown = find_metric(metrics, "distance_sq");
-    status = shown ? fmt::format("distance_sq {:.3e}", *shown)
-                   : fmt::format("{} {:.4g}", metrics.front().first, metrics.front().second);
-  };
-  auto evaluation_due = [&](int64_t t) {
-    return t == 0 || t == iterations || (options.eval_every() > 0 && t % options.eval_every() == 0);
-  };
-
-  const auto start = Clock::now();
-  if (first % log_every == 0 || evaluation_due(first)) record(first, evaluation_due(first));
-  for (int64_t t = first; t < iterations; ++t) {
-    current = t;
-    exchange.begin_iteration(t);
-    solver.step(oracle);
-    // Every rank holds the same z, so every rank detects a divergence at the same iteration.
-    if (!torch::isfinite(z).all().item<bool>()) throw diverged(t + 1, "parameters are not finite");
-    average.update(z);
-    const bool evaluate = evaluation_due(t + 1);
-    if ((t + 1) % log_every == 0 || t + 1 == iterations || evaluate) record(t + 1, evaluate);
-    if (options.checkpoint_every() > 0 && (t + 1) % options.checkpoint_every() == 0 &&
-        t + 1 < iterations) {
-      save(t + 1);
-    }
-    progress.update(t + 1 - first, status);
-  }
-  synchronize(device);
-  const double wall = seconds_since(start);
-  progress.finish(status);
-  save(iterations);
-
-  RunResult result;
-  result.iterations = iterations;
-  result.wall_seconds = wall;
-  result.final_metrics = last;
-  result.ledger = ledger;
-  result.ranks = ranks;
-  result.resumed_from = first;
-  result.samples_path = samples_path;
-  result.evaluations = std::move(evaluations);
-  if (energy.meter) result.joules = energy.meter->joules() - joules_at_start;
-  const auto [bytes_all, coords_all] = total_bytes();
-  result.bytes_sent_all = bytes_all;
-  result.fp32_bytes_all = coords_all * 4;
-
-  // Ranks agree when every rank's parameter hash equals rank 0's.
-  const uint64_t hash = tensor_hash(z);
-  torch::Tensor mine = torch::empty({8}, torch::kUInt8);
-  std::memcpy(mine.data_ptr(), &hash, 8);
-  for (const auto& other : comm.allgather_bytes(mine)) {
-    if (!torch::equal(other, mine)) result.ranks_agree = false;
   }
 
-  nlohmann::ordered_json summary;
-  summary["game"] = game.name();
-  summary["solver"] = solver.name();
-  summary["iterations"] = iterations;
-  summary["wall_seconds"] = wall;
-  for (const auto& [name, value] : last) summary[name] = value;
-  summary["ranks"] = ranks;
-  summary["ranks_agree"] = result.ranks_agree;
-  summary["bytes_sent"] = result.bytes_sent_all;
-  summary["bytes_sent_fp32"] = result.fp32_bytes_all;
-  summary["bits_per_coordinate"] =
-      coords_all > 0 ? 8.0 * static_cast<double>(bytes_all) / static_cast<double>(coords_all) : 0.0;
-  summary["seconds"] = {{"compute", ledger.seconds_compute},
-                        {"encode", ledger.seconds_encode},
-                        {"communicate", ledger.seconds_communicate},
-                        {"decode", ledger.seconds_decode}};
-  summary["device"] = describe_device(device);
-  summary["precision"] = precision_name(options.precision());
-  if (energy.meter) {
-    // Joules of the run on this rank's device (rank 0's in summary.json).
-    nlohmann::ordered_json joules = {
-        {"source", energy.meter->source()},
-        {"joules", result.joules},
-        {"joules_per_iteration", result.joules / static_cast<double>(iterations - first)}};
-    if (energy_per_phase) {
-      joules["joules_compute"] = ledger.joules_compute;
-      joules["joules_exchange"] = ledger.joules_exchange;
+  // This rank's checkpoint at iteration t; the one before it is kept as checkpoint.rankR.prev.pt.
+  void checkpoint(int64_t t) {
+    if (dir_.empty()) return;
+    Checkpoint c;
+    c.meta = {{"format", 2}, {"iteration", t}, {"rank", rank_}, {"identity", identity()}};
+    if (rank_ == 0) c.meta["records"] = metrics_.digest();
+    c.meta["loss_scale"] = scaler_.scale();
+    c.tensors.emplace_back("z", game_.params());
+    for (const auto& [name, tensor] : solver_.state())
+      c.tensors.emplace_back("solver/" + name, tensor);
+    for (const auto& [name, tensor] : game_.state()) c.tensors.emplace_back("game/" + name, tensor);
+    for (const auto& entry : exchange_.state()) c.tensors.push_back(entry);
+    c.tensors.emplace_back("average",
+                           average_.value().defined() ? average_.value() : torch::zeros({0}));
+    c.tensors.emplace_back("average_count", torch::tensor({average_.count()}, torch::kInt64));
+    for (size_t r = 0; r < generators_.size(); ++r) {
+      c.tensors.emplace_back("generator/" + std::to_string(r), generators_[r].get_state());
     }
-    summary["energy"] = joules;
-  } else {
-    summary["energy"] = {{"available", false}, {"reason", energy.unavailable}};
+    const std::string path = checkpoint_path(dir_, rank_);
+    if (path_exists(path)) rename_file(path, checkpoint_path(dir_, rank_, true));
+    save_checkpoint(path, c);
   }
-  if (!samples_path.empty()) summary["samples"] = samples_path;
-  if (first > 0) summary["resumed_from"] = first;
-  summary["config"] = config;
-  result.summary = summary;
 
-  if (writer) {
-    metrics_out.commit();
-    write_file_atomic(dir + "/summary.json", summary.dump(2) + "\n");
+  RunResult loop(int64_t first) {
+    const int64_t iterations = options_.iterations();
+    Oracle oracle = [this]() { return this->oracle(); };
+    ProgressBar progress(iterations - first, options_.progress() && rank_ == 0,
+                         ProgressBar::stderr_is_terminal());
+    const bool stoppable = static_cast<bool>(options_.stop_requested());
+    bool posted = false;
+    int64_t stopped_at = -1;
+    const auto start = Clock::now();
+    // A resumed run's record at its first iteration is among the records it kept.
+    if (first == 0) record(0, evaluation_due(0));
+    for (int64_t t = first; t < iterations; ++t) {
+      current_ = t;
+      exchange_.begin_iteration(t);
+      solver_.step(oracle);
+      torch::Tensor z = game_.params();
+      // Every rank holds the same z, so every rank detects this divergence at the same iteration.
+      if (!torch::isfinite(z).all().item<bool>()) {
+        throw AgreedError(diverged(t + 1, "parameters are not finite").what());
+      }
+      average_.update(z);
+      // A stop request is agreed one iteration late (the OR of the flags posted at the end of the
+      // previous iteration), so that every rank stops after the same iteration without waiting.
+      bool stop = false;
+      if (stoppable) {
+        if (posted) stop = comm_.collect_flag();
+        posted = false;
+        if (!stop && t + 1 < iterations) {
+          comm_.post_flag(options_.stop_requested()());
+          posted = true;
+        }
+      }
+      const bool evaluate = evaluation_due(t + 1);
+      // (A stop adds no record of its own: the resumed run writes what an uninterrupted one would.)
+      if ((t + 1) % log_every_ == 0 || t + 1 == iterations || evaluate) record(t + 1, evaluate);
+      if (stop) {
+        stopped_at = t + 1;
+        break;
+      }
+      if (options_.checkpoint_every() > 0 && (t + 1) % options_.checkpoint_every() == 0 &&
+          t + 1 < iterations) {
+        checkpoint(t + 1);
+      }
+      progress.update(t + 1 - first, status_);
+    }
+    if (posted) comm_.collect_flag();
+    synchronize(device_);
+    const double wall = seconds_since(start);
+    progress.finish(status_);
+    if (stopped_at >= 0) {
+      checkpoint(stopped_at);
+      throw Interrupted(
+          dir_.empty()
+              ? fmt::format("interrupted at iteration {} of {}; no --out was given, so nothing "
+                            "was saved",
+                            stopped_at, iterations)
+              : fmt::format("interrupted at iteration {} of {}: checkpoint written to {}; "
+                            "continue with the same command and --resume {}",
+                            stopped_at, iterations, dir_, dir_),
+          stopped_at);
+    }
+    checkpoint(iterations);
+    return summarize(first, wall);
   }
-  logger.debug("run finished: {} iterations in {:.3f} s", iterations - first, wall);
-  return result;
+
+  RunResult summarize(int64_t first, double wall) {
+    const int64_t iterations = options_.iterations();
+    const Ledger& ledger = exchange_.ledger();
+    RunResult result;
+    result.iterations = iterations;
+    result.wall_seconds = wall;
+    result.final_metrics = last_;
+    result.ledger = ledger;
+    result.ranks = ranks_;
+    result.resumed_from = first;
+    result.samples_path = samples_path_;
+    result.evaluations = std::move(evaluations_);
+    if (energy_.meter) result.joules = energy_.meter->joules() - joules_at_start_;
+    const auto [bytes_all, coords_all] = total_bytes();
+    result.bytes_sent_all = bytes_all;
+    result.fp32_bytes_all = coords_all * 4;
+
+    // Ranks agree when every rank's parameter hash equals rank 0's.
+    const uint64_t hash = tensor_hash(game_.params());
+    torch::Tensor mine = torch::empty({8}, torch::kUInt8);
+    std::memcpy(mine.data_ptr(), &hash, 8);
+    for (const auto& other : comm_.allgather_bytes(mine)) {
+      if (!torch::equal(other, mine)) result.ranks_agree = false;
+    }
+
+    Json summary;
+    summary["game"] = game_.name();
+    summary["solver"] = solver_.name();
+    summary["iterations"] = iterations;
+    summary["wall_seconds"] = wall;
+    for (const auto& [name, value] : last_) summary[name] = value;
+    summary["ranks"] = ranks_;
+    summary["ranks_agree"] = result.ranks_agree;
+    summary["bytes_sent"] = result.bytes_sent_all;
+    summary["bytes_sent_fp32"] = result.fp32_bytes_all;
+    summary["bits_per_coordinate"] =
+        coords_all > 0 ? 8.0 * static_cast<double>(bytes_all) / static_cast<double>(coords_all)
+                       : 0.0;
+    summary["seconds"] = {{"compute", ledger.seconds_compute},
+                          {"encode", ledger.seconds_encode},
+                          {"communicate", ledger.seconds_communicate},
+                          {"decode", ledger.seconds_decode}};
+    summary["device"] = describe_device(device_);
+    summary["precision"] = precision_name(options_.precision());
+    if (energy_.meter) {
+      // Joules of the run on this rank's device (rank 0's in summary.json).
+      Json joules = {
+          {"source", energy_.meter->source()},
+          {"joules", result.joules},
+          {"joules_per_iteration", result.joules / static_cast<double>(iterations - first)}};
+      if (energy_per_phase_) {
+        joules["joules_compute"] = ledger.joules_compute;
+        joules["joules_exchange"] = ledger.joules_exchange;
+      }
+      summary["energy"] = joules;
+    } else {
+      summary["energy"] = {{"available", false}, {"reason", energy_.unavailable}};
+    }
+    if (!samples_path_.empty()) summary["samples"] = samples_path_;
+    if (first > 0) summary["resumed_from"] = first;
+    summary["config"] = config_;
+    result.summary = summary;
+
+    if (rank_ == 0 && !dir_.empty()) {
+      metrics_.commit();
+      write_file_atomic(join_path(dir_, kSummary), summary.dump(2) + "\n");
+    }
+    logger_.debug("run finished: {} iterations in {:.3f} s", iterations - first, wall);
+    return result;
+  }
+
+  Game& game_;
+  Solver& solver_;
+  Exchange& exchange_;
+  Communicator& comm_;
+  const RunOptions& options_;
+  const Logger& logger_;
+  const Json& config_;
+  const int rank_;
+  const int ranks_;
+  const std::string dir_;
+  const torch::Device device_;
+  IterateAverage average_;
+  int64_t log_every_ = 1;
+  std::unique_ptr<DirectoryLock> lock_;
+  std::vector<at::Generator> generators_;
+  EnergyProbe energy_;
+  bool energy_per_phase_ = false;
+  double joules_at_start_ = 0;
+  LossScaler scaler_;
+  MetricsWriter metrics_;
+  int64_t current_ = 0;  // the iteration being computed, for error messages
+  std::string status_;
+  Metrics last_;
+  std::string samples_path_;
+  std::vector<std::pair<int64_t, Metrics>> evaluations_;
+};
+
+}  // namespace
+
+RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& options,
+              const Logger& logger, const nlohmann::ordered_json& config) {
+  return Runner(game, solver, exchange, options, logger, config).run();
 }
 
 }  // namespace saddle

@@ -3,7 +3,12 @@
 // waits in a barrier. Modes:
 //   catch  (default) the program's pattern: catch, print one line, Communicator::abort(1);
 //   escape           no catch inside the runtime's scope: ~MpiRuntime aborts the job while the
-//                    exception unwinds (the safety net), instead of MPI_Finalize hanging.
+//                    exception unwinds (the safety net), instead of MPI_Finalize hanging;
+//   stall            rank 1 stops itself (SIGSTOP); rank 0's watchdog ends the job within the
+//                    2 s --rank-timeout it sets, naming rank 1 and the collective.
+#include <signal.h>
+#include <torch/torch.h>
+
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -18,10 +23,19 @@ void work(saddle::Communicator& world) {
   world.barrier();  // never completes: rank 1 does not come
 }
 
+// Rank 1 stops (as under SIGSTOP or a hung device) before the exchange's all-gather; rank 0's
+// watchdog must end the job, naming rank 1.
+void stall(saddle::Communicator& world) {
+  world.set_timeout(2.0);
+  if (world.rank() == 1) ::raise(SIGSTOP);
+  world.allgather_bytes(torch::zeros({16}, torch::kUInt8));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const bool escape = argc > 1 && std::strcmp(argv[1], "escape") == 0;
+  const bool stalled = argc > 1 && std::strcmp(argv[1], "stall") == 0;
   if (escape) {
     try {
       saddle::MpiRuntime mpi(argc, argv);
@@ -36,7 +50,11 @@ int main(int argc, char** argv) {
   saddle::MpiRuntime mpi(argc, argv);
   auto world = mpi.world();
   try {
-    work(*world);
+    if (stalled) {
+      stall(*world);
+    } else {
+      work(*world);
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "[rank %d/%d] error: %s\n", world->rank(), world->size(), e.what());
     if (world->size() > 1) world->abort(1);

@@ -130,7 +130,7 @@ TEST_F(Cli, MalformedOrMistypedConfig) {
   expect_one_line_error(run("solve --config " + write("list.json", R"([1, 2])")),
                         "must be a JSON object");
   expect_one_line_error(run("solve --config " + (dir_ / "missing.json").string()),
-                        "cannot open file");
+                        "missing.json: no such file");
 }
 
 TEST_F(Cli, UnwritableOut) {
@@ -252,14 +252,17 @@ TEST_F(Cli, ResumeRefusesAnotherGameOrShape) {
   const std::string out = (dir_ / "run").string();
   ASSERT_EQ(run("solve --game bilinear --iters 10 --no-progress --out " + out).code, 0);
   expect_one_line_error(run("solve --game quadratic --iters 20 --resume " + out),
-                        "belongs to another run");
+                        "--game was \"bilinear\" when checkpoint");
   expect_one_line_error(run("solve --game bilinear --dim 3 --iters 20 --resume " + out),
-                        "belongs to another run");
+                        "--dim was 10 when checkpoint");
   expect_one_line_error(run("solve --iters 20 --resume " + (dir_ / "nothing").string()),
-                        "no such file");
+                        "no such directory");
+  EXPECT_FALSE(saddle::path_exists((dir_ / "nothing").string())) << "a failed resume created it";
   std::ofstream(out + "/checkpoint.rank0.pt") << "not a checkpoint";
-  expect_one_line_error(run("solve --game bilinear --iters 20 --resume " + out),
-                        "not a readable saddle checkpoint");
+  std::ofstream(out + "/checkpoint.rank0.prev.pt") << "SADDLE-CHECKPOINT 1\n{}\n";
+  const auto r = run("solve --game bilinear --iters 20 --resume " + out);
+  expect_one_line_error(r, "is not a saddle checkpoint");
+  EXPECT_NE(r.err.find("has another format"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -7,10 +7,14 @@
 #pragma once
 
 #include <torch/types.h>
+#include <nlohmann/json.hpp>
 
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "saddle/error.h"
 
 namespace saddle {
 
@@ -45,10 +49,47 @@ class Communicator {
 
   virtual void barrier() = 0;
 
+  // The longest a collective waits for the other ranks, in seconds (0: no limit). A collective
+  // that waits longer throws saddle::Error naming the operation and, where it can tell, the ranks
+  // it waited for; the program then ends the job (abort), so a stopped rank cannot hang the
+  // others. Communicators without a transport to wait on ignore it.
+  virtual void set_timeout(double seconds) {}
+  virtual double timeout() const { return 0.0; }
+
+  // A collective OR that does not stall a loop: post_flag() starts it with this rank's flag,
+  // collect_flag() completes the oldest posted one and returns whether any rank posted true.
+  // Every rank posts and collects in the same order. The default is a blocking allgather.
+  virtual void post_flag(bool flag);
+  virtual bool collect_flag();
+
   // Ends every rank of the job with `code` (MPI_Abort under MPI): used when one rank fails, so that
   // an error on one rank never leaves the others hanging in a collective.
   [[noreturn]] virtual void abort(int code) = 0;
+
+ private:
+  std::deque<bool> posted_;  // results of the default post_flag, oldest first
 };
+
+// An error that every rank raises together, after agreeing on it (a configuration the ranks
+// disagree on, a directory that cannot be resumed, an interrupted run): a program prints it once
+// (rank 0) and every rank exits with exit_code(), with no job abort needed.
+class AgreedError : public Error {
+ public:
+  explicit AgreedError(const std::string& what, int exit_code = 1)
+      : Error(what), exit_code_(exit_code) {}
+  int exit_code() const { return exit_code_; }
+
+ private:
+  int exit_code_;
+};
+
+// Checks that every rank holds the same `config` (hashes first, then the first differing key by
+// name). Throws AgreedError on every rank, e.g. "ranks disagree on the configuration: --iters is
+// 3000 on rank 0 but 2000 on rank 1". Collective.
+void check_ranks_agree(Communicator& comm, const nlohmann::ordered_json& config);
+
+// The first key (in a's order, then b's) whose value differs between two JSON objects, or "".
+std::string first_difference(const nlohmann::ordered_json& a, const nlohmann::ordered_json& b);
 
 // For implementations: throws saddle::Error unless `bytes` is a defined, contiguous, 1-D kUInt8
 // CPU tensor; `what` names the collective in the message.

@@ -36,6 +36,10 @@ void remove_tree(const std::string& path);
 void rename_file(const std::string& from, const std::string& to);
 // The whole file; throws saddle::Error naming the path.
 std::string read_file(const std::string& path);
+// At most the first `max_bytes` bytes of the file.
+std::string read_file_prefix(const std::string& path, size_t max_bytes);
+// Whether `path` is a symbolic link (not followed).
+bool is_symlink(const std::string& path);
 // The names in `dir` (no "." or ".."), sorted; throws when it cannot be read.
 std::vector<std::string> list_directory(const std::string& dir);
 // A new, empty directory PARENT/PREFIXxxxxxx (mkdtemp); returns its path.
@@ -50,5 +54,39 @@ void prepare_output_dir(const std::string& dir);
 // failure the temporary file is removed, `path` keeps its previous contents, and the error names
 // the file and the reason ("no space left on device").
 void write_file_atomic(const std::string& path, const std::string& contents);
+
+// A file that grows by appends, for records streamed during a run. It is created as a new
+// temporary file beside `path`, given `initial` contents, and renamed to `path`, so that it never
+// writes through an existing file or link; every later append is checked and a failure (a full
+// disk) is a saddle::Error naming the file.
+class AppendFile {
+ public:
+  AppendFile(const std::string& path, const std::string& initial);
+  ~AppendFile();
+  AppendFile(const AppendFile&) = delete;
+  AppendFile& operator=(const AppendFile&) = delete;
+  void append(const std::string& text);
+  // Flushes to the disk and closes; appends after it throw.
+  void close();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+// The lock of a run directory, held for the object's lifetime: an exclusive flock(2) on
+// DIR/.saddle-lock, which also records who holds it. A second run into the same directory gets
+// saddle::Error("--out DIR is in use by another run: pid P on HOST since TIME").
+class DirectoryLock {
+ public:
+  explicit DirectoryLock(const std::string& dir);
+  ~DirectoryLock();
+  DirectoryLock(const DirectoryLock&) = delete;
+  DirectoryLock& operator=(const DirectoryLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
 
 }  // namespace saddle

@@ -4,12 +4,25 @@
 // logs the game's metrics (for the last and the averaged iterate), writes metrics.jsonl and
 // summary.json on rank 0, shows progress, and stops with a saddle::Error naming the iteration if
 // the run diverges (NaN/Inf is never written as a number).
+//
+// What a run directory promises (out_dir):
+//   * One run at a time: the directory is locked for the run's lifetime; a second run into it
+//     fails at once, naming the holder.
+//   * A directory that already holds a run is never silently replaced: a fresh run refuses it
+//     unless `overwrite` (which first removes that run's files), and `resume` continues it.
+//   * Resume continues exactly: it restores the newest checkpoint that every rank holds (each
+//     rank keeps its last two), refuses one written with other arithmetic (the first differing
+//     option is named) or whose checksum fails, and keeps exactly the metrics records that the
+//     checkpoint covers (records written after it, torn lines included, are dropped and counted).
+//   * Nothing is half-written: every file is written to a new temporary name and renamed, no
+//     write goes through an existing file or link, and a full disk is one error naming the file.
 #pragma once
 
 #include <torch/arg.h>
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <string>
 #include <utility>
@@ -50,6 +63,17 @@ struct RunOptions {
   // Continue the run checkpointed in out_dir: its metrics.jsonl continues exactly as if the run
   // had never stopped (same seed and options required; another game or shape is refused).
   TORCH_ARG(bool, resume) = false;
+  // A fresh run into an out_dir that holds another run's files removes them first (else refused).
+  TORCH_ARG(bool, overwrite) = false;
+  // Everything that changes the arithmetic besides what the runner sees itself (the CLI passes
+  // its resolved options minus those free to change, such as --iters and logging): a resumed
+  // run refuses a checkpoint whose identity differs, naming the first differing key, and ranks
+  // must agree on it at the start.
+  TORCH_ARG(nlohmann::ordered_json, identity) = nlohmann::ordered_json::object();
+  // Polled every iteration (Ctrl-C, a scheduler's SIGTERM): when it returns true on any rank,
+  // every rank stops after the same iteration, checkpoints (with out_dir) and run() throws
+  // Interrupted.
+  TORCH_ARG(std::function<bool()>, stop_requested) = nullptr;
   // Arithmetic of the operator evaluations (autocast; fp16 with dynamic loss scaling) on the
   // game's device.
   TORCH_ARG(Precision, precision) = Precision::kFp32;
@@ -73,6 +97,18 @@ struct RunResult {
   // Rank 0: the evaluation metrics (FID, modes, ...) at each evaluation point this call ran.
   std::vector<std::pair<int64_t, Metrics>> evaluations;
   nlohmann::ordered_json summary;  // what summary.json holds
+};
+
+// Thrown on every rank when a run stopped at options.stop_requested(): where it stopped and how
+// to continue.
+class Interrupted : public AgreedError {
+ public:
+  Interrupted(const std::string& what, int64_t iteration)
+      : AgreedError(what, 130), iteration_(iteration) {}
+  int64_t iteration() const { return iteration_; }
+
+ private:
+  int64_t iteration_;
 };
 
 // Runs `options.iterations` iterations of `solver` on `game`, exchanging operators through
