@@ -260,6 +260,18 @@ quant_detail::QuantParams params_of(const CodecOptions& o, const QuantizerSpec& 
   return p;
 }
 
+#if SADDLE_WITH_CUDA
+cuda_detail::QuantSetup cuda_setup(const CodecOptions& o, const QuantizerSpec& spec,
+                                   const std::vector<float>& levels, torch::Tensor tables) {
+  return {o.bits(),
+          static_cast<int>(levels.size()),
+          spec.family == LevelFamily::kUniform,
+          o.norm() == NormKind::kLinf,
+          o.bucket_size(),
+          std::move(tables)};
+}
+#endif
+
 }  // namespace
 
 torch::Tensor Codec::encode(const torch::Tensor& v, uint64_t seed, uint64_t stream) const {
@@ -269,12 +281,8 @@ torch::Tensor Codec::encode(const torch::Tensor& v, uint64_t seed, uint64_t stre
   write_header(n, header);
 #if SADDLE_WITH_CUDA
   if (v.is_cuda()) {
-    const cuda_detail::QuantSetup setup{options_.bits(),
-                                        static_cast<int>(levels_.size()),
-                                        spec_->family == LevelFamily::kUniform,
-                                        options_.norm() == NormKind::kLinf,
-                                        options_.bucket_size(),
-                                        is_cast() ? torch::Tensor() : device_tables(v.device())};
+    const cuda_detail::QuantSetup setup = cuda_setup(
+        options_, *spec_, levels_, is_cast() ? torch::Tensor() : device_tables(v.device()));
     if (is_cast()) {
       return cuda_detail::encode_cast(v, static_cast<int>(spec_->cast), header,
                                       max_encoded_bytes(n));
@@ -492,12 +500,8 @@ void Codec::decode_average(const std::vector<torch::Tensor>& messages, torch::Te
         throw MalformedMessage(r, e.what());
       }
     }
-    const cuda_detail::QuantSetup setup{options_.bits(),
-                                        static_cast<int>(levels_.size()),
-                                        spec_->family == LevelFamily::kUniform,
-                                        options_.norm() == NormKind::kLinf,
-                                        options_.bucket_size(),
-                                        is_cast() ? torch::Tensor() : device_tables(out.device())};
+    const cuda_detail::QuantSetup setup = cuda_setup(
+        options_, *spec_, levels_, is_cast() ? torch::Tensor() : device_tables(out.device()));
     if (is_cast()) {
       cuda_detail::decode_average_cast(all, count, stride, static_cast<int>(spec_->cast), weight,
                                        out);
@@ -531,12 +535,8 @@ torch::Tensor Codec::statistics(const torch::Tensor& v) const {
   check_vector(v, "statistics input");
 #if SADDLE_WITH_CUDA
   if (v.is_cuda()) {
-    const cuda_detail::QuantSetup setup{options_.bits(),
-                                        static_cast<int>(levels_.size()),
-                                        spec_->family == LevelFamily::kUniform,
-                                        options_.norm() == NormKind::kLinf,
-                                        options_.bucket_size(),
-                                        device_tables(v.device())};
+    const cuda_detail::QuantSetup setup =
+        cuda_setup(options_, *spec_, levels_, device_tables(v.device()));
     return cuda_detail::statistics(v, setup, kLevelStatBins);
   }
 #endif

@@ -33,6 +33,25 @@ constexpr const char* kQuick =
     "solve --game bilinear --noise absolute --solver extra-adam --lr 0.01 --seed 4 "
     "--log-every 10 --no-progress ";
 
+// Waits (up to 30 s) until `path` exists: a run has started its loop once its records file is
+// there.
+void wait_for(const std::string& path) {
+  for (int i = 0; i < 600 && !saddle::path_exists(path); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+// Starts `command` under /bin/sh (exec'd, so the pid is the program's own); returns its pid.
+pid_t spawn(const std::string& command) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const std::string exec = "exec " + command;
+    ::execl("/bin/sh", "sh", "-c", exec.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  return pid;
+}
+
 class Reliability : public ::testing::Test {
  protected:
   void SetUp() override { dir_ = saddle::testing::fresh_temp_dir("saddle_reliability"); }
@@ -232,6 +251,20 @@ TEST_F(Reliability, FullDiskIsOneLineAndThePreviousCheckpointSurvives) {
   EXPECT_LT(r.code, 128) << "crashed: " << r.err;
   EXPECT_EQ(slurp(sp + "/checkpoint.rank0.pt"), checkpoint);
   saddle::remove_file(disk + "/filler");
+  // Two ranks: the failing rank's own line shows before the job ends.
+  saddle::remove_file(disk + "/filler");
+  const std::string two = disk + "/two";
+  ASSERT_EQ(mpirun(2, std::string(kQuick) + "--iters 20 --out " + two).code, 0);
+  {
+    std::ofstream filler(disk + "/filler", std::ios::binary);
+    const std::string block(4096, 'x');
+    while (filler.write(block.data(), block.size())) {
+    }
+  }
+  const auto both = mpirun(2, std::string(kQuick) + "--iters 40 --resume " + two);
+  EXPECT_NE(both.code, 0);
+  EXPECT_NE(both.err.find("saddle: error on rank"), std::string::npos) << both.err;
+  EXPECT_NE(both.err.find("No space left on device"), std::string::npos) << both.err;
   // The library on its own: a save that does not fit leaves the old file intact.
   saddle::Checkpoint big;
   big.meta = {{"iteration", 1}};
@@ -249,15 +282,11 @@ TEST_F(Reliability, SigtermCheckpointsAndTheRunContinuesExactly) {
       "--log-every 5000 --iters 100000 ";
   ASSERT_EQ(run(args + "--out " + whole).code, 0);
   const std::string err = out("err.txt");
-  const pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    const std::string command =
-        std::string("exec ") + SADDLE_CLI_PATH + " " + args + "--out " + parts + " 2>" + err;
-    ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  const pid_t pid =
+      spawn(std::string(SADDLE_CLI_PATH) + " " + args + "--out " + parts + " 2>" + err);
+  ASSERT_GT(pid, 0);
+  wait_for(parts + "/metrics.jsonl.partial");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
   ::kill(pid, SIGTERM);
   int status = 0;
   ::waitpid(pid, &status, 0);
@@ -272,19 +301,42 @@ TEST_F(Reliability, SigtermCheckpointsAndTheRunContinuesExactly) {
   EXPECT_EQ(slurp(parts + "/metrics.jsonl"), slurp(whole + "/metrics.jsonl"));
 
   // Two signals: the second one ends the process at once.
-  const pid_t again = ::fork();
-  ASSERT_GE(again, 0);
-  if (again == 0) {
-    const std::string command = std::string("exec ") + SADDLE_CLI_PATH + " " + args +
-                                "--iters 100000000 --out " + out("again") + " 2>/dev/null";
-    ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const pid_t again = spawn(std::string(SADDLE_CLI_PATH) + " " + args + "--iters 100000000 --out " +
+                            out("again") + " 2>/dev/null");
+  ASSERT_GT(again, 0);
+  wait_for(out("again") + "/metrics.jsonl.partial");
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
   ::kill(again, SIGINT);
   ::kill(again, SIGINT);
   ::waitpid(again, &status, 0);
   EXPECT_TRUE(WIFSIGNALED(status) || WEXITSTATUS(status) == 130);
+}
+
+// Item 11 under mpirun: SIGTERM to mpirun reaches every rank; they stop after the same iteration,
+// checkpoint, and the resumed job equals an uninterrupted one.
+TEST_F(Reliability, SigtermToMpirunCheckpointsEveryRank) {
+  const std::string whole = out("whole"), parts = out("parts");
+  const std::string args =
+      "solve --game bilinear --noise relative --solver eg --lr 0.5 --seed 3 "
+      "--quantizer qsgd --no-progress --log-every 2000 --iters 60000 ";
+  ASSERT_EQ(mpirun(2, args + "--out " + whole).code, 0);
+  const std::string err = out("err.txt");
+  const pid_t pid = spawn(std::string(SADDLE_MPIRUN_PATH) +
+                          " -np 2 --oversubscribe --allow-run-as-root --bind-to none " +
+                          SADDLE_CLI_PATH + " " + args + "--out " + parts + " 2>" + err);
+  ASSERT_GT(pid, 0);
+  wait_for(parts + "/metrics.jsonl.partial");
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  const std::string message = slurp(err);
+  ASSERT_NE(message.find("interrupted at iteration"), std::string::npos) << message;
+  EXPECT_TRUE(saddle::path_exists(parts + "/checkpoint.rank0.pt"));
+  EXPECT_TRUE(saddle::path_exists(parts + "/checkpoint.rank1.pt"));
+  const auto resumed = mpirun(2, args + "--resume " + parts);
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_EQ(slurp(parts + "/metrics.jsonl"), slurp(whole + "/metrics.jsonl"));
 }
 
 // Item 12: links inside --out are never written through.
@@ -309,18 +361,11 @@ TEST_F(Reliability, LinksInsideTheOutputAreNeverFollowed) {
 // Item 13: two runs into one directory: the second says who holds it.
 TEST_F(Reliability, ASecondRunIntoTheSameDirectoryIsRefused) {
   const std::string sp = out("sp");
-  const pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    const std::string command = std::string("exec ") + SADDLE_CLI_PATH +
-                                " solve --iters 100000000 --no-progress --out " + sp +
-                                " >/dev/null 2>&1";
-    ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  for (int i = 0; i < 100 && !saddle::path_exists(sp + "/metrics.jsonl.partial"); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  const pid_t pid =
+      spawn(std::string(SADDLE_CLI_PATH) + " solve --iters 100000000 --no-progress --out " + sp +
+            " >/dev/null 2>&1");
+  ASSERT_GT(pid, 0);
+  wait_for(sp + "/metrics.jsonl.partial");
   const auto second = run("solve --iters 10 --overwrite --out " + sp);
   ::kill(pid, SIGKILL);
   int status = 0;
