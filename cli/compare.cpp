@@ -28,7 +28,7 @@ const std::vector<CompareEntry>& compare_entries() {
       {"ogda", 0.5, StepSizeKind::kConstant},
       {"extra-adam", 0.01, StepSizeKind::kConstant},
       {"optimistic-adam", 0.01, StepSizeKind::kConstant},
-      {"qgenx", 1.0, StepSizeKind::kAdaptive},
+      {"qgenx", 1.0, StepSizeKind::kAuto},
       {"qgenx", 0.5, StepSizeKind::kConstant}};
   return kEntries;
 }

@@ -101,9 +101,9 @@ SolveCommand::SolveCommand(CLI::App& app)
   binder_.add("iters", iters_, "Iterations (> 0)");
   binder_.add("seed", seed_, "Seed of the game instance, the samples and the quantizers");
   binder_.add("out", out_, "Directory for metrics.jsonl and summary.json (none: no files)");
-  binder_.add(
-      "step-size", step_size_,
-      "Step size rule: constant | adaptive (default: adaptive for qgenx, constant otherwise)");
+  binder_.add("step-size", step_size_,
+              "Step rule: auto | qgenx | adagrad | constant (default: auto for eg, ogda and qgenx, "
+              "constant otherwise)");
   binder_.add("lr", lr_, "Base learning rate gamma_0 of every player");
   binder_.add("player-lr", player_lr_, "Per-player learning rate NAME=LR (repeatable)");
   binder_.add("variant", variant_, "qgenx extrapolation: eg | optimistic | dual-averaging");
@@ -212,9 +212,9 @@ int SolveCommand::run(Communicator& comm) {
   game_options.device = where.device();
   auto game = make_game(game_, game_options);
 
-  const std::string step = !step_size_.empty()  ? step_size_
-                           : solver_ == "qgenx" ? "adaptive"
-                                                : "constant";
+  // The extra-gradient family adapts its step by default; the others keep their learning rate.
+  const bool extragradient = solver_ == "eg" || solver_ == "ogda" || solver_ == "qgenx";
+  const std::string step = !step_size_.empty() ? step_size_ : extragradient ? "auto" : "constant";
   SolverOptions solver_options;
   solver_options.lr(lr_)
       .player_lr(parse_player_rates(player_lr_))
@@ -227,6 +227,10 @@ int SolveCommand::run(Communicator& comm) {
 
   Exchange exchange(run_comm, exchange_options(exchange_, seed_), logger);
 
+  // What the checkpoint must match on resume: every option that changes the arithmetic, the step
+  // rule as resolved (qgenx's default is adaptive).
+  nlohmann::ordered_json identity = without(binder_.resolved(), resume_free_options());
+  identity["step-size"] = step;
   RunOptions run_options;
   run_options.iterations(iters_)
       .seed(seed_)
@@ -239,7 +243,7 @@ int SolveCommand::run(Communicator& comm) {
       .checkpoint_every(checkpoint_every_)
       .resume(!resume_.empty())
       .overwrite(overwrite_)
-      .identity(without(binder_.resolved(), resume_free_options()))
+      .identity(identity)
       .stop_requested([] { return stop_requested(); })
       .precision(where.precision())
       .progress(!no_progress_ && logger.enabled(LogLevel::kInfo));

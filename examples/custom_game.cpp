@@ -46,9 +46,9 @@ int main(int argc, char** argv) {
   const torch::Device device = saddle::resolve_device(
       argc > 3 ? argv[3] : "auto", comm->local_rank(), saddle::cuda_device_count());
   RegularizedMatrixGame game(16, 0.5, device);
-  auto solver = saddle::make_solver(
-      "qgenx", game.params(), game.players(),
-      saddle::SolverOptions().lr(1.0).step_size(saddle::StepSizeKind::kAdaptive));
+  auto solver =
+      saddle::make_solver("qgenx", game.params(), game.players(),
+                          saddle::SolverOptions().lr(1.0).step_size(saddle::StepSizeKind::kAuto));
   saddle::Logger logger(saddle::LogLevel::kWarn, comm->rank(), comm->size());
   saddle::Exchange exchange(
       *comm,

@@ -1,7 +1,10 @@
 #include "saddle/solver.h"
 
+#include <limits>
+#include <optional>
 #include <set>
 
+#include "detail/reduce.h"
 #include "saddle/error.h"
 #include "saddle/solvers/adam.h"
 #include "saddle/solvers/extragradient.h"
@@ -44,6 +47,7 @@ Solver::Solver(torch::Tensor params, const std::vector<Player>& players,
                " (must be a finite number > 0)");
   std::set<std::string> names;
   lr_ = torch::full_like(z_, options.lr());
+  half_ = z_.detach().clone();
   for (const auto& player : players_) {
     names.insert(player.name);
     auto it = options.player_lr().find(player.name);
@@ -53,6 +57,7 @@ Solver::Solver(torch::Tensor params, const std::vector<Player>& players,
       lr_.narrow(0, player.offset, player.numel).fill_(it->second);
     }
   }
+  inv_lr_ = lr_.reciprocal();
   for (const auto& [name, lr] : options.player_lr()) {
     if (names.count(name) == 0) {
       std::string known;
@@ -62,6 +67,41 @@ Solver::Solver(torch::Tensor params, const std::vector<Player>& players,
   }
 }
 
+void Solver::record_half_step(const torch::Tensor& point, double weight) {
+  torch::NoGradGuard no_grad;
+  half_.copy_(point);
+  half_weight_ = weight;
+}
+
+StepObservation Solver::measure(const torch::Tensor& v_now, const torch::Tensor& v_hat,
+                                bool against_previous) const {
+  torch::NoGradGuard no_grad;
+  StepObservation o;
+  o.sq_difference = detail::fixed_order_sum_squares(v_now, v_hat);
+  o.sq_difference_ranks = rank_differences_ ? rank_differences_(against_previous)
+                                            : std::numeric_limits<double>::quiet_NaN();
+  return o;
+}
+
+void Solver::measure_lipschitz(StepObservation& o, const torch::Tensor& v_now,
+                               const torch::Tensor& v_before, const torch::Tensor& p_now,
+                               const torch::Tensor& p_before) const {
+  if (!v_before.defined() || !p_before.defined()) return;
+  torch::NoGradGuard no_grad;
+  o.sq_scaled_difference = detail::fixed_order_sum_squares(v_now, v_before, lr_);
+  o.sq_scaled_displacement = detail::fixed_order_sum_squares(p_now, p_before, inv_lr_);
+  o.sq_scaled_operator = detail::fixed_order_sum_squares(v_now, {}, lr_);
+}
+
+void Solver::measure_lipschitz_previous(StepObservation& o, const torch::Tensor& v_now,
+                                        const torch::Tensor& v_before, const torch::Tensor& p_now,
+                                        const torch::Tensor& p_before) const {
+  if (!v_before.defined() || !p_before.defined()) return;
+  torch::NoGradGuard no_grad;
+  o.sq_scaled_difference_previous = detail::fixed_order_sum_squares(v_now, v_before, lr_);
+  o.sq_scaled_displacement_previous = detail::fixed_order_sum_squares(p_now, p_before, inv_lr_);
+}
+
 void Solver::move(const torch::Tensor& base, const torch::Tensor& direction, double scale) {
   torch::NoGradGuard no_grad;
   // z = base - scale * lr * direction, written into z's storage (modules alias it).
@@ -69,43 +109,83 @@ void Solver::move(const torch::Tensor& base, const torch::Tensor& direction, dou
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> Solver::state() const {
+  const std::vector<double> rule = step_size_->state();
+  torch::Tensor rule_state = torch::empty({static_cast<int64_t>(rule.size())}, torch::kFloat64);
+  for (size_t i = 0; i < rule.size(); ++i) rule_state[static_cast<int64_t>(i)] = rule[i];
   return {{"iteration", torch::tensor({iteration_}, torch::kInt64)},
-          {"step_size_sum", torch::tensor({step_size_->state()}, torch::kFloat64)}};
+          {"step_size_state", rule_state},
+          {"half_step", half_},
+          {"half_step_weight", torch::tensor({half_weight_}, torch::kFloat64)}};
 }
 
 void Solver::load_state(const std::vector<std::pair<std::string, torch::Tensor>>& state) {
   for (const auto& [name, tensor] : state) {
     if (name == "iteration") iteration_ = tensor.item<int64_t>();
-    if (name == "step_size_sum") step_size_->set_state(tensor.item<double>());
+    if (name == "step_size_state") {
+      const torch::Tensor t = tensor.to(torch::kCPU, torch::kFloat64).contiguous();
+      step_size_->set_state(
+          std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel()));
+    }
+    if (name == "half_step") half_.copy_(tensor);
+    if (name == "half_step_weight") half_weight_ = tensor.item<double>();
   }
 }
 
+const std::vector<SolverSpec>& solver_specs() {
+  using Make = std::function<std::unique_ptr<Solver>(torch::Tensor, const std::vector<Player>&,
+                                                     const SolverOptions&)>;
+  auto gda = [](GdaUpdate update) -> Make {
+    return [update](torch::Tensor z, const std::vector<Player>& p, const SolverOptions& o) {
+      return std::make_unique<GdaSolver>(std::move(z), p, o, update);
+    };
+  };
+  auto eg = [](const char* name, std::optional<Variant> variant) -> Make {
+    return [name, variant](torch::Tensor z, const std::vector<Player>& p, const SolverOptions& o) {
+      return std::make_unique<ExtraGradientSolver>(std::move(z), p, o,
+                                                   variant.value_or(o.variant()), name);
+    };
+  };
+  auto adam = [](AdamExtrapolation extrapolation) -> Make {
+    return [extrapolation](torch::Tensor z, const std::vector<Player>& p, const SolverOptions& o) {
+      return std::make_unique<AdamSolver>(std::move(z), p, o, extrapolation);
+    };
+  };
+  static const std::vector<SolverSpec> kTable = {
+      {"gda", "simultaneous gradient descent-ascent", true, gda(GdaUpdate::kSimultaneous)},
+      {"alt-gda", "alternating gradient descent-ascent", false, gda(GdaUpdate::kAlternating)},
+      {"eg", "extra-gradient (Korpelevich)", true, eg("eg", Variant::kExtraGradient)},
+      {"ogda", "optimistic gradient / past extra-gradient (Popov)", true,
+       eg("ogda", Variant::kOptimistic)},
+      {"extra-adam", "extra-gradient with Adam steps (Gidel et al.)", false,
+       adam(AdamExtrapolation::kExtraGradient)},
+      {"optimistic-adam", "optimistic Adam (Daskalakis et al.)", false,
+       adam(AdamExtrapolation::kOptimistic)},
+      {"qgenx", "Q-GenX's generalized extra-gradient (--variant eg | optimistic | dual-averaging)",
+       true, eg("qgenx", std::nullopt)},
+  };
+  return kTable;
+}
+
 const std::vector<std::string>& solver_names() {
-  static const std::vector<std::string> kNames = {"gda",        "alt-gda",         "eg",   "ogda",
-                                                  "extra-adam", "optimistic-adam", "qgenx"};
+  static const std::vector<std::string> kNames = [] {
+    std::vector<std::string> names;
+    for (const auto& spec : solver_specs()) names.push_back(spec.name);
+    return names;
+  }();
   return kNames;
 }
 
 std::unique_ptr<Solver> make_solver(const std::string& name, torch::Tensor params,
                                     const std::vector<Player>& players,
                                     const SolverOptions& options) {
-  if (name == "gda") return std::make_unique<GdaSolver>(params, players, options, false);
-  if (name == "alt-gda") return std::make_unique<GdaSolver>(params, players, options, true);
-  if (name == "eg") {
-    return std::make_unique<ExtraGradientSolver>(params, players, options, Variant::kExtraGradient,
-                                                 "eg");
+  for (const auto& spec : solver_specs()) {
+    if (name != spec.name) continue;
+    SADDLE_CHECK(spec.auto_step || options.step_size() != StepSizeKind::kAuto,
+                 "--step-size auto needs a solver that measures the operator's local Lipschitz "
+                 "constant (gda, eg, ogda, qgenx); --solver ",
+                 name, " takes constant, adagrad or qgenx");
+    return spec.make(std::move(params), players, options);
   }
-  if (name == "ogda") {
-    return std::make_unique<ExtraGradientSolver>(params, players, options, Variant::kOptimistic,
-                                                 "ogda");
-  }
-  if (name == "qgenx") {
-    return std::make_unique<ExtraGradientSolver>(params, players, options, options.variant(),
-                                                 "qgenx");
-  }
-  if (name == "extra-adam") return std::make_unique<AdamSolver>(params, players, options, false);
-  if (name == "optimistic-adam")
-    return std::make_unique<AdamSolver>(params, players, options, true);
   std::string known;
   for (const auto& n : solver_names()) known += (known.empty() ? "" : ", ") + n;
   throw Error("unknown solver '" + name + "' (expected one of: " + known + ")");

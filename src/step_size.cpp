@@ -1,5 +1,6 @@
 #include "saddle/step_size.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "saddle/error.h"
@@ -8,23 +9,153 @@ namespace saddle {
 
 StepSizeKind parse_step_size(const std::string& name) {
   if (name == "constant") return StepSizeKind::kConstant;
-  if (name == "adaptive") return StepSizeKind::kAdaptive;
-  throw Error("unknown step size '" + name + "' (expected constant or adaptive)");
+  if (name == "qgenx" || name == "adaptive") return StepSizeKind::kQgenx;
+  if (name == "adagrad") return StepSizeKind::kAdaGrad;
+  if (name == "auto") return StepSizeKind::kAuto;
+  throw Error("unknown step size '" + name + "' (expected auto, qgenx, adagrad or constant)");
 }
 
 const char* step_size_name(StepSizeKind kind) {
-  return kind == StepSizeKind::kConstant ? "constant" : "adaptive";
+  switch (kind) {
+    case StepSizeKind::kConstant: return "constant";
+    case StepSizeKind::kQgenx: return "qgenx";
+    case StepSizeKind::kAdaGrad: return "adagrad";
+    case StepSizeKind::kAuto: return "auto";
+  }
+  return "constant";
 }
 
-double AdaptiveStepSize::scale() const { return 1.0 / std::sqrt(1.0 + sum_); }
+namespace {
+// A non-finite measurement means the run diverged; the runner reports it with its iteration.
+double finite_or_zero(double x) { return std::isfinite(x) ? x : 0.0; }
 
-void AdaptiveStepSize::observe(double sq_difference) {
-  // A non-finite difference means the run diverged; the runner reports it with its iteration.
-  if (std::isfinite(sq_difference)) sum_ += sq_difference;
+void check_state(const std::vector<double>& state, size_t size, const char* rule) {
+  SADDLE_CHECK(state.size() == size, "checkpoint: the ", rule, " step size has ", state.size(),
+               " state values, expected ", size);
+}
+}  // namespace
+
+double AdaGradStepSize::scale() const { return 1.0 / std::sqrt(1.0 + sum_); }
+
+void AdaGradStepSize::advance(const StepObservation& o) { sum_ += finite_or_zero(o.sq_difference); }
+
+void AdaGradStepSize::set_state(const std::vector<double>& state) {
+  check_state(state, 1, "adagrad");
+  sum_ = state[0];
 }
 
-std::unique_ptr<StepSize> make_step_size(StepSizeKind kind) {
-  if (kind == StepSizeKind::kAdaptive) return std::make_unique<AdaptiveStepSize>();
+// Q-GenX, Ramezani-Kebrya et al. (ICLR 2023), the adaptive step of its generalized extra-gradient
+// template over K workers:
+//   gamma_t = K / sqrt(1 + sum_{s=1}^{t-1} sum_{k=1}^{K} ||V^k_{s+1/2} - Vhat^k_s||^2),
+// with V^k the k-th worker's quantized dual vector (its decoded message: every rank decodes every
+// rank's message, so every rank holds these) and V = (1/K) sum_k V^k what the template steps with.
+// saddle multiplies gamma_t by the learning rate (gamma_0, 1 in the paper).
+double QgenxStepSize::scale() const { return static_cast<double>(ranks_) / std::sqrt(1.0 + sum_); }
+
+void QgenxStepSize::advance(const StepObservation& o) {
+  ranks_ = std::max(1, o.ranks);
+  const double per_rank =
+      std::isnan(o.sq_difference_ranks) ? o.sq_difference * ranks_ : o.sq_difference_ranks;
+  sum_ += finite_or_zero(per_rank);
+}
+
+void QgenxStepSize::set_state(const std::vector<double>& state) {
+  check_state(state, 2, "qgenx");
+  sum_ = state[0];
+  ranks_ = static_cast<int>(state[1]);
+}
+
+// The local Lipschitz constant of the lr-preconditioned operator between the two points where
+// the step's operators were evaluated; a scale s is stable when s * L <= nu. 0: unknown.
+double AutoStepSize::lipschitz(const StepObservation& o) const {
+  if (!(o.sq_scaled_displacement > 0.0) || !std::isfinite(o.sq_scaled_difference)) return 0.0;
+  return std::sqrt(o.sq_scaled_difference / o.sq_scaled_displacement);
+}
+
+double AutoStepSize::lipschitz_previous(const StepObservation& o) const {
+  if (!(o.sq_scaled_displacement_previous > 0.0) ||
+      !std::isfinite(o.sq_scaled_difference_previous)) {
+    return 0.0;
+  }
+  return std::sqrt(o.sq_scaled_difference_previous / o.sq_scaled_displacement_previous);
+}
+
+double AutoStepSize::floor() const {
+  return peak_ / std::sqrt(1.0 + static_cast<double>(steps_) / kFloorHalfLife);
+}
+
+bool AutoStepSize::retry_half_step(const StepObservation& o) {
+  const double l = lipschitz(o);
+  const double r = l * scale_;  // ||sqrt(lr) dV|| / ||sqrt(lr) Vhat||: about nu when stable
+  // A retry that did not bring r down by half says the extrapolation was noise, not too long.
+  const bool unresponsive = retries_ > 0 && r > 0.5 * last_ratio_;
+  if (!(l > 0.0) || r <= kUnstable * safety_ || unresponsive || retries_ >= 20) {
+    retries_ = 0;
+    return false;
+  }
+  const double smaller = std::max(safety_ / l, floor());
+  if (!(smaller < scale_)) {
+    retries_ = 0;
+    return false;
+  }
+  ++retries_;
+  last_ratio_ = r;
+  scale_ = smaller;
+  return true;
+}
+
+double AutoStepSize::update_for(const StepObservation& o) {
+  // One extrapolation probes the operator along one direction only, so a single estimate can
+  // fall well below the Lipschitz constant: the rule keeps the largest recent estimate, slowly
+  // forgotten (the constant of a GAN's operator changes as it trains).
+  lipschitz_ = std::max({lipschitz_ * kForget, lipschitz(o), lipschitz_previous(o)});
+  const double safe = lipschitz_ > 0.0 ? safety_ / lipschitz_ : scale_;
+  return std::min(scale_, std::max(safe, floor()));
+}
+
+void AutoStepSize::advance(const StepObservation& o) {
+  const double l = lipschitz(o);
+  // The floor remembers the largest update taken without a sign of instability: the step of the
+  // signal regime, or, when noise dominates from the start, the first steps' size.
+  if (l * scale_ <= kUnstable * safety_) peak_ = std::max(peak_, update_scale());
+  if (o.sq_scaled_operator > 0.0 && std::isfinite(o.sq_scaled_operator)) {
+    const double size = std::log(o.sq_scaled_operator);
+    const bool first = std::isnan(recent_size_);
+    recent_size_ = first ? size : (1.0 - kRecent) * recent_size_ + kRecent * size;
+    long_run_size_ = first ? size : (1.0 - kLongRun) * long_run_size_ + kLongRun * size;
+    if (recent_size_ - long_run_size_ > std::log(kGrowthAlarm)) {
+      peak_ *= 0.5;
+      long_run_size_ = recent_size_;
+    }
+  }
+  double next = update_scale() * kGrowth;
+  if (lipschitz_ > 0.0) next = std::min(next, safety_ / lipschitz_);
+  ++steps_;
+  next = std::max(next, floor());
+  if (std::isfinite(next) && next > 0.0) scale_ = next;
+}
+
+std::vector<double> AutoStepSize::state() const {
+  return {scale_, peak_, static_cast<double>(steps_), lipschitz_, recent_size_, long_run_size_};
+}
+
+void AutoStepSize::set_state(const std::vector<double>& state) {
+  check_state(state, 6, "auto");
+  scale_ = state[0];
+  peak_ = state[1];
+  steps_ = static_cast<int64_t>(state[2]);
+  lipschitz_ = state[3];
+  recent_size_ = state[4];
+  long_run_size_ = state[5];
+}
+
+std::unique_ptr<StepSize> make_step_size(StepSizeKind kind, double safety) {
+  switch (kind) {
+    case StepSizeKind::kConstant: return std::make_unique<ConstantStepSize>();
+    case StepSizeKind::kQgenx: return std::make_unique<QgenxStepSize>();
+    case StepSizeKind::kAdaGrad: return std::make_unique<AdaGradStepSize>();
+    case StepSizeKind::kAuto: return std::make_unique<AutoStepSize>(safety);
+  }
   return std::make_unique<ConstantStepSize>();
 }
 

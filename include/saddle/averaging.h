@@ -9,9 +9,13 @@
 
 namespace saddle {
 
-enum class AveragingKind { kNone, kUniform, kEma };
+// uniform: the ergodic average of the points whose operators moved the iterates (X_{t+1/2} for
+// the extra-gradient family), the average the Q-GenX / extra-gradient bounds speak of; weighted:
+// the same weighted by each step's scale gamma_t; ema: an exponential moving average of the
+// iterates X_{t+1} themselves (GAN practice).
+enum class AveragingKind { kNone, kUniform, kWeighted, kEma };
 
-AveragingKind parse_averaging(const std::string& name);  // "none" | "uniform" | "ema"
+AveragingKind parse_averaging(const std::string& name);  // "none" | "uniform" | "weighted" | "ema"
 const char* averaging_name(AveragingKind kind);
 
 class IterateAverage {
@@ -22,19 +26,21 @@ class IterateAverage {
 
   AveragingKind kind() const { return kind_; }
   bool enabled() const { return kind_ != AveragingKind::kNone; }
-  // Folds the iterate z in (a copy is kept; z is not modified).
-  void update(const torch::Tensor& z);
+  // Folds a point in with `weight` (used by kWeighted only); a copy is kept, z is not modified.
+  void update(const torch::Tensor& z, double weight = 1.0);
   // The current average (undefined before the first update or when disabled).
   const torch::Tensor& value() const { return average_; }
   int64_t count() const { return count_; }
 
   // Checkpoint support.
-  void restore(torch::Tensor average, int64_t count);
+  double total_weight() const { return total_weight_; }
+  void restore(torch::Tensor average, int64_t count, double total_weight);
 
  private:
   AveragingKind kind_ = AveragingKind::kNone;
   double ema_decay_ = 0.999;
   int64_t count_ = 0;
+  double total_weight_ = 0.0;
   torch::Tensor average_;
 };
 

@@ -28,7 +28,8 @@ using Oracle = std::function<torch::Tensor()>;
 enum class Variant {
   kExtraGradient,  // Vhat_t = F(X_t): two oracle calls per step
   kOptimistic,     // Vhat_t = V_{t-1/2}, the previous half-step operator (Popov): one call
-  kDualAveraging,  // Vhat_t = 0: one call
+                   // (two in the first step, which extrapolates with a real F(X_0))
+  kDualAveraging,  // Vhat_t = 0 and the anchored update X_{t+1} = X_0 - gamma_{t+1} sum V: one call
 };
 
 Variant parse_variant(const std::string& name);  // "eg" | "optimistic" | "dual-averaging"
@@ -42,6 +43,8 @@ struct SolverOptions {
   TORCH_ARG(double, lr) = 0.1;
   // Per-player learning rates by player name; they replace lr for that player.
   TORCH_ARG(PlayerRates, player_lr) = {};
+  // The step rule (step_size.h). The CLI's default: auto for the extra-gradient family (eg, ogda,
+  // qgenx), constant for the others.
   TORCH_ARG(StepSizeKind, step_size) = StepSizeKind::kConstant;
   // qgenx only.
   TORCH_ARG(Variant, variant) = Variant::kExtraGradient;
@@ -68,6 +71,19 @@ class Solver {
   const StepSize& step_size() const { return *step_size_; }
   const SolverOptions& options() const { return options_; }
 
+  // The point whose operator moved the iterate in the last step, X_{t+1/2} (the iterate itself for
+  // methods without extrapolation), and the scale that step used: the ergodic average of the
+  // extra-gradient family's guarantees averages these points (IterateAverage, averaging.h).
+  const torch::Tensor& half_step() const { return half_; }
+  double half_step_weight() const { return half_weight_; }
+
+  // Where the qgenx step rule reads the ranks' own operators: the sum over ranks of
+  // ||V^k_now - V^k_before||^2 between the last two exchanged operators (against_previous), or of
+  // ||V^k_now||^2. Set by the runner from the exchange; unset, the rule uses K times the averaged
+  // operators' difference.
+  using RankDifferences = std::function<double(bool against_previous)>;
+  void set_rank_differences(RankDifferences source) { rank_differences_ = std::move(source); }
+
   // Everything a checkpoint needs to continue exactly: named tensors and the step-size state.
   using State = std::vector<std::pair<std::string, torch::Tensor>>;
   virtual State state() const;
@@ -76,16 +92,50 @@ class Solver {
  protected:
   // z <- base - scale * lr ⊙ direction (per-player learning rates), in place.
   void move(const torch::Tensor& base, const torch::Tensor& direction, double scale);
+  // What the step rules see of one step, summed in the fixed order of detail/reduce.h:
+  // ||v_now - v_hat||^2 (v_hat undefined: ||v_now||^2) and the ranks' own version of it
+  // (`against_previous`: v_hat was the exchange's previous operator) ...
+  StepObservation measure(const torch::Tensor& v_now, const torch::Tensor& v_hat,
+                          bool against_previous) const;
+  // ... and, in the lr metric, how much the operator changed (v_now at p_now against v_before at
+  // p_before) for the local Lipschitz estimate of the auto rule.
+  void measure_lipschitz(StepObservation& o, const torch::Tensor& v_now,
+                         const torch::Tensor& v_before, const torch::Tensor& p_now,
+                         const torch::Tensor& p_before) const;
+  // ... and between this step's half point and the previous step's.
+  void measure_lipschitz_previous(StepObservation& o, const torch::Tensor& v_now,
+                                  const torch::Tensor& v_before, const torch::Tensor& p_now,
+                                  const torch::Tensor& p_before) const;
+  // Records the point and scale of the step that moved the iterate (half_step()).
+  void record_half_step(const torch::Tensor& point, double weight);
 
   torch::Tensor z_;
-  torch::Tensor lr_;  // per-coordinate base learning rate (each player's lr on its slice)
+  torch::Tensor lr_;      // per-coordinate base learning rate (each player's lr on its slice)
+  torch::Tensor inv_lr_;  // 1 / lr_
   std::vector<Player> players_;
   SolverOptions options_;
   std::unique_ptr<StepSize> step_size_;
   int64_t iteration_ = 0;
+
+ private:
+  torch::Tensor half_;
+  double half_weight_ = 0.0;
+  RankDifferences rank_differences_;
 };
 
-// "gda", "alt-gda", "eg", "ogda", "extra-adam", "optimistic-adam", "qgenx".
+// One row per solver: a solver is added here and nowhere else (and to the tests' solver list).
+struct SolverSpec {
+  const char* name;
+  const char* description;
+  // Whether it measures the local Lipschitz estimate that the auto step rule needs.
+  bool auto_step;
+  std::function<std::unique_ptr<Solver>(torch::Tensor, const std::vector<Player>&,
+                                        const SolverOptions&)>
+      make;
+};
+const std::vector<SolverSpec>& solver_specs();
+
+// The table's names: "gda", "alt-gda", "eg", "ogda", "extra-adam", "optimistic-adam", "qgenx".
 const std::vector<std::string>& solver_names();
 
 // Builds a solver by name; throws saddle::Error naming the unknown solver or bad option.

@@ -8,6 +8,7 @@
 #include <exception>
 #include <string>
 
+#include "../detail/reduce.h"
 #include "saddle/device.h"
 #include "saddle/error.h"
 
@@ -83,9 +84,12 @@ std::vector<std::pair<std::string, torch::Tensor>> Exchange::state() const {
       torch::tensor({ledger_.seconds_encode, ledger_.seconds_communicate, ledger_.seconds_decode,
                      ledger_.seconds_compute, predicted_variance_},
                     torch::kFloat64);
-  return {{"exchange_levels", level_tensor},
-          {"exchange_counters", counters},
-          {"exchange_seconds", seconds}};
+  std::vector<std::pair<std::string, torch::Tensor>> out = {{"exchange_levels", level_tensor},
+                                                            {"exchange_counters", counters},
+                                                            {"exchange_seconds", seconds}};
+  // The qgenx step rule compares the next operators with these.
+  if (keep_ranks_ && rank_last_.defined()) out.emplace_back("exchange_rank_operators", rank_last_);
+  return out;
 }
 
 void Exchange::load_state(const std::vector<std::pair<std::string, torch::Tensor>>& state) {
@@ -106,6 +110,8 @@ void Exchange::load_state(const std::vector<std::pair<std::string, torch::Tensor
       ledger_.exchanges = c[4];
       ledger_.level_updates = c[5];
       if (!codec_.adaptive()) adapt_pending_ = false;
+    } else if (name == "exchange_rank_operators" && keep_ranks_) {
+      rank_last_ = tensor.clone();
     } else if (name == "exchange_seconds" && tensor.numel() == 5) {
       torch::Tensor t = tensor.to(torch::kFloat64).contiguous();
       const double* c = t.data_ptr<double>();
@@ -140,6 +146,23 @@ std::vector<torch::Tensor> Exchange::allgather_staged(const torch::Tensor& messa
     offset += s;
   }
   return out;
+}
+
+void Exchange::keep_rank_operators(bool keep) {
+  keep_ranks_ = keep;
+  if (!keep) rank_last_ = rank_previous_ = torch::Tensor();
+}
+
+double Exchange::rank_sq_difference(bool against_previous) const {
+  SADDLE_CHECK(keep_ranks_ && rank_last_.defined(),
+               "Exchange::rank_sq_difference: the ranks' operators are not kept");
+  double total = 0.0;
+  for (int64_t r = 0; r < rank_last_.size(0); ++r) {
+    const bool paired = against_previous && rank_previous_.defined();
+    total += detail::fixed_order_sum_squares(rank_last_[r],
+                                             paired ? rank_previous_[r] : torch::Tensor());
+  }
+  return total;
 }
 
 torch::Tensor Exchange::average(const torch::Tensor& local) {
@@ -200,6 +223,15 @@ torch::Tensor Exchange::average(const torch::Tensor& local) {
       throw Error(detail::concat("cannot decode this rank's own message: ", e.what()));
     }
     throw Error(detail::concat("malformed message from rank ", e.index(), ": ", e.what()));
+  }
+  if (keep_ranks_) {
+    // Each rank's own decoded operator (weight 1), for the qgenx step rule.
+    rank_previous_ = rank_last_.defined() ? rank_last_.to(device) : rank_last_;
+    rank_last_ = torch::empty({ranks, input.numel()}, input.options());
+    for (int r = 0; r < ranks; ++r) {
+      torch::Tensor row = rank_last_[r];
+      codec_.decode_average({messages[r]}, row, 1.0f);
+    }
   }
   synchronize(device);  // the decode's time belongs to the decode
   auto decoded = Clock::now();

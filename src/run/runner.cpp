@@ -168,6 +168,7 @@ class Runner {
     agree_on_identity();
     prepare_directory();
     make_generators();
+    connect_step_rule();
     open_energy();
     const int64_t first = options_.resume() ? restore() : start_fresh();
     return loop(first);
@@ -255,6 +256,14 @@ class Runner {
     for (const auto& path : mine) remove_tree(path);
     logger_.info("--overwrite: removed the previous run's files in {}", dir_);
     comm_.barrier();
+  }
+
+  // The qgenx step rule reads the ranks' own operators: the exchange keeps them.
+  void connect_step_rule() {
+    if (solver_.step_size().kind() != StepSizeKind::kQgenx) return;
+    exchange_.keep_rank_operators(true);
+    solver_.set_rank_differences(
+        [this](bool against_previous) { return exchange_.rank_sq_difference(against_previous); });
   }
 
   void make_generators() {
@@ -404,7 +413,8 @@ class Runner {
     exchange_.load_state(exchange_state);
     if (average_.enabled() && checkpoint.get("average_count").item<int64_t>() > 0) {
       average_.restore(checkpoint.get("average").to(z.device()).clone(),
-                       checkpoint.get("average_count").item<int64_t>());
+                       checkpoint.get("average_count").item<int64_t>(),
+                       checkpoint.get("average_weight").item<double>());
     }
     for (size_t r = 0; r < generators_.size(); ++r) {
       generators_[r].set_state(checkpoint.get("generator/" + std::to_string(r)));
@@ -548,6 +558,8 @@ class Runner {
     c.tensors.emplace_back("average",
                            average_.value().defined() ? average_.value() : torch::zeros({0}));
     c.tensors.emplace_back("average_count", torch::tensor({average_.count()}, torch::kInt64));
+    c.tensors.emplace_back("average_weight",
+                           torch::tensor({average_.total_weight()}, torch::kFloat64));
     for (size_t r = 0; r < generators_.size(); ++r) {
       c.tensors.emplace_back("generator/" + std::to_string(r), generators_[r].get_state());
     }
@@ -576,7 +588,13 @@ class Runner {
       if (!torch::isfinite(z).all().item<bool>()) {
         throw AgreedError(diverged(t + 1, "parameters are not finite").what());
       }
-      average_.update(z);
+      // The ergodic averages average the points whose operators moved z (X_{t+1/2}); the EMA
+      // averages the iterates.
+      if (options_.averaging() == AveragingKind::kEma) {
+        average_.update(z);
+      } else {
+        average_.update(solver_.half_step(), solver_.half_step_weight());
+      }
       // A stop request is agreed one iteration late (the OR of the flags posted at the end of the
       // previous iteration), so that every rank stops after the same iteration without waiting.
       bool stop = false;

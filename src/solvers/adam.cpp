@@ -5,8 +5,8 @@
 namespace saddle {
 
 AdamSolver::AdamSolver(torch::Tensor params, const std::vector<Player>& players,
-                       const SolverOptions& options, bool optimistic)
-    : Solver(std::move(params), players, options), optimistic_(optimistic) {
+                       const SolverOptions& options, AdamExtrapolation extrapolation)
+    : Solver(std::move(params), players, options), extrapolation_(extrapolation) {
   m_ = torch::zeros_like(z_);
   v_ = torch::zeros_like(z_);
   anchor_ = torch::empty_like(z_);
@@ -28,22 +28,29 @@ torch::Tensor AdamSolver::direction(const torch::Tensor& g) {
 
 void AdamSolver::step(const Oracle& oracle) {
   const double scale = step_size_->scale();
-  if (optimistic_) {
+  if (optimistic()) {
+    const torch::Tensor point = z_.clone();
     torch::Tensor g = oracle();
     torch::Tensor d = direction(g);
-    // X_{t+1} = X_t - gamma (2 d_t - d_{t-1})
-    torch::Tensor combined = d * 2.0 - previous_direction_;
+    const bool first = updates_ == 1;
+    // X_{t+1} = X_t - gamma (2 d_t - d_{t-1}); the first step, without d_{-1}, is X_0 - gamma d_0.
+    torch::Tensor combined = first ? d : d * 2.0 - previous_direction_;
+    if (!first) {
+      StepObservation o = measure(g, previous_operator_, /*against_previous=*/true);
+      step_size_->observe(o);
+    }
+    record_half_step(point, scale);
     move(z_, combined, scale);
-    step_size_->observe((g - previous_operator_).square().sum().item<double>());
     previous_direction_.copy_(d);
     previous_operator_.copy_(g);
   } else {
     anchor_.copy_(z_);
     torch::Tensor g_hat = oracle();
     move(anchor_, direction(g_hat), scale);  // extrapolation X_{t+1/2}
+    record_half_step(z_, scale);
     torch::Tensor g_half = oracle();
     move(anchor_, direction(g_half), scale);  // update from X_t
-    step_size_->observe((g_half - g_hat).square().sum().item<double>());
+    step_size_->observe(measure(g_half, g_hat, /*against_previous=*/true));
   }
   ++iteration_;
 }

@@ -6,32 +6,93 @@ ExtraGradientSolver::ExtraGradientSolver(torch::Tensor params, const std::vector
                                          const SolverOptions& options, Variant variant,
                                          std::string name)
     : Solver(std::move(params), players, options), variant_(variant), name_(std::move(name)) {
+  if (variant_ == Variant::kOptimistic && step_size_->kind() == StepSizeKind::kAuto) {
+    step_size_ = make_step_size(StepSizeKind::kAuto, AutoStepSize::kOptimisticSafety);
+  }
   anchor_ = torch::empty_like(z_);
   previous_half_ = torch::zeros_like(z_);
+  previous_point_ = torch::zeros_like(z_);
+  if (variant_ == Variant::kDualAveraging) {
+    origin_ = z_.detach().clone();
+    sum_ = torch::zeros_like(z_);
+  }
 }
 
 void ExtraGradientSolver::step(const Oracle& oracle) {
-  const double scale = step_size_->scale();
   anchor_.copy_(z_);
-  torch::Tensor v_hat;
+  // Vhat_t and the point it was evaluated at (the Lipschitz estimate's other end).
+  torch::Tensor v_hat, p_hat;
   switch (variant_) {
-    case Variant::kExtraGradient: v_hat = oracle(); break;
-    case Variant::kOptimistic: v_hat = previous_half_; break;
-    case Variant::kDualAveraging: v_hat = torch::Tensor(); break;
+    case Variant::kExtraGradient:
+      v_hat = oracle();
+      p_hat = anchor_;
+      break;
+    case Variant::kOptimistic:
+      if (!have_previous_) {
+        // Popov's method needs V_{-1/2}: the first step extrapolates with a real F(X_0) (an
+        // extra call) rather than with 0, which would make it a plain gradient step and charge
+        // ||F(X_0)||^2 to the step rule at once.
+        previous_half_.copy_(oracle());
+        previous_point_.copy_(anchor_);
+        have_previous_ = true;
+      }
+      v_hat = previous_half_;
+      p_hat = previous_point_;
+      break;
+    case Variant::kDualAveraging:
+      // No extrapolation; the estimate compares consecutive evaluations.
+      if (have_previous_) {
+        v_hat = torch::Tensor();
+        p_hat = previous_point_;
+      }
+      break;
   }
-  if (v_hat.defined()) move(anchor_, v_hat, scale);  // X_{t+1/2}
-  torch::Tensor v_half = oracle();                   // V_{t+1/2}
-  move(anchor_, v_half, scale);                      // X_{t+1}
-  const double sq = v_hat.defined() ? (v_half - v_hat).square().sum().item<double>()
-                                    : v_half.square().sum().item<double>();
-  step_size_->observe(sq);
-  if (variant_ == Variant::kOptimistic) previous_half_.copy_(v_half);
+  torch::Tensor v_half, half_point;
+  StepObservation o;
+  for (;;) {
+    const double scale = step_size_->scale();
+    if (variant_ != Variant::kDualAveraging) move(anchor_, v_hat, scale);  // X_{t+1/2}
+    half_point = z_.clone();
+    v_half = oracle();  // V_{t+1/2}
+    const bool against_previous = variant_ != Variant::kDualAveraging;
+    o = measure(v_half, v_hat, against_previous);
+    if (variant_ == Variant::kDualAveraging) {
+      measure_lipschitz(o, v_half, have_previous_ ? previous_half_ : torch::Tensor(), half_point,
+                        p_hat);
+    } else {
+      measure_lipschitz(o, v_half, v_hat, half_point, p_hat);
+      if (variant_ == Variant::kExtraGradient && have_previous_) {
+        measure_lipschitz_previous(o, v_half, previous_half_, half_point, previous_point_);
+      }
+    }
+    // A clearly unstable extrapolation (auto) is redone with the step it measured.
+    if (variant_ == Variant::kDualAveraging || !step_size_->retry_half_step(o)) break;
+  }
+  step_size_->observe(o);
+  const double update = step_size_->update_scale();
+  record_half_step(half_point, update);
+  if (variant_ == Variant::kDualAveraging) {
+    // X_{t+1} = X_0 - gamma_{t+1} sum_{s<=t} V_{s+1/2}, with the rule's next scale.
+    sum_.add_(v_half);
+    move(origin_, sum_, step_size_->scale());
+  } else {
+    move(anchor_, v_half, update);  // X_{t+1}
+  }
+  previous_half_.copy_(v_half);
+  previous_point_.copy_(half_point);
+  have_previous_ = true;
   ++iteration_;
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> ExtraGradientSolver::state() const {
   auto out = Solver::state();
   out.emplace_back("previous_half", previous_half_);
+  out.emplace_back("previous_point", previous_point_);
+  out.emplace_back("have_previous", torch::tensor({have_previous_ ? 1 : 0}, torch::kInt64));
+  if (variant_ == Variant::kDualAveraging) {
+    out.emplace_back("origin", origin_);
+    out.emplace_back("sum", sum_);
+  }
   return out;
 }
 
@@ -40,6 +101,10 @@ void ExtraGradientSolver::load_state(
   Solver::load_state(state);
   for (const auto& [name, tensor] : state) {
     if (name == "previous_half") previous_half_.copy_(tensor);
+    if (name == "previous_point") previous_point_.copy_(tensor);
+    if (name == "have_previous") have_previous_ = tensor.item<int64_t>() != 0;
+    if (name == "origin" && origin_.defined()) origin_.copy_(tensor);
+    if (name == "sum" && sum_.defined()) sum_.copy_(tensor);
   }
 }
 

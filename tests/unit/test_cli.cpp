@@ -70,7 +70,7 @@ TEST_F(Cli, SolveWritesMetricsAndSummary) {
   EXPECT_EQ(summary["distance_sq"], records.back()["distance_sq"]);
   EXPECT_EQ(summary["config"]["solver"], "eg");
   EXPECT_EQ(summary["config"]["lr"], 0.5);
-  EXPECT_EQ(summary["config"]["step-size"], "constant");
+  EXPECT_EQ(summary["config"]["step-size"], "auto");  // eg's default rule
   EXPECT_LT(summary["distance_sq"].get<double>(), records.front()["distance_sq"].get<double>());
   EXPECT_FALSE(saddle::path_exists(out + "/metrics.jsonl.partial"));
 }

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "saddle/error.h"
 #include "test_support.h"
@@ -54,23 +55,25 @@ TEST(SolverStep, ExtraGradient) {
 }
 
 TEST(SolverStep, OptimisticTwoSteps) {
-  // Step 1 (no past operator): z1 = (0.9, 1.1), remembers V = F(z0) = (1, -1).
-  // Step 2: half = z1 - 0.1 (1, -1) = (0.8, 1.2); F(half) = (1.2, -0.8);
-  //         z2 = z1 - 0.1 (1.2, -0.8) = (0.78, 1.18).
+  // Step 1 extrapolates with a real F(z0) = (1, -1) (an extra call), so it is an EG step:
+  //         half = (0.9, 1.1), V = F(half) = (1.1, -0.9), z1 = (0.89, 1.09).
+  // Step 2: half = z1 - 0.1 (1.1, -0.9) = (0.78, 1.18); F(half) = (1.18, -0.78);
+  //         z2 = z1 - 0.1 (1.18, -0.78) = (0.772, 1.168).
   auto s1 = one_step("ogda");
-  EXPECT_NEAR(s1.x, 0.9, kTol);
-  EXPECT_NEAR(s1.y, 1.1, kTol);
+  EXPECT_NEAR(s1.x, 0.89, kTol);
+  EXPECT_NEAR(s1.y, 1.09, kTol);
+  EXPECT_EQ(s1.calls, 2);
   auto s2 = one_step("ogda", SolverOptions().lr(kLr), 2);
-  EXPECT_NEAR(s2.x, 0.78, kTol);
-  EXPECT_NEAR(s2.y, 1.18, kTol);
-  EXPECT_EQ(s2.calls, 2);  // one call per step
+  EXPECT_NEAR(s2.x, 0.772, kTol);
+  EXPECT_NEAR(s2.y, 1.168, kTol);
+  EXPECT_EQ(s2.calls, 3);  // then one call per step
 }
 
-TEST(SolverStep, QgenxAdaptiveExtraGradient) {
+TEST(SolverStep, QgenxAdaGradExtraGradient) {
   // Step 1 uses gamma_0: same as EG. It observes ||V_half - Vhat||^2 = 0.1^2 + 0.1^2 = 0.02,
   // so step 2 uses gamma_0 / sqrt(1.02): from (0.89, 1.09), F = (1.09, -0.89),
   // half = z1 - g (1.09, -0.89); F(half) = (1.09 + 0.89 g, -(0.89 - 1.09 g)); z2 = z1 - g F(half).
-  SolverOptions options = SolverOptions().lr(kLr).step_size(StepSizeKind::kAdaptive);
+  SolverOptions options = SolverOptions().lr(kLr).step_size(StepSizeKind::kAdaGrad);
   auto s1 = one_step("qgenx", options);
   EXPECT_NEAR(s1.x, 0.89, kTol);
   EXPECT_NEAR(s1.y, 1.09, kTol);
@@ -81,18 +84,22 @@ TEST(SolverStep, QgenxAdaptiveExtraGradient) {
   EXPECT_NEAR(s2.y, 1.09 + g * hx, kTol);
 }
 
-TEST(SolverStep, QgenxDualAveraging) {
-  // Vhat = 0: z1 = z0 - gamma_0 F(z0); observes ||F(z0)||^2 = 2, so gamma_1 = gamma_0 / sqrt(3).
+TEST(SolverStep, QgenxDualAveragingIsAnchored) {
+  // Vhat = 0, X_{t+1} = X_0 - gamma_{t+1} sum_{s<=t} V_{s+1/2}. Step 1: V = F(z0) = (1, -1),
+  // ||V||^2 = 2, gamma_1 = 0.1 / sqrt(3), z1 = (1 - g1, 1 + g1). Step 2: V = F(z1) =
+  // (1 + g1, -(1 - g1)), ||V||^2 = 2 + 2 g1^2, gamma_2 = 0.1 / sqrt(5 + 2 g1^2),
+  // sum = (2 + g1, -2 + g1), z2 = z0 - gamma_2 sum.
   SolverOptions options =
-      SolverOptions().lr(kLr).step_size(StepSizeKind::kAdaptive).variant(Variant::kDualAveraging);
+      SolverOptions().lr(kLr).step_size(StepSizeKind::kAdaGrad).variant(Variant::kDualAveraging);
+  const double g1 = kLr / std::sqrt(3.0);
   auto s1 = one_step("qgenx", options);
-  EXPECT_NEAR(s1.x, 0.9, kTol);
-  EXPECT_NEAR(s1.y, 1.1, kTol);
+  EXPECT_NEAR(s1.x, 1 - g1, kTol);
+  EXPECT_NEAR(s1.y, 1 + g1, kTol);
   EXPECT_EQ(s1.calls, 1);
-  const double g = kLr / std::sqrt(3.0);
+  const double g2 = kLr / std::sqrt(5.0 + 2 * g1 * g1);
   auto s2 = one_step("qgenx", options, 2);
-  EXPECT_NEAR(s2.x, 0.9 - g * 1.1, kTol);
-  EXPECT_NEAR(s2.y, 1.1 + g * 0.9, kTol);
+  EXPECT_NEAR(s2.x, 1 - g2 * (2 + g1), kTol);
+  EXPECT_NEAR(s2.y, 1 + g2 * (2 - g1), kTol);
 }
 
 TEST(SolverStep, QgenxOptimisticMatchesOgda) {
@@ -120,10 +127,11 @@ TEST(SolverStep, ExtraAdam) {
 }
 
 TEST(SolverStep, OptimisticAdam) {
-  // First step: d1 = g1 / (1 + eps) = (1, -1); z1 = z0 - lr (2 d1 - 0) = (0.8, 1.2).
+  // First step, without d_{-1}: a plain Adam step. d1 = g1 / (1 + eps) = (1, -1);
+  // z1 = z0 - lr d1 = (0.9, 1.1) (not the double step 2 d1 - 0).
   auto s = one_step("optimistic-adam");
-  EXPECT_NEAR(s.x, 0.8, kTol);
-  EXPECT_NEAR(s.y, 1.2, kTol);
+  EXPECT_NEAR(s.x, 0.9, kTol);
+  EXPECT_NEAR(s.y, 1.1, kTol);
   EXPECT_EQ(s.calls, 1);
 }
 
@@ -132,6 +140,45 @@ TEST(SolverStep, PerPlayerLearningRates) {
   auto s = one_step("gda", SolverOptions().lr(kLr).player_lr({{"y", 0.5}}));
   EXPECT_NEAR(s.x, 0.9, kTol);
   EXPECT_NEAR(s.y, 1.5, kTol);
+}
+
+TEST(SolverStep, QgenxRuleReadsTheRanksOwnOperators) {
+  // gamma_t = K / sqrt(1 + sum_s sum_k ||V^k_{s+1/2} - Vhat^k_s||^2) (times the learning rate).
+  QgenxStepSize rule;
+  EXPECT_DOUBLE_EQ(rule.scale(), 1.0);
+  StepObservation o;
+  o.ranks = 4;
+  o.sq_difference = 0.25;
+  o.sq_difference_ranks = 3.0;
+  rule.observe(o);
+  EXPECT_DOUBLE_EQ(rule.update_scale(), 1.0);
+  EXPECT_DOUBLE_EQ(rule.scale(), 4.0 / 2.0);
+  // Without the ranks' operators: K times the averaged difference stands in.
+  QgenxStepSize fallback;
+  o.sq_difference_ranks = std::numeric_limits<double>::quiet_NaN();
+  fallback.observe(o);
+  EXPECT_DOUBLE_EQ(fallback.scale(), 4.0 / std::sqrt(2.0));
+}
+
+TEST(SolverStep, HalfStepIsWhereTheOperatorMovedTheIterate) {
+  ScalarBilinear game;
+  auto solver = make_solver("eg", game.params(), game.players(), SolverOptions().lr(kLr));
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(0);
+  Oracle oracle = [&]() { return game.operator_at(gen); };
+  solver->step(oracle);
+  EXPECT_NEAR(solver->half_step()[0].item<double>(), 0.9, kTol);
+  EXPECT_NEAR(solver->half_step()[1].item<double>(), 1.1, kTol);
+  EXPECT_DOUBLE_EQ(solver->half_step_weight(), 1.0);
+}
+
+TEST(SolverStep, AutoNeedsALipschitzEstimate) {
+  ScalarBilinear game;
+  for (const char* name : {"extra-adam", "optimistic-adam", "alt-gda"}) {
+    EXPECT_THROW(make_solver(name, game.params(), game.players(),
+                             SolverOptions().step_size(StepSizeKind::kAuto)),
+                 Error)
+        << name;
+  }
 }
 
 TEST(SolverStep, RejectsBadOptions) {

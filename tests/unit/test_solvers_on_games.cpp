@@ -36,7 +36,7 @@ const std::vector<Case>& cases() {
       {"bilinear", "ogda", SolverOptions().lr(0.5), 2000, Expect::kConverge, 1e-8},
       {"bilinear", "extra-adam", SolverOptions().lr(0.01), 2000, Expect::kConverge, 1e-2},
       {"bilinear", "optimistic-adam", SolverOptions().lr(0.01), 2500, Expect::kConverge, 1e-2},
-      {"bilinear", "qgenx", SolverOptions().lr(1.0).step_size(StepSizeKind::kAdaptive), 2000,
+      {"bilinear", "qgenx", SolverOptions().lr(1.0).step_size(StepSizeKind::kQgenx), 2000,
        Expect::kConverge, 1e-2},
       {"bilinear", "qgenx", SolverOptions().lr(0.5).variant(Variant::kOptimistic), 2000,
        Expect::kConverge, 1e-8},
@@ -51,7 +51,7 @@ const std::vector<Case>& cases() {
        1e-10},
       {"quadratic", "optimistic-adam", SolverOptions().lr(0.01).beta2(0.9999), 3000,
        Expect::kConverge, 1e-10},
-      {"quadratic", "qgenx", SolverOptions().lr(1.0).step_size(StepSizeKind::kAdaptive), 1000,
+      {"quadratic", "qgenx", SolverOptions().lr(1.0).step_size(StepSizeKind::kQgenx), 1000,
        Expect::kConverge, 1e-10},
       {"quadratic", "qgenx", SolverOptions().lr(0.3).variant(Variant::kDualAveraging), 2000,
        Expect::kConverge, 1e-10},
@@ -127,21 +127,21 @@ TEST(AdaptiveStepSize, ConvergesFromLargeAndSmallInitialSteps) {
   {
     auto game = make_game("bilinear", options);
     auto solver = make_solver("qgenx", game->params(), game->players(),
-                              SolverOptions().lr(2.0).step_size(StepSizeKind::kAdaptive));
+                              SolverOptions().lr(2.0).step_size(StepSizeKind::kQgenx));
     auto d = testing::trajectory(*game, *solver, 2000);
     EXPECT_LE(d.back(), 1e-10);
   }
   {
     auto game = make_game("bilinear", options);
     auto solver = make_solver("qgenx", game->params(), game->players(),
-                              SolverOptions().lr(1.0).step_size(StepSizeKind::kAdaptive));
+                              SolverOptions().lr(1.0).step_size(StepSizeKind::kQgenx));
     auto d = testing::trajectory(*game, *solver, 2000);
     EXPECT_LE(d.back(), 1e-10);
   }
   {
     auto game = make_game("bilinear", options);
     auto solver = make_solver("qgenx", game->params(), game->players(),
-                              SolverOptions().lr(0.01).step_size(StepSizeKind::kAdaptive));
+                              SolverOptions().lr(0.01).step_size(StepSizeKind::kQgenx));
     auto d = testing::trajectory(*game, *solver, 40000);
     // gamma stays at most 0.01: the contraction is at most about 1e-4 per step, and the
     // accumulated differences shrink gamma a little further; the decrease is slow but steady.

@@ -20,7 +20,7 @@ TEST(StochasticBilinear, RelativeNoiseAdaptiveExtraGradientConverges) {
   options.noise_scale = 0.2;
   auto game = make_game("bilinear", options);
   auto solver = make_solver("qgenx", game->params(), game->players(),
-                            SolverOptions().lr(1.0).step_size(StepSizeKind::kAdaptive));
+                            SolverOptions().lr(1.0).step_size(StepSizeKind::kQgenx));
   auto d = testing::trajectory(*game, *solver, 4000, /*seed=*/3);
   EXPECT_LE(d.back(), 1e-6 * d.front());
 }
@@ -36,7 +36,7 @@ std::vector<double> averaged_error(const std::vector<int64_t>& checkpoints, int 
     options.noise_scale = 1.0;
     auto game = make_game("bilinear", options);
     auto solver = make_solver("qgenx", game->params(), game->players(),
-                              SolverOptions().lr(1.0).step_size(StepSizeKind::kAdaptive));
+                              SolverOptions().lr(1.0).step_size(StepSizeKind::kQgenx));
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(100 + seed);
     Oracle oracle = [&]() { return game->operator_at(gen); };
     IterateAverage average(AveragingKind::kUniform, 0.0);

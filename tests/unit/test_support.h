@@ -48,4 +48,23 @@ class ScalarBilinear final : public Game {
   int calls = 0;
 };
 
+// f(x, y) = c x y: ScalarBilinear with its operator scaled by c.
+class ScalarBilinearScaled final : public Game {
+ public:
+  explicit ScalarBilinearScaled(double c) : c_(c) {
+    init_params({Player{"x", Role::kMin, 0, 1}, Player{"y", Role::kMax, 0, 1}},
+                torch::tensor({1.0f, 1.0f}));
+  }
+  std::string name() const override { return "scaled-scalar-bilinear"; }
+  torch::Tensor operator_at(at::Generator&) override {
+    return torch::stack({params_[1], -params_[0]}) * c_;
+  }
+  Metrics metrics() override {
+    return {{"distance_sq", params_.to(torch::kFloat64).square().sum().item<double>()}};
+  }
+
+ private:
+  double c_;
+};
+
 }  // namespace saddle::testing

@@ -92,6 +92,13 @@ class Exchange {
   std::vector<std::pair<std::string, torch::Tensor>> state() const;
   void load_state(const std::vector<std::pair<std::string, torch::Tensor>>& state);
 
+  // Keeps each rank's decoded operator of the last two calls (2 x K x dim floats), for step rules
+  // that read the ranks' own operators (qgenx). Off by default.
+  void keep_rank_operators(bool keep);
+  // The sum over ranks of ||V^k_last - V^k_previous||^2 (against_previous) or of ||V^k_last||^2,
+  // in the fixed order of detail/reduce.h: the same bits on every rank. Needs keep_rank_operators.
+  double rank_sq_difference(bool against_previous) const;
+
   const Ledger& ledger() const { return ledger_; }
   Ledger& ledger() { return ledger_; }
   Communicator& communicator() { return communicator_; }
@@ -110,6 +117,8 @@ class Exchange {
   bool adapt_pending_ = true;
   double predicted_variance_ = std::numeric_limits<double>::quiet_NaN();
   torch::Tensor pinned_;  // host staging of device messages for host transports
+  bool keep_ranks_ = false;
+  torch::Tensor rank_last_, rank_previous_;  // [K, dim] decoded operators of the last two calls
 };
 
 }  // namespace saddle

@@ -2,19 +2,23 @@
 //   ExtraAdam       — extrapolate from X_t with an Adam step on F(X_t), then step from X_t with
 //                     an Adam step on F(X_{t+1/2}); both steps update the moment estimates.
 //   OptimisticAdam  — X_{t+1} = X_t - gamma (2 d_t - d_{t-1}), d the Adam direction; one call.
+//                     The first step has no d_{-1}: it is a plain Adam step (d_{-1} = d_0), not a
+//                     double one, and the step rules see no difference for it.
 #pragma once
 
 #include "saddle/solver.h"
 
 namespace saddle {
 
+enum class AdamExtrapolation { kExtraGradient, kOptimistic };
+
 class AdamSolver final : public Solver {
  public:
   AdamSolver(torch::Tensor params, const std::vector<Player>& players, const SolverOptions& options,
-             bool optimistic);
-  std::string name() const override { return optimistic_ ? "optimistic-adam" : "extra-adam"; }
+             AdamExtrapolation extrapolation);
+  std::string name() const override { return optimistic() ? "optimistic-adam" : "extra-adam"; }
   void step(const Oracle& oracle) override;
-  int oracle_calls_per_step() const override { return optimistic_ ? 1 : 2; }
+  int oracle_calls_per_step() const override { return optimistic() ? 1 : 2; }
 
   std::vector<std::pair<std::string, torch::Tensor>> state() const override;
   void load_state(const std::vector<std::pair<std::string, torch::Tensor>>& state) override;
@@ -23,7 +27,9 @@ class AdamSolver final : public Solver {
   // Folds g into the moments and returns the bias-corrected Adam direction.
   torch::Tensor direction(const torch::Tensor& g);
 
-  bool optimistic_;
+  bool optimistic() const { return extrapolation_ == AdamExtrapolation::kOptimistic; }
+
+  AdamExtrapolation extrapolation_;
   torch::Tensor m_, v_, anchor_, previous_direction_, previous_operator_;
   int64_t updates_ = 0;
 };

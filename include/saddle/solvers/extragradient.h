@@ -1,9 +1,15 @@
-// The generalized extra-gradient template of Q-GenX (Ramezani-Kebrya et al., ICLR 2023):
+// The generalized extra-gradient template of Q-GenX (Ramezani-Kebrya et al., ICLR 2023), after
+// the template of Antonakopoulos et al. (NeurIPS 2021):
 //     X_{t+1/2} = X_t - gamma_t Vhat_t,      V_{t+1/2} = oracle at X_{t+1/2},
-//     X_{t+1}   = X_t - gamma_t V_{t+1/2},
-// with Vhat_t = F(X_t) (extra-gradient), V_{t-1/2} (optimistic / past extra-gradient, Popov) or
-// 0 (dual averaging). "eg", "ogda" and "qgenx" are this one class, configured.
+//     X_{t+1}   = X_t - gamma_t V_{t+1/2}                       (extra-gradient, optimistic)
+//     X_{t+1}   = X_0 - gamma_{t+1} sum_{s<=t} V_{s+1/2}        (dual averaging: anchored),
+// with Vhat_t = F(X_t) (extra-gradient, Korpelevich), V_{t-1/2} (optimistic / past extra-gradient,
+// Popov; its first step extrapolates with a real F(X_0)) or 0 (dual averaging, as analysed for
+// UnderGrad and QODA). "eg", "ogda" and "qgenx" are this one class, configured. The step rule may
+// take a smaller update than extrapolation (auto) and may redo an unstable extrapolation.
 #pragma once
+
+#include <string>
 
 #include "saddle/solver.h"
 
@@ -17,7 +23,6 @@ class ExtraGradientSolver final : public Solver {
   void step(const Oracle& oracle) override;
   int oracle_calls_per_step() const override { return variant_ == Variant::kExtraGradient ? 2 : 1; }
   Variant variant() const { return variant_; }
-
   std::vector<std::pair<std::string, torch::Tensor>> state() const override;
   void load_state(const std::vector<std::pair<std::string, torch::Tensor>>& state) override;
 
@@ -25,7 +30,11 @@ class ExtraGradientSolver final : public Solver {
   Variant variant_;
   std::string name_;
   torch::Tensor anchor_;         // X_t while the oracle is called at X_{t+1/2}
-  torch::Tensor previous_half_;  // V_{t-1/2} (optimistic)
+  torch::Tensor previous_half_;  // V_{t-1/2} (optimistic) and the point it was evaluated at
+  torch::Tensor previous_point_;
+  bool have_previous_ = false;
+  torch::Tensor origin_;  // X_0 (dual averaging)
+  torch::Tensor sum_;     // sum_{s<=t} V_{s+1/2} (dual averaging)
 };
 
 }  // namespace saddle

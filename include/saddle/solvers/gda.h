@@ -6,16 +6,21 @@
 
 namespace saddle {
 
+enum class GdaUpdate { kSimultaneous, kAlternating };
+
 class GdaSolver final : public Solver {
  public:
   GdaSolver(torch::Tensor params, const std::vector<Player>& players, const SolverOptions& options,
-            bool alternating);
-  std::string name() const override { return alternating_ ? "alt-gda" : "gda"; }
+            GdaUpdate update);
+  std::string name() const override {
+    return update_ == GdaUpdate::kAlternating ? "alt-gda" : "gda";
+  }
   void step(const Oracle& oracle) override;
   int oracle_calls_per_step() const override;
 
  private:
-  bool alternating_;
+  GdaUpdate update_;
+  torch::Tensor previous_point_, previous_operator_;  // for the step rules' Lipschitz estimate
 };
 
 }  // namespace saddle

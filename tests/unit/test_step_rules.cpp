@@ -1,0 +1,133 @@
+// The step rules as a user relies on them: the default (auto) reaches the equilibrium of a
+// bilinear game from learning rates five orders of magnitude apart, under relative noise too, is
+// scale-free, and shrinks like 1/sqrt(t) under absolute noise so that the averaged iterate
+// converges; the sums that drive every rule come out the same whatever the thread count.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <vector>
+
+#include "../../src/detail/reduce.h"
+#include "saddle/averaging.h"
+#include "saddle/games/registry.h"
+#include "saddle/solver.h"
+#include "test_support.h"
+
+namespace saddle {
+namespace {
+
+// distance_sq relative to the start after `iterations` of qgenx (extra-gradient) with `step`.
+double relative_distance(const GameOptions& options, double lr, StepSizeKind step,
+                         int64_t iterations, uint64_t seed = 0) {
+  auto game = make_game("bilinear", options);
+  auto solver =
+      make_solver("qgenx", game->params(), game->players(), SolverOptions().lr(lr).step_size(step));
+  const auto d = testing::trajectory(*game, *solver, iterations, seed);
+  return d.back() / d.front();
+}
+
+TEST(AutoStep, DeterministicBilinearFromAnyLearningRate) {
+  for (int64_t dim : {10, 128}) {
+    GameOptions options;
+    options.dim = dim;
+    options.condition = 5.0;
+    for (double lr : {1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0}) {
+      EXPECT_LE(relative_distance(options, lr, StepSizeKind::kAuto, 5000), 1e-8)
+          << "dim " << dim << ", gamma_0 " << lr;
+    }
+  }
+}
+
+TEST(AutoStep, RelativeNoiseFromAnyLearningRate) {
+  GameOptions options;
+  options.dim = 10;
+  options.noise = "relative";
+  options.noise_scale = 0.2;
+  for (double lr : {1e-3, 1.0, 100.0}) {
+    // Three seeds, the median: a claim about the rule, not one sample path.
+    std::vector<double> r;
+    for (uint64_t seed : {1, 2, 3}) {
+      r.push_back(relative_distance(options, lr, StepSizeKind::kAuto, 20000, seed));
+    }
+    std::sort(r.begin(), r.end());
+    EXPECT_LE(r[1], 1e-6) << "gamma_0 " << lr << ": " << r[0] << " " << r[1] << " " << r[2];
+  }
+}
+
+TEST(AutoStep, IsScaleFree) {
+  // F scaled by c (a game whose matrix is c times larger) with gamma_0 / c follows the same
+  // trajectory: the rule measures the operator, not its units.
+  testing::ScalarBilinearScaled one(1.0), hundred(100.0);
+  auto a = make_solver("eg", one.params(), one.players(),
+                       SolverOptions().lr(0.3).step_size(StepSizeKind::kAuto));
+  auto b = make_solver("eg", hundred.params(), hundred.players(),
+                       SolverOptions().lr(0.003).step_size(StepSizeKind::kAuto));
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(0);
+  Oracle fa = [&]() { return one.operator_at(gen); };
+  Oracle fb = [&]() { return hundred.operator_at(gen); };
+  for (int t = 0; t < 50; ++t) {
+    a->step(fa);
+    b->step(fb);
+  }
+  EXPECT_TRUE(torch::allclose(one.params(), hundred.params(), 1e-4, 1e-6))
+      << one.params() << hundred.params();
+}
+
+TEST(AutoStep, AbsoluteNoiseAveragedIterateShrinksLikeInverseSqrtT) {
+  const std::vector<int64_t> checkpoints = {500, 2000, 8000};
+  std::vector<double> err(checkpoints.size(), 0.0);
+  const int seeds = 6;
+  for (int seed = 0; seed < seeds; ++seed) {
+    GameOptions options;
+    options.dim = 2;
+    options.condition = 1.0;
+    options.noise = "absolute";
+    options.noise_scale = 1.0;
+    auto game = make_game("bilinear", options);
+    auto solver = make_solver("qgenx", game->params(), game->players(),
+                              SolverOptions().lr(1.0).step_size(StepSizeKind::kAuto));
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(100 + seed);
+    Oracle oracle = [&]() { return game->operator_at(gen); };
+    IterateAverage average(AveragingKind::kUniform, 0.0);
+    const torch::Tensor z_star = *game->equilibrium();
+    size_t next = 0;
+    for (int64_t t = 1; next < checkpoints.size(); ++t) {
+      solver->step(oracle);
+      average.update(solver->half_step());
+      if (t == checkpoints[next]) {
+        err[next] +=
+            (average.value() - z_star).to(torch::kFloat64).square().sum().item<double>() / seeds;
+        ++next;
+      }
+    }
+  }
+  const double slope = 0.5 * std::log(err.back() / err.front()) /
+                       std::log(double(checkpoints.back()) / checkpoints.front());
+  EXPECT_LT(slope, -0.3) << "errors " << err[0] << " " << err[1] << " " << err[2];
+  EXPECT_GT(slope, -1.2) << "errors " << err[0] << " " << err[1] << " " << err[2];
+}
+
+TEST(FixedOrderSums, DoNotDependOnTheThreadCount) {
+  torch::manual_seed(0);
+  const torch::Tensor a = torch::randn({100003}), b = torch::randn({100003});
+  const torch::Tensor w = torch::rand({100003});
+  const int threads = torch::get_num_threads();
+  std::vector<double> sums;
+  for (int n : {1, 2, 4}) {
+    torch::set_num_threads(n);
+    sums.push_back(detail::fixed_order_sum_squares(a, b, w));
+  }
+  torch::set_num_threads(threads);
+  EXPECT_EQ(sums[0], sums[1]);
+  EXPECT_EQ(sums[0], sums[2]);
+  const double exact =
+      ((a.to(torch::kFloat64) - b.to(torch::kFloat64)).square() * w.to(torch::kFloat64))
+          .sum()
+          .item<double>();
+  EXPECT_NEAR(sums[0], exact, 1e-9 * exact);
+  EXPECT_DOUBLE_EQ(detail::fixed_order_sum_squares(torch::ones({5})), 5.0);
+}
+
+}  // namespace
+}  // namespace saddle
