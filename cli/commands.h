@@ -87,6 +87,10 @@ class SolveCommand {
   int run(Communicator& comm);
 
  private:
+  // The game table's defaults for this solver (saddle/games/registry.h) into every option that
+  // neither a flag nor --config set; says which, and warns of a poor pairing.
+  void apply_game_defaults(const Logger& logger);
+
   CLI::App* app_;
   ConfigBinder binder_;
   std::string config_;

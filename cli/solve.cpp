@@ -35,20 +35,6 @@ std::optional<T> parse_whole(const std::string& text) {
   return std::nullopt;
 }
 
-PlayerRates parse_player_rates(const std::vector<std::string>& items) {
-  PlayerRates rates;
-  for (const auto& item : items) {
-    const auto eq = item.find('=');
-    SADDLE_CHECK(eq != std::string::npos && eq > 0, "invalid --player-lr '", item,
-                 "' (expected NAME=LR, e.g. critic=5e-4)");
-    const std::string value = item.substr(eq + 1);
-    const auto lr = parse_whole<double>(value);
-    SADDLE_CHECK(lr.has_value(), "invalid --player-lr '", item, "': '", value, "' is not a number");
-    rates[item.substr(0, eq)] = *lr;
-  }
-  return rates;
-}
-
 std::vector<int64_t> parse_schedule(const std::vector<std::string>& items) {
   std::vector<int64_t> out;
   for (const auto& item : items) {
@@ -92,23 +78,30 @@ ExchangeOptions exchange_options(const ExchangeFlags& flags, uint64_t seed) {
   return options;
 }
 
+namespace {
+// Shown as the default of the options whose default the game table sets (README: per-game
+// defaults).
+constexpr const char* kPerGame = "the game's";
+}  // namespace
+
 SolveCommand::SolveCommand(CLI::App& app)
     : app_(app.add_subcommand("solve", "Solve one game with one solver")), binder_(*app_) {
   app_->add_option("--config", config_,
                    "JSON file of options keyed by long flag name (flags given here override it)");
   binder_.add("game", game_, "Game: " + join(game_names()));
   binder_.add("solver", solver_, "Solver: " + join(solver_names()));
-  binder_.add("iters", iters_, "Iterations (> 0)");
+  binder_.add("iters", iters_, "Iterations (> 0)")->default_str(kPerGame);
   binder_.add("seed", seed_, "Seed of the game instance, the samples and the quantizers");
   binder_.add("out", out_, "Directory for metrics.jsonl and summary.json (none: no files)");
   binder_.add("step-size", step_size_,
               "Step rule: auto | qgenx | adagrad | constant (default: auto for eg, ogda and qgenx, "
-              "constant otherwise)");
-  binder_.add("lr", lr_, "Base learning rate gamma_0 of every player");
+              "constant otherwise)")
+      ->default_str(kPerGame);
+  binder_.add("lr", lr_, "Base learning rate gamma_0 of every player")->default_str(kPerGame);
   binder_.add("player-lr", player_lr_, "Per-player learning rate NAME=LR (repeatable)");
   binder_.add("variant", variant_, "qgenx extrapolation: eg | optimistic | dual-averaging");
-  binder_.add("beta1", beta1_, "Adam-family first-moment decay");
-  binder_.add("beta2", beta2_, "Adam-family second-moment decay");
+  binder_.add("beta1", beta1_, "Adam-family first-moment decay")->default_str(kPerGame);
+  binder_.add("beta2", beta2_, "Adam-family second-moment decay")->default_str(kPerGame);
   binder_.add("eps", eps_, "Adam-family epsilon");
   binder_.add("averaging", averaging_,
               "Iterate averaging reported beside the last iterate: none | uniform | ema");
@@ -121,14 +114,17 @@ SolveCommand::SolveCommand(CLI::App& app)
   binder_.add("samples", game_options_.samples, "Finite-sum size (noise finite-sum)");
   binder_.add("batch", game_options_.batch,
               "Samples per operator evaluation on each rank (0: the game's default: 1 for bilinear "
-              "and quadratic, 64 for wgan-gp, 256 for mog8/mog25)");
+              "and quadratic, 64 for wgan-gp, 256 for mog8/mog25)")
+      ->default_str(kPerGame);
   binder_.add("dataset", game_options_.dataset, "wgan-gp: fashion-mnist | cifar10");
   binder_.add("data-dir", game_options_.data_dir,
               "Directory of the dataset files (default: /usr/share/datasets/fashion-mnist)");
   binder_.add("filters", game_options_.filters, "GAN games: DCGAN-32 width");
-  binder_.add("latent", game_options_.latent, "GAN games: generator input size");
+  binder_.add("latent", game_options_.latent, "GAN games: generator input size")
+      ->default_str(kPerGame);
   binder_.add("gp-lambda", game_options_.gp_lambda, "WGAN-GP gradient-penalty weight");
-  binder_.add("gan-loss", game_options_.gan_loss, "GAN loss: wgan-gp | nonsaturating");
+  binder_.add("gan-loss", game_options_.gan_loss, "GAN loss: wgan-gp | nonsaturating")
+      ->default_str(kPerGame);
   binder_.add("classifier", game_options_.classifier,
               "wgan-gp on fashion-mnist: classifier file for FID and Inception score at each "
               "evaluation (trained and cached there when missing; see saddle classifier)");
@@ -182,11 +178,39 @@ nlohmann::ordered_json without(const nlohmann::ordered_json& config,
 
 }  // namespace
 
+void SolveCommand::apply_game_defaults(const Logger& logger) {
+  const GameSpec& spec = game_spec(game_);
+  const RunDefaults defaults = spec.defaults_for(solver_);
+  RunDefaults applied;
+  auto take = [this, &applied](const char* flag, auto& target, auto& applied_field,
+                               const auto& value) {
+    if (!value || binder_.given(flag)) return;
+    target = *value;
+    applied_field = value;
+  };
+  take("iters", iters_, applied.iterations, defaults.iterations);
+  take("lr", lr_, applied.lr, defaults.lr);
+  take("player-lr", player_lr_, applied.player_lr, defaults.player_lr);
+  take("step-size", step_size_, applied.step_size, defaults.step_size);
+  take("beta1", beta1_, applied.beta1, defaults.beta1);
+  take("beta2", beta2_, applied.beta2, defaults.beta2);
+  take("batch", game_options_.batch, applied.batch, defaults.batch);
+  take("latent", game_options_.latent, applied.latent, defaults.latent);
+  take("gan-loss", game_options_.gan_loss, applied.gan_loss, defaults.gan_loss);
+  if (!applied.describe().empty()) {
+    logger.info("{} with {}: the game's defaults {} (flags override them)", game_, solver_,
+                applied.describe());
+  }
+  const std::string poor = spec.poor_pairing(solver_);
+  if (!poor.empty()) logger.warn("{} is a poor solver for {}: {}", solver_, game_, poor);
+}
+
 int SolveCommand::run(Communicator& comm) {
   Logger logger(rank_log_level(parse_log_level(log_level_), comm.rank()), comm.rank(), comm.size());
   comm.set_timeout(rank_timeout_);
   // First of all, before anything a rank could wait on: every rank got the same options.
   check_ranks_agree(comm, without(binder_.resolved(), per_rank_options()));
+  apply_game_defaults(logger);
   SADDLE_CHECK(iters_ > 0, "invalid --iters ", iters_, " (must be > 0)");
   SADDLE_CHECK(!binder_.given("out") || !out_.empty(), "invalid --out: empty path");
   SADDLE_CHECK(!binder_.given("resume") || !resume_.empty(), "invalid --resume: empty path");
@@ -213,8 +237,9 @@ int SolveCommand::run(Communicator& comm) {
   auto game = make_game(game_, game_options);
 
   // The extra-gradient family adapts its step by default; the others keep their learning rate.
-  const bool extragradient = solver_ == "eg" || solver_ == "ogda" || solver_ == "qgenx";
-  const std::string step = !step_size_.empty() ? step_size_ : extragradient ? "auto" : "constant";
+  const std::string step = !step_size_.empty()
+                               ? step_size_
+                               : step_size_name(solver_spec(solver_).default_step);
   SolverOptions solver_options;
   solver_options.lr(lr_)
       .player_lr(parse_player_rates(player_lr_))

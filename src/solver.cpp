@@ -151,17 +151,17 @@ const std::vector<SolverSpec>& solver_specs() {
     };
   };
   static const std::vector<SolverSpec> kTable = {
-      {"gda", "simultaneous gradient descent-ascent", true, gda(GdaUpdate::kSimultaneous)},
-      {"alt-gda", "alternating gradient descent-ascent", false, gda(GdaUpdate::kAlternating)},
-      {"eg", "extra-gradient (Korpelevich)", true, eg("eg", Variant::kExtraGradient)},
+      {"gda", "simultaneous gradient descent-ascent", true, StepSizeKind::kConstant, gda(GdaUpdate::kSimultaneous)},
+      {"alt-gda", "alternating gradient descent-ascent", false, StepSizeKind::kConstant, gda(GdaUpdate::kAlternating)},
+      {"eg", "extra-gradient (Korpelevich)", true, StepSizeKind::kAuto, eg("eg", Variant::kExtraGradient)},
       {"ogda", "optimistic gradient / past extra-gradient (Popov)", true,
-       eg("ogda", Variant::kOptimistic)},
+       StepSizeKind::kAuto, eg("ogda", Variant::kOptimistic)},
       {"extra-adam", "extra-gradient with Adam steps (Gidel et al.)", false,
-       adam(AdamExtrapolation::kExtraGradient)},
+       StepSizeKind::kConstant, adam(AdamExtrapolation::kExtraGradient)},
       {"optimistic-adam", "optimistic Adam (Daskalakis et al.)", false,
-       adam(AdamExtrapolation::kOptimistic)},
+       StepSizeKind::kConstant, adam(AdamExtrapolation::kOptimistic)},
       {"qgenx", "Q-GenX's generalized extra-gradient (--variant eg | optimistic | dual-averaging)",
-       true, eg("qgenx", std::nullopt)},
+       true, StepSizeKind::kAuto, eg("qgenx", std::nullopt)},
   };
   return kTable;
 }
@@ -175,20 +175,45 @@ const std::vector<std::string>& solver_names() {
   return kNames;
 }
 
-std::unique_ptr<Solver> make_solver(const std::string& name, torch::Tensor params,
-                                    const std::vector<Player>& players,
-                                    const SolverOptions& options) {
+PlayerRates parse_player_rates(const std::vector<std::string>& items) {
+  PlayerRates rates;
+  for (const auto& item : items) {
+    const auto eq = item.find('=');
+    SADDLE_CHECK(eq != std::string::npos && eq > 0, "invalid --player-lr '", item,
+                 "' (expected NAME=LR, e.g. critic=5e-4)");
+    const std::string value = item.substr(eq + 1);
+    size_t used = 0;
+    double lr = 0.0;
+    try {
+      lr = std::stod(value, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    SADDLE_CHECK(!value.empty() && used == value.size(), "invalid --player-lr '", item, "': '",
+                 value, "' is not a number");
+    rates[item.substr(0, eq)] = lr;
+  }
+  return rates;
+}
+
+const SolverSpec& solver_spec(const std::string& name) {
   for (const auto& spec : solver_specs()) {
-    if (name != spec.name) continue;
-    SADDLE_CHECK(spec.auto_step || options.step_size() != StepSizeKind::kAuto,
-                 "--step-size auto needs a solver that measures the operator's local Lipschitz "
-                 "constant (gda, eg, ogda, qgenx); --solver ",
-                 name, " takes constant, adagrad or qgenx");
-    return spec.make(std::move(params), players, options);
+    if (name == spec.name) return spec;
   }
   std::string known;
   for (const auto& n : solver_names()) known += (known.empty() ? "" : ", ") + n;
   throw Error("unknown solver '" + name + "' (expected one of: " + known + ")");
+}
+
+std::unique_ptr<Solver> make_solver(const std::string& name, torch::Tensor params,
+                                    const std::vector<Player>& players,
+                                    const SolverOptions& options) {
+  const SolverSpec& spec = solver_spec(name);
+  SADDLE_CHECK(spec.auto_step || options.step_size() != StepSizeKind::kAuto,
+               "--step-size auto needs a solver that measures the operator's local Lipschitz "
+               "constant (gda, eg, ogda, qgenx); --solver ",
+               name, " takes constant, adagrad or qgenx");
+  return spec.make(std::move(params), players, options);
 }
 
 }  // namespace saddle

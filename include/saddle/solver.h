@@ -129,6 +129,8 @@ struct SolverSpec {
   const char* description;
   // Whether it measures the local Lipschitz estimate that the auto step rule needs.
   bool auto_step;
+  // The step rule `saddle solve` uses unless --step-size or the game table names one.
+  StepSizeKind default_step;
   std::function<std::unique_ptr<Solver>(torch::Tensor, const std::vector<Player>&,
                                         const SolverOptions&)>
       make;
@@ -137,6 +139,11 @@ const std::vector<SolverSpec>& solver_specs();
 
 // The table's names: "gda", "alt-gda", "eg", "ogda", "extra-adam", "optimistic-adam", "qgenx".
 const std::vector<std::string>& solver_names();
+// Per-player rates from "NAME=LR" items (--player-lr); throws saddle::Error naming a malformed one.
+PlayerRates parse_player_rates(const std::vector<std::string>& items);
+
+// The table's row for `name`; throws saddle::Error naming the unknown solver.
+const SolverSpec& solver_spec(const std::string& name);
 
 // Builds a solver by name; throws saddle::Error naming the unknown solver or bad option.
 std::unique_ptr<Solver> make_solver(const std::string& name, torch::Tensor params,

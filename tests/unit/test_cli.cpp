@@ -106,6 +106,41 @@ TEST_F(Cli, ConfigFileWithFlagsOverriding) {
   EXPECT_EQ(summary["config"]["dim"], 4);
 }
 
+// `saddle solve --game G --solver S` takes the game table's defaults for S unless a flag or the
+// config file sets the option, says which it took, and warns of a pairing that does not train.
+TEST_F(Cli, SolveUsesTheGamesDefaultsUnlessTold) {
+  const std::string out = (dir_ / "run").string();
+  auto r = run("solve --game quadratic --solver extra-adam --dim 4 --no-progress --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("quadratic with extra-adam: the game's defaults --iters 3000 --lr 0.01 "
+                       "--beta2 0.9999"),
+            std::string::npos)
+      << r.err;
+  auto summary = nlohmann::json::parse(slurp(out + "/summary.json"));
+  EXPECT_EQ(summary["iterations"], 3000);
+  EXPECT_EQ(summary["config"]["lr"], 0.01);
+  EXPECT_EQ(summary["config"]["beta2"], 0.9999);
+  EXPECT_EQ(summary["config"]["step-size"], "constant");
+
+  const std::string config = write("run.json", R"({"lr": 0.02})");
+  r = run("solve --config " + config +
+          " --game quadratic --solver extra-adam --dim 4 --iters 30 --beta2 0.99 --overwrite "
+          "--no-progress --out " +
+          out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  summary = nlohmann::json::parse(slurp(out + "/summary.json"));
+  EXPECT_EQ(summary["iterations"], 30);
+  EXPECT_EQ(summary["config"]["lr"], 0.02);    // from the file
+  EXPECT_EQ(summary["config"]["beta2"], 0.99);  // from the flag
+  EXPECT_EQ(r.err.find("poor solver"), std::string::npos) << r.err;
+
+  r = run("solve --game bilinear --solver gda --iters 20 --no-progress");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("warn: gda is a poor solver for bilinear: simultaneous gradient"),
+            std::string::npos)
+      << r.err;
+}
+
 TEST_F(Cli, UnknownGameOrSolver) {
   expect_one_line_error(run("solve --game chess --iters 10"), "unknown game 'chess'");
   expect_one_line_error(run("solve --solver sgd --iters 10"), "unknown solver 'sgd'");

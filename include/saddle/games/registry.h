@@ -1,15 +1,18 @@
-// make_game(name, options): the plain factory behind `saddle solve --game NAME`. Every game shipped
-// with saddle is registered here; a user's own game needs no registration (see examples/).
+// The game table behind `saddle solve --game NAME`: every game shipped with saddle, its factory and
+// the defaults each solver trains it with. A user's own game needs no registration (see examples/).
 #pragma once
 
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "saddle/game.h"
+#include "saddle/solver.h"
 
 namespace saddle {
 
@@ -48,6 +51,58 @@ struct GameOptions {
   std::string classifier;
   int64_t fid_samples = 10000;
 };
+
+// What `saddle solve --game G --solver S` uses unless a flag (or --config) says otherwise. A field
+// left empty keeps the command's own default.
+struct RunDefaults {
+  std::optional<int64_t> iterations;
+  std::optional<double> lr;
+  std::optional<std::vector<std::string>> player_lr;  // NAME=LR, as --player-lr takes them
+  std::optional<std::string> step_size;               // auto | qgenx | adagrad | constant
+  std::optional<double> beta1;
+  std::optional<double> beta2;
+  std::optional<int64_t> batch;
+  std::optional<int64_t> latent;
+  std::optional<std::string> gan_loss;
+
+  // These defaults with every field that `over` sets replaced by `over`'s.
+  RunDefaults with(const RunDefaults& over) const;
+  // "lr 0.002, iters 3000, latent 2, ..." keyed by the long flag names.
+  std::string describe() const;
+};
+
+// One solver on one game: the defaults it trains with, or why the pairing does not train.
+struct SolverPairing {
+  std::string solver;
+  RunDefaults defaults;  // on top of the game's own
+  std::string poor;      // empty, or the reason this solver does not solve this game
+};
+
+// One row of the game table: name -> factory, with the defaults each solver trains with.
+struct GameSpec {
+  std::string name;
+  std::string description;
+  // A known equilibrium (distance_sq is reported; every solver is tested on it).
+  bool analytic = false;
+  std::function<std::unique_ptr<Game>(const GameOptions&)> make;
+  RunDefaults defaults;
+  std::vector<SolverPairing> solvers;
+
+  // The game's defaults with `solver`'s on top.
+  RunDefaults defaults_for(const std::string& solver) const;
+  // Why `solver` is a poor pairing for this game; empty when it trains.
+  std::string poor_pairing(const std::string& solver) const;
+  // SolverOptions() with `solver`'s defaults on this game: learning rate, step rule (the
+  // solver's own when the table names none) and Adam decays.
+  SolverOptions solver_options(const std::string& solver) const;
+  // GameOptions() with this game's defaults for `solver` (batch, latent, GAN loss).
+  GameOptions game_options(const std::string& solver) const;
+};
+
+// The table of shipped games, in the order `saddle solve --help` lists them.
+const std::vector<GameSpec>& game_specs();
+// Throws saddle::Error naming the unknown game.
+const GameSpec& game_spec(const std::string& name);
 
 const std::vector<std::string>& game_names();
 // The games with a known equilibrium, on which every solver is tested (bilinear, quadratic).

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Issue 9's step-rule targets on the bilinear game, from every starting step gamma_0.
+
+For each setting (ranks x exchange x dim x noise) and each gamma_0 in {1e-3, ..., 100} and seed,
+runs `saddle solve --game bilinear --solver qgenx` with its default step rule (auto) and records
+the first iteration at which distance_sq falls to the target, the largest distance_sq on the way
+(relative to the start) and the final distance_sq. Prints one table row per setting (the worst
+case over gamma_0 and seeds), writes every run's numbers to OUT/results.json and draws
+OUT/step_rules.png (distance_sq against iterations, one line per gamma_0, first seed).
+
+  python3 experiments/step_rules.py                 # the full grid (about 10 minutes on 2 cores)
+  python3 experiments/step_rules.py --quick         # one seed, three gamma_0, 1 rank: a smoke test
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LRS = [1e-3, 1e-2, 1e-1, 1, 10, 100]
+# (name, ranks, exchange flags, noise flags, iterations, target distance_sq)
+SETTINGS = [
+    ("1 rank, fp32", 1, [], [], 5000, 1e-8),
+    ("4 ranks, 4-bit ALQ", 4, ["--quantizer", "alq", "--bits", "4"], [], 5000, 1e-8),
+    ("1 rank, fp32, relative noise 0.2", 1, [], ["--noise", "relative", "--noise-scale", "0.2"],
+     20000, 1e-6),
+    ("4 ranks, 4-bit ALQ, relative noise 0.2", 4, ["--quantizer", "alq", "--bits", "4"],
+     ["--noise", "relative", "--noise-scale", "0.2"], 20000, 1e-6),
+]
+
+
+def run_one(saddle, out, ranks, dim, lr, seed, exchange, noise, iters):
+    command = [saddle, "solve", "--game", "bilinear", "--solver", "qgenx", "--dim", str(dim),
+               "--condition", "5", "--lr", repr(lr), "--seed", str(seed), "--iters", str(iters),
+               "--log-every", str(max(1, iters // 5000)), "--no-progress", "--log-level", "warn",
+               "--out", out, "--overwrite"] + exchange + noise
+    if ranks > 1:
+        command = ["mpirun", "-np", str(ranks), "--oversubscribe"] + (
+            ["--allow-run-as-root"] if os.geteuid() == 0 else []) + command
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--saddle", default=os.path.join(ROOT, "build", "cli", "saddle"))
+    parser.add_argument("--out", default=os.path.join(ROOT, "runs", "step_rules"))
+    parser.add_argument("--dims", default="10,128")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if not os.path.exists(args.saddle):
+        sys.exit(f"step_rules.py: no saddle binary at {args.saddle} (build first or pass --saddle)")
+    dims = [int(d) for d in args.dims.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    lrs, settings = LRS, SETTINGS
+    if args.quick:
+        dims, seeds, lrs, settings = [10], [0], [1e-3, 1, 100], SETTINGS[:1]
+    os.makedirs(args.out, exist_ok=True)
+    scratch = os.path.join(args.out, "scratch")
+
+    results = []
+    print(f"{'setting':<42} {'dim':>4} {'worst hit':>10} {'max ratio':>10} {'worst final':>12}")
+    for name, ranks, exchange, noise, iters, target in settings:
+        for dim in dims:
+            rows = []
+            for lr in lrs:
+                for seed in seeds:
+                    records = run_one(args.saddle, scratch, ranks, dim, lr, seed, exchange, noise,
+                                      iters)
+                    d = [(r["iter"], r["distance_sq"]) for r in records]
+                    hit = next((it for it, v in d if v <= target), None)
+                    rows.append({"setting": name, "dim": dim, "lr": lr, "seed": seed,
+                                 "iterations": iters, "target": target, "hit": hit,
+                                 "max_ratio": max(v for _, v in d) / d[0][1], "final": d[-1][1],
+                                 "curve": d[::max(1, len(d) // 500)] if seed == seeds[0] else None})
+            results += rows
+            hits = [r["hit"] for r in rows]
+            worst = "never" if None in hits else str(max(hits))
+            print(f"{name:<42} {dim:>4} {worst:>10} {max(r['max_ratio'] for r in rows):>10.3g} "
+                  f"{max(r['final'] for r in rows):>12.3g}  (target {target:g} "
+                  f"within {iters})", flush=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f)
+
+    try:
+        import matplotlib
+    except ImportError:
+        print("no figure: matplotlib is missing (apt-get install python3-matplotlib)")
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    panels = [(s[0], dim) for s in settings for dim in dims]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (name, dim) in zip(axes[0], panels):
+        for r in results:
+            if r["setting"] == name and r["dim"] == dim and r["curve"]:
+                it, v = zip(*r["curve"])
+                ax.semilogy(it, [max(x, 1e-16) for x in v], label=f"γ0={r['lr']:g}")
+        ax.axhline(next(s[5] for s in settings if s[0] == name), color="k", ls=":", lw=0.8)
+        ax.set_title(f"{name}\ndim {dim}", fontsize=9)
+        ax.set_xlabel("iteration")
+    axes[0][0].set_ylabel("distance_sq")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "step_rules.png"), dpi=110)
+    print(f"wrote {args.out}/results.json and {args.out}/step_rules.png")
+
+
+if __name__ == "__main__":
+    main()
