@@ -164,9 +164,22 @@ class CompareCommand {
   std::string quantizer_ = "alq";
   int bits_ = 4;
   std::string out_;
+  bool overwrite_ = false;
   double rank_timeout_ = 120.0;
   DeviceFlags device_;
   std::string log_level_ = "warn";
+};
+
+// `saddle games`: the game table, each game's defaults for every solver and the poor pairings.
+class GamesCommand {
+ public:
+  explicit GamesCommand(CLI::App& app);
+  CLI::App* app() { return app_; }
+  int run(Communicator& comm);
+
+ private:
+  CLI::App* app_;
+  std::string game_;
 };
 
 // `saddle classifier`: trains the Fashion-MNIST classifier of the GAN image scores (FID, IS).

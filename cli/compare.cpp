@@ -2,11 +2,13 @@
 // under mpirun each rank draws its own samples and the operators travel quantized.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "commands.h"
 #include "saddle/comm/exchange.h"
 #include "saddle/error.h"
+#include "saddle/run/files.h"
 #include "saddle/run/runner.h"
 
 namespace saddle::cli {
@@ -19,6 +21,13 @@ struct CompareEntry {
   double lr;
   StepSizeKind step;
 };
+
+// A row's output folder: the solver's name, with the step rule where the solver has two rows.
+std::string entry_dir(const std::vector<CompareEntry>& entries, const CompareEntry& entry) {
+  const auto same = std::count_if(entries.begin(), entries.end(),
+                                  [&](const CompareEntry& e) { return e.solver == entry.solver; });
+  return same > 1 ? entry.solver + "-" + step_size_name(entry.step) : entry.solver;
+}
 
 const std::vector<CompareEntry>& compare_entries() {
   static const std::vector<CompareEntry> kEntries = {
@@ -50,6 +59,7 @@ CompareCommand::CompareCommand(CLI::App& app)
   app_->add_option("--bits", bits_, "Bits per coordinate (2..8)")->capture_default_str();
   app_->add_option("--out", out_, "Directory for one output folder per solver")
       ->capture_default_str();
+  app_->add_flag("--overwrite", overwrite_, "Replace the comparison that --out already holds");
   device_.add_to(*app_);
   app_->add_option("--log-level", log_level_, "error | warn | info | debug")->capture_default_str();
 }
@@ -57,6 +67,15 @@ CompareCommand::CompareCommand(CLI::App& app)
 int CompareCommand::run(Communicator& comm) {
   Logger logger(rank_log_level(parse_log_level(log_level_), comm.rank()), comm.rank(), comm.size());
   SADDLE_CHECK(iters_ > 0, "invalid --iters ", iters_, " (must be > 0)");
+  const auto& entries = compare_entries();
+  if (!out_.empty() && !overwrite_) {
+    for (const auto& entry : entries) {
+      const std::string dir = out_ + "/" + entry_dir(entries, entry);
+      SADDLE_CHECK(!path_exists(dir + "/summary.json") && !path_exists(dir + "/metrics.jsonl"),
+                   "--out ", out_, " already holds a comparison (", dir,
+                   "): replace it with --overwrite, or choose another --out");
+    }
+  }
   RunDevice where(device_, comm, logger);
   GameOptions game_options;
   game_options.device = where.device();
@@ -78,7 +97,7 @@ int CompareCommand::run(Communicator& comm) {
                        "step", "lr", "calls", "distance_sq", "||F||^2", "bytes sent", "fp32 bytes",
                        "seconds", "result");
   int64_t total_bytes = 0, total_fp32 = 0;
-  for (const auto& entry : compare_entries()) {
+  for (const auto& entry : entries) {
     auto game = make_game("bilinear", game_options);
     SolverOptions options;
     options.lr(entry.lr).step_size(entry.step);
@@ -89,7 +108,8 @@ int CompareCommand::run(Communicator& comm) {
         .seed(seed_)
         .progress(false)
         .precision(where.precision())
-        .out_dir(out_.empty() ? "" : out_ + "/" + entry.solver);
+        .overwrite(overwrite_)
+        .out_dir(out_.empty() ? "" : out_ + "/" + entry_dir(entries, entry));
     const double start_distance = *find_metric(game->metrics(), "distance_sq");
     std::string result_text;
     double distance = 0, op = 0, seconds = 0;
@@ -124,7 +144,10 @@ int CompareCommand::run(Communicator& comm) {
                     100.0 * static_cast<double>(total_bytes) / static_cast<double>(total_fp32));
   }
   if (!out_.empty())
-    table += fmt::format("\nper-solver metrics.jsonl and summary.json in {}/<solver>/\n", out_);
+    table += fmt::format(
+        "\nper-solver metrics.jsonl and summary.json in {}/<solver>/ (qgenx-auto, "
+        "qgenx-constant)\n",
+        out_);
   if (comm.rank() == 0) std::fwrite(table.data(), 1, table.size(), stdout);
   return 0;
 }

@@ -105,6 +105,7 @@ int main(int argc, char** argv) {
   saddle::cli::DemoCommand demo(app);
   saddle::cli::CompareCommand compare(app);
   saddle::cli::ClassifierCommand classifier(app);
+  saddle::cli::GamesCommand games(app);
   try {
     if (launched_by_mpi_launcher()) {
       mpi = std::make_unique<saddle::MpiRuntime>(argc, argv);
@@ -121,6 +122,7 @@ int main(int argc, char** argv) {
     if (demo.app()->parsed()) return demo.run(*comm);
     if (compare.app()->parsed()) return compare.run(*comm);
     if (classifier.app()->parsed()) return classifier.run(*comm);
+    if (games.app()->parsed()) return games.run(*comm);
     return 0;
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);

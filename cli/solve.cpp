@@ -93,9 +93,10 @@ SolveCommand::SolveCommand(CLI::App& app)
   binder_.add("iters", iters_, "Iterations (> 0)")->default_str(kPerGame);
   binder_.add("seed", seed_, "Seed of the game instance, the samples and the quantizers");
   binder_.add("out", out_, "Directory for metrics.jsonl and summary.json (none: no files)");
-  binder_.add("step-size", step_size_,
-              "Step rule: auto | qgenx | adagrad | constant (default: auto for eg, ogda and qgenx, "
-              "constant otherwise)")
+  binder_
+      .add("step-size", step_size_,
+           "Step rule: auto | qgenx | adagrad | constant (default: auto for eg, ogda and qgenx, "
+           "constant otherwise)")
       ->default_str(kPerGame);
   binder_.add("lr", lr_, "Base learning rate gamma_0 of every player")->default_str(kPerGame);
   binder_.add("player-lr", player_lr_, "Per-player learning rate NAME=LR (repeatable)");
@@ -112,9 +113,10 @@ SolveCommand::SolveCommand(CLI::App& app)
               "Stochastic oracle: none | absolute | relative | finite-sum");
   binder_.add("noise-scale", game_options_.noise_scale, "Scale of the oracle noise");
   binder_.add("samples", game_options_.samples, "Finite-sum size (noise finite-sum)");
-  binder_.add("batch", game_options_.batch,
-              "Samples per operator evaluation on each rank (0: the game's default: 1 for bilinear "
-              "and quadratic, 64 for wgan-gp, 256 for mog8/mog25)")
+  binder_
+      .add("batch", game_options_.batch,
+           "Samples per operator evaluation on each rank (0: the game's default: 1 for bilinear "
+           "and quadratic, 64 for wgan-gp, 256 for mog8/mog25)")
       ->default_str(kPerGame);
   binder_.add("dataset", game_options_.dataset, "wgan-gp: fashion-mnist | cifar10");
   binder_.add("data-dir", game_options_.data_dir,
@@ -237,9 +239,8 @@ int SolveCommand::run(Communicator& comm) {
   auto game = make_game(game_, game_options);
 
   // The extra-gradient family adapts its step by default; the others keep their learning rate.
-  const std::string step = !step_size_.empty()
-                               ? step_size_
-                               : step_size_name(solver_spec(solver_).default_step);
+  const std::string step =
+      !step_size_.empty() ? step_size_ : step_size_name(solver_spec(solver_).default_step);
   SolverOptions solver_options;
   solver_options.lr(lr_)
       .player_lr(parse_player_rates(player_lr_))

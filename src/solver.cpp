@@ -151,15 +151,18 @@ const std::vector<SolverSpec>& solver_specs() {
     };
   };
   static const std::vector<SolverSpec> kTable = {
-      {"gda", "simultaneous gradient descent-ascent", true, StepSizeKind::kConstant, gda(GdaUpdate::kSimultaneous)},
-      {"alt-gda", "alternating gradient descent-ascent", false, StepSizeKind::kConstant, gda(GdaUpdate::kAlternating)},
-      {"eg", "extra-gradient (Korpelevich)", true, StepSizeKind::kAuto, eg("eg", Variant::kExtraGradient)},
-      {"ogda", "optimistic gradient / past extra-gradient (Popov)", true,
-       StepSizeKind::kAuto, eg("ogda", Variant::kOptimistic)},
+      {"gda", "simultaneous gradient descent-ascent", true, StepSizeKind::kConstant,
+       gda(GdaUpdate::kSimultaneous)},
+      {"alt-gda", "alternating gradient descent-ascent", false, StepSizeKind::kConstant,
+       gda(GdaUpdate::kAlternating)},
+      {"eg", "extra-gradient (Korpelevich)", true, StepSizeKind::kAuto,
+       eg("eg", Variant::kExtraGradient)},
+      {"ogda", "optimistic gradient / past extra-gradient (Popov)", true, StepSizeKind::kAuto,
+       eg("ogda", Variant::kOptimistic)},
       {"extra-adam", "extra-gradient with Adam steps (Gidel et al.)", false,
        StepSizeKind::kConstant, adam(AdamExtrapolation::kExtraGradient)},
-      {"optimistic-adam", "optimistic Adam (Daskalakis et al.)", false,
-       StepSizeKind::kConstant, adam(AdamExtrapolation::kOptimistic)},
+      {"optimistic-adam", "optimistic Adam (Daskalakis et al.)", false, StepSizeKind::kConstant,
+       adam(AdamExtrapolation::kOptimistic)},
       {"qgenx", "Q-GenX's generalized extra-gradient (--variant eg | optimistic | dual-averaging)",
        true, StepSizeKind::kAuto, eg("qgenx", std::nullopt)},
   };

@@ -130,7 +130,7 @@ TEST_F(Cli, SolveUsesTheGamesDefaultsUnlessTold) {
   ASSERT_EQ(r.code, 0) << r.err;
   summary = nlohmann::json::parse(slurp(out + "/summary.json"));
   EXPECT_EQ(summary["iterations"], 30);
-  EXPECT_EQ(summary["config"]["lr"], 0.02);    // from the file
+  EXPECT_EQ(summary["config"]["lr"], 0.02);     // from the file
   EXPECT_EQ(summary["config"]["beta2"], 0.99);  // from the flag
   EXPECT_EQ(r.err.find("poor solver"), std::string::npos) << r.err;
 
@@ -139,6 +139,23 @@ TEST_F(Cli, SolveUsesTheGamesDefaultsUnlessTold) {
   EXPECT_NE(r.err.find("warn: gda is a poor solver for bilinear: simultaneous gradient"),
             std::string::npos)
       << r.err;
+}
+
+TEST_F(Cli, GamesListsEveryGamesDefaultsAndPoorPairings) {
+  auto r = run("games");
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* game : {"bilinear:", "quadratic:", "mog8:", "mog25:", "wgan-gp:"}) {
+    EXPECT_NE(r.out.find(game), std::string::npos) << game;
+  }
+  EXPECT_NE(r.out.find("gda              poor: simultaneous"), std::string::npos) << r.out;
+  r = run("games --game quadratic");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("extra-adam       --iters 3000 --step-size constant --lr 0.01 --beta2 "
+                       "0.9999"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(r.out.find("bilinear"), std::string::npos) << r.out;
+  expect_one_line_error(run("games --game chess"), "unknown game 'chess'");
 }
 
 TEST_F(Cli, UnknownGameOrSolver) {
@@ -200,6 +217,7 @@ TEST_F(Cli, HelpListsEverything) {
   EXPECT_EQ(top.code, 0);
   EXPECT_NE(top.out.find("solve"), std::string::npos);
   EXPECT_NE(top.out.find("demo"), std::string::npos);
+  EXPECT_NE(top.out.find("games"), std::string::npos);
   auto solve = run("solve --help");
   EXPECT_EQ(solve.code, 0);
   for (const char* flag :
@@ -217,6 +235,24 @@ TEST_F(Cli, CompareTablesEverySolver) {
        {"gda", "alt-gda", "eg", "ogda", "extra-adam", "optimistic-adam", "qgenx"}) {
     EXPECT_NE(r.out.find(solver), std::string::npos) << solver;
   }
+}
+
+// Each row writes its own folder (qgenx has two rows), and a second comparison into the same
+// --out is refused before anything runs, unless --overwrite.
+TEST_F(Cli, CompareWritesOneFolderPerRowAndKeepsAnEarlierComparison) {
+  const std::string out = (dir_ / "cmp").string();
+  auto r = run("compare --iters 50 --dim 8 --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out.find("already holds"), std::string::npos) << r.out;
+  for (const char* row : {"eg", "gda", "qgenx-auto", "qgenx-constant"}) {
+    EXPECT_TRUE(saddle::path_exists(out + "/" + row + "/summary.json")) << row;
+  }
+  expect_one_line_error(run("compare --iters 50 --dim 8 --out " + out),
+                        "already holds a comparison");
+  r = run("compare --iters 60 --dim 8 --overwrite --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto summary = nlohmann::json::parse(slurp(out + "/qgenx-constant/summary.json"));
+  EXPECT_EQ(summary["iterations"], 60);
 }
 
 TEST_F(Cli, DemoTrainsAQuantizedGanAndReportsFidBytesAndSamples) {
