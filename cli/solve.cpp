@@ -104,9 +104,12 @@ SolveCommand::SolveCommand(CLI::App& app)
   binder_.add("beta1", beta1_, "Adam-family first-moment decay")->default_str(kPerGame);
   binder_.add("beta2", beta2_, "Adam-family second-moment decay")->default_str(kPerGame);
   binder_.add("eps", eps_, "Adam-family epsilon");
-  binder_.add("averaging", averaging_,
-              "Iterate averaging reported beside the last iterate: none | uniform | ema");
-  binder_.add("ema-decay", ema_decay_, "Decay of the exponential moving average");
+  binder_
+      .add("averaging", averaging_,
+           "Iterate averaging reported beside the last iterate: none | uniform | weighted | ema")
+      ->default_str(kPerGame);
+  binder_.add("ema-decay", ema_decay_, "Decay of the exponential moving average")
+      ->default_str(kPerGame);
   binder_.add("dim", game_options_.dim, "Analytic games: dimension of each player");
   binder_.add("condition", game_options_.condition, "Analytic games: condition number (>= 1)");
   binder_.add("noise", game_options_.noise,
@@ -121,7 +124,8 @@ SolveCommand::SolveCommand(CLI::App& app)
   binder_.add("dataset", game_options_.dataset, "wgan-gp: fashion-mnist | cifar10");
   binder_.add("data-dir", game_options_.data_dir,
               "Directory of the dataset files (default: /usr/share/datasets/fashion-mnist)");
-  binder_.add("filters", game_options_.filters, "GAN games: DCGAN-32 width");
+  binder_.add("filters", game_options_.filters, "GAN games: width of the players' layers")
+      ->default_str(kPerGame);
   binder_.add("latent", game_options_.latent, "GAN games: generator input size")
       ->default_str(kPerGame);
   binder_.add("gp-lambda", game_options_.gp_lambda, "WGAN-GP gradient-penalty weight");
@@ -196,8 +200,11 @@ void SolveCommand::apply_game_defaults(const Logger& logger) {
   take("step-size", step_size_, applied.step_size, defaults.step_size);
   take("beta1", beta1_, applied.beta1, defaults.beta1);
   take("beta2", beta2_, applied.beta2, defaults.beta2);
+  take("averaging", averaging_, applied.averaging, defaults.averaging);
+  take("ema-decay", ema_decay_, applied.ema_decay, defaults.ema_decay);
   take("batch", game_options_.batch, applied.batch, defaults.batch);
   take("latent", game_options_.latent, applied.latent, defaults.latent);
+  take("filters", game_options_.filters, applied.filters, defaults.filters);
   take("gan-loss", game_options_.gan_loss, applied.gan_loss, defaults.gan_loss);
   if (!applied.describe().empty()) {
     logger.info("{} with {}: the game's defaults {} (flags override them)", game_, solver_,

@@ -47,9 +47,12 @@ TEST(GameTable, SolverDefaultsLayOverTheGames) {
   EXPECT_EQ(quadratic.solver_options("extra-adam").beta2(), 0.9999);
   EXPECT_EQ(adam.describe(), "--iters 3000 --lr 0.01 --beta2 0.9999");
 
-  const GameSpec& mog = game_spec("mog8");
+  const GameSpec& mog = game_spec("mog25");
   EXPECT_EQ(mog.game_options("extra-adam").gan_loss, "nonsaturating");
   EXPECT_EQ(mog.game_options("extra-adam").latent, 2);
+  EXPECT_EQ(mog.game_options("extra-adam").filters, 128);
+  EXPECT_EQ(mog.solver_options("extra-adam").player_lr().at("generator"), 8e-3);
+  EXPECT_FALSE(mog.poor_pairing("qgenx").empty());
 }
 
 // Each analytic game, each solver, the table's defaults and nothing else: a solver that trains

@@ -61,8 +61,11 @@ struct RunDefaults {
   std::optional<std::string> step_size;               // auto | qgenx | adagrad | constant
   std::optional<double> beta1;
   std::optional<double> beta2;
+  std::optional<std::string> averaging;  // none | uniform | weighted | ema
+  std::optional<double> ema_decay;
   std::optional<int64_t> batch;
   std::optional<int64_t> latent;
+  std::optional<int64_t> filters;
   std::optional<std::string> gan_loss;
 
   // These defaults with every field that `over` sets replaced by `over`'s.
@@ -95,7 +98,7 @@ struct GameSpec {
   // SolverOptions() with `solver`'s defaults on this game: learning rate, step rule (the
   // solver's own when the table names none) and Adam decays.
   SolverOptions solver_options(const std::string& solver) const;
-  // GameOptions() with this game's defaults for `solver` (batch, latent, GAN loss).
+  // GameOptions() with this game's defaults for `solver` (batch, latent, width, GAN loss).
   GameOptions game_options(const std::string& solver) const;
 };
 
