@@ -483,17 +483,25 @@ class Runner {
     return {counts[0].item<int64_t>(), counts[1].item<int64_t>()};
   }
 
+  // Runs `fn` with the game's parameters set to the averaged iterate (then restores them);
+  // false, without running it, when there is no average yet.
+  bool at_average(const std::function<void()>& fn) {
+    if (!average_.enabled() || average_.count() == 0) return false;
+    torch::NoGradGuard no_grad;
+    torch::Tensor z = game_.params();
+    torch::Tensor saved = z.clone();
+    z.copy_(average_.value());
+    fn();
+    z.copy_(saved);
+    return true;
+  }
+
   // The game's metrics at the current z, then at the averaged iterate with the suffix "_avg".
   Metrics with_average(const std::function<Metrics()>& measure) {
     Metrics metrics = measure();
-    if (average_.enabled() && average_.count() > 0) {
-      torch::NoGradGuard no_grad;
-      torch::Tensor z = game_.params();
-      torch::Tensor saved = z.clone();
-      z.copy_(average_.value());
+    at_average([&]() {
       for (const auto& [name, value] : measure()) metrics.emplace_back(name + "_avg", value);
-      z.copy_(saved);
-    }
+    });
     return metrics;
   }
 
@@ -518,6 +526,10 @@ class Runner {
           create_directories(join_path(dir_, kSamples));
           const std::string path = fmt::format("{}/samples/iter_{:07d}.png", dir_, t);
           if (game_.write_samples(path)) samples_path_ = path;
+          // The averaged players' picture beside it (on a GAN often the better generator).
+          at_average([&]() {
+            game_.write_samples(fmt::format("{}/samples/iter_{:07d}_avg.png", dir_, t));
+          });
         }
       }
       Json line;

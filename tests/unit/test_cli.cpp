@@ -158,6 +158,24 @@ TEST_F(Cli, GamesListsEveryGamesDefaultsAndPoorPairings) {
   expect_one_line_error(run("games --game chess"), "unknown game 'chess'");
 }
 
+// With an average, every evaluation draws the averaged players' picture beside the last
+// iterate's (on the mixtures it is the averaged generator that captures the modes).
+TEST_F(Cli, EvaluationsDrawTheAveragedPlayersToo) {
+  const std::string out = (dir_ / "mog").string();
+  auto r =
+      run("solve --game mog8 --solver extra-adam --iters 20 --eval-every 10 --filters 8 "
+          "--no-progress --out " +
+          out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(saddle::path_exists(out + "/samples/iter_0000010.png"));
+  EXPECT_TRUE(saddle::path_exists(out + "/samples/iter_0000010_avg.png"));
+  EXPECT_TRUE(saddle::path_exists(out + "/samples/iter_0000020_avg.png"));
+  EXPECT_FALSE(saddle::path_exists(out + "/samples/iter_0000000_avg.png"));  // no average yet
+  auto summary = nlohmann::json::parse(slurp(out + "/summary.json"));
+  EXPECT_TRUE(summary.contains("modes_captured_avg"));
+  EXPECT_EQ(summary["config"]["averaging"], "ema");  // the game's default
+}
+
 TEST_F(Cli, UnknownGameOrSolver) {
   expect_one_line_error(run("solve --game chess --iters 10"), "unknown game 'chess'");
   expect_one_line_error(run("solve --solver sgd --iters 10"), "unknown solver 'sgd'");
