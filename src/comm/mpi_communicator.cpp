@@ -257,6 +257,7 @@ class MpiCommunicator final : public Communicator {
   std::deque<PendingFlag> pending_;  // deque: posted buffers keep their addresses
 
   static constexpr int kSizeTag = 7301;
+  static constexpr auto kSpinFor = std::chrono::milliseconds(20);
 
   // Completes `requests`, testing instead of blocking so that a rank that never arrives (stopped,
   // crashed, cut off) ends this one after timeout_ seconds with a line naming the operation and,
@@ -266,7 +267,7 @@ class MpiCommunicator final : public Communicator {
             const std::function<std::string()>& late = {}) {
     const auto start = std::chrono::steady_clock::now();
     auto nap = std::chrono::microseconds(20);
-    for (int spins = 0;; ++spins) {
+    for (;;) {
       int done = 0;
       check_mpi(MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done,
                             MPI_STATUSES_IGNORE),
@@ -281,7 +282,10 @@ class MpiCommunicator final : public Communicator {
                                    " (stopped, crashed or cut off; --rank-timeout sets the "
                                    "limit)"));
       }
-      if (spins < 2000) continue;
+      // A non-blocking collective only advances while its ranks test it: a rank asleep delays
+      // every round of the others' protocol. Spin through the short waits of a balanced exchange;
+      // nap (up to 1 ms) only once the wait is clearly long.
+      if (std::chrono::steady_clock::now() - start < kSpinFor) continue;
       std::this_thread::sleep_for(nap);
       nap = std::min(nap * 2, std::chrono::microseconds(1000));
     }
