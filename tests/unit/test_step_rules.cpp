@@ -76,34 +76,9 @@ TEST(AutoStep, IsScaleFree) {
 
 TEST(AutoStep, AbsoluteNoiseAveragedIterateShrinksLikeInverseSqrtT) {
   const std::vector<int64_t> checkpoints = {500, 2000, 8000};
-  std::vector<double> err(checkpoints.size(), 0.0);
-  const int seeds = 6;
-  for (int seed = 0; seed < seeds; ++seed) {
-    GameOptions options;
-    options.dim = 2;
-    options.condition = 1.0;
-    options.noise = "absolute";
-    options.noise_scale = 1.0;
-    auto game = make_game("bilinear", options);
-    auto solver = make_solver("qgenx", game->params(), game->players(),
-                              SolverOptions().lr(1.0).step_size(StepSizeKind::kAuto));
-    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(100 + seed);
-    Oracle oracle = [&]() { return game->operator_at(gen); };
-    IterateAverage average(AveragingKind::kUniform, 0.0);
-    const torch::Tensor z_star = *game->equilibrium();
-    size_t next = 0;
-    for (int64_t t = 1; next < checkpoints.size(); ++t) {
-      solver->step(oracle);
-      average.update(solver->half_step());
-      if (t == checkpoints[next]) {
-        err[next] +=
-            (average.value() - z_star).to(torch::kFloat64).square().sum().item<double>() / seeds;
-        ++next;
-      }
-    }
-  }
-  const double slope = 0.5 * std::log(err.back() / err.front()) /
-                       std::log(double(checkpoints.back()) / checkpoints.front());
+  const auto err =
+      testing::averaged_error_under_absolute_noise(StepSizeKind::kAuto, true, checkpoints, 6);
+  const double slope = testing::distance_slope(err, checkpoints);
   EXPECT_LT(slope, -0.3) << "errors " << err[0] << " " << err[1] << " " << err[2];
   EXPECT_GT(slope, -1.2) << "errors " << err[0] << " " << err[1] << " " << err[2];
 }

@@ -25,42 +25,12 @@ TEST(StochasticBilinear, RelativeNoiseAdaptiveExtraGradientConverges) {
   EXPECT_LE(d.back(), 1e-6 * d.front());
 }
 
-// distance_sq of the uniformly averaged iterate at each of `checkpoints`, averaged over seeds.
-std::vector<double> averaged_error(const std::vector<int64_t>& checkpoints, int seeds) {
-  std::vector<double> out(checkpoints.size(), 0.0);
-  for (int seed = 0; seed < seeds; ++seed) {
-    GameOptions options;
-    options.dim = 2;
-    options.condition = 1.0;
-    options.noise = "absolute";
-    options.noise_scale = 1.0;
-    auto game = make_game("bilinear", options);
-    auto solver = make_solver("qgenx", game->params(), game->players(),
-                              SolverOptions().lr(1.0).step_size(StepSizeKind::kQgenx));
-    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(100 + seed);
-    Oracle oracle = [&]() { return game->operator_at(gen); };
-    IterateAverage average(AveragingKind::kUniform, 0.0);
-    const torch::Tensor z_star = *game->equilibrium();
-    size_t next = 0;
-    for (int64_t t = 1; next < checkpoints.size(); ++t) {
-      solver->step(oracle);
-      average.update(game->params());
-      if (t == checkpoints[next]) {
-        out[next] +=
-            (average.value() - z_star).to(torch::kFloat64).square().sum().item<double>() / seeds;
-        ++next;
-      }
-    }
-  }
-  return out;
-}
-
 TEST(StochasticBilinear, AbsoluteNoiseAveragedIterateShrinksLikeInverseSqrtT) {
   const std::vector<int64_t> checkpoints = {500, 2000, 8000};
-  const auto err = averaged_error(checkpoints, 6);
-  // Slope of log(distance) against log(T): O(1/sqrt(T)) means about -0.5. A loose check.
-  const double slope = 0.5 * std::log(err.back() / err.front()) /
-                       std::log(double(checkpoints.back()) / checkpoints.front());
+  const auto err =
+      testing::averaged_error_under_absolute_noise(StepSizeKind::kQgenx, false, checkpoints, 6);
+  // O(1/sqrt(T)) means a slope of about -0.5. A loose check.
+  const double slope = testing::distance_slope(err, checkpoints);
   EXPECT_LT(slope, -0.3) << "errors " << err[0] << " " << err[1] << " " << err[2];
   EXPECT_GT(slope, -1.2) << "errors " << err[0] << " " << err[1] << " " << err[2];
   EXPECT_LT(err[1], err[0]);

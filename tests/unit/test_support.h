@@ -3,10 +3,12 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "saddle/averaging.h"
 #include "saddle/game.h"
 #include "saddle/games/registry.h"
 #include "saddle/solver.h"
@@ -26,6 +28,48 @@ inline std::vector<double> trajectory(Game& game, Solver& solver, int64_t iterat
     out.push_back(*find_metric(game.metrics(), "distance_sq"));
   }
   return out;
+}
+
+// qgenx with step rule `step` from gamma_0 = 1 on a 2-D bilinear game (condition 1) with absolute
+// noise of scale 1: distance_sq of the uniformly averaged iterate at each of `checkpoints`,
+// averaged over `seeds` seeds. `half_steps`: the average of X_{t+1/2} (what the theory bounds),
+// otherwise of X_{t+1}.
+inline std::vector<double> averaged_error_under_absolute_noise(
+    StepSizeKind step, bool half_steps, const std::vector<int64_t>& checkpoints, int seeds) {
+  std::vector<double> out(checkpoints.size(), 0.0);
+  for (int seed = 0; seed < seeds; ++seed) {
+    GameOptions options;
+    options.dim = 2;
+    options.condition = 1.0;
+    options.noise = "absolute";
+    options.noise_scale = 1.0;
+    auto game = make_game("bilinear", options);
+    auto solver = make_solver("qgenx", game->params(), game->players(),
+                              SolverOptions().lr(1.0).step_size(step));
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(100 + seed);
+    Oracle oracle = [&]() { return game->operator_at(gen); };
+    IterateAverage average(AveragingKind::kUniform, 0.0);
+    const torch::Tensor z_star = *game->equilibrium();
+    size_t next = 0;
+    for (int64_t t = 1; next < checkpoints.size(); ++t) {
+      solver->step(oracle);
+      average.update(half_steps ? solver->half_step() : game->params());
+      if (t == checkpoints[next]) {
+        out[next] +=
+            (average.value() - z_star).to(torch::kFloat64).square().sum().item<double>() / seeds;
+        ++next;
+      }
+    }
+  }
+  return out;
+}
+
+// Slope of log(distance) against log(T) between the first and the last checkpoint, from squared
+// distances: O(1/sqrt(T)) is about -0.5.
+inline double distance_slope(const std::vector<double>& sq_distances,
+                             const std::vector<int64_t>& checkpoints) {
+  return 0.5 * std::log(sq_distances.back() / sq_distances.front()) /
+         std::log(static_cast<double>(checkpoints.back()) / checkpoints.front());
 }
 
 // f(x, y) = x * y on R x R, F(x, y) = (y, -x); equilibrium (0, 0); starts at (1, 1).
