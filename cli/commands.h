@@ -101,6 +101,7 @@ class SolveCommand {
   std::string out_;
   std::string step_size_;  // empty: adaptive for qgenx, constant otherwise
   double lr_ = 0.1;
+  double step_max_ = 0.0;
   std::vector<std::string> player_lr_;
   std::string variant_ = "eg";
   double beta1_ = 0.5, beta2_ = 0.9, eps_ = 1e-8;

@@ -99,6 +99,10 @@ SolveCommand::SolveCommand(CLI::App& app)
            "constant otherwise)")
       ->default_str(kPerGame);
   binder_.add("lr", lr_, "Base learning rate gamma_0 of every player")->default_str(kPerGame);
+  binder_
+      .add("step-max", step_max_,
+           "auto only: the largest step, in units of --lr, the rule may take (0: no limit)")
+      ->default_str(kPerGame);
   binder_.add("player-lr", player_lr_, "Per-player learning rate NAME=LR (repeatable)");
   binder_.add("variant", variant_, "qgenx extrapolation: eg | optimistic | dual-averaging");
   binder_.add("beta1", beta1_, "Adam-family first-moment decay")->default_str(kPerGame);
@@ -198,6 +202,11 @@ void SolveCommand::apply_game_defaults(const Logger& logger) {
   take("lr", lr_, applied.lr, defaults.lr);
   take("player-lr", player_lr_, applied.player_lr, defaults.player_lr);
   take("step-size", step_size_, applied.step_size, defaults.step_size);
+  // The table's ceiling belongs to its auto rule: a step rule chosen by flag drops it.
+  const bool auto_rule = step_size_.empty()
+                             ? solver_spec(solver_).default_step == StepSizeKind::kAuto
+                             : parse_step_size(step_size_) == StepSizeKind::kAuto;
+  if (auto_rule) take("step-max", step_max_, applied.step_max, defaults.step_max);
   take("beta1", beta1_, applied.beta1, defaults.beta1);
   take("beta2", beta2_, applied.beta2, defaults.beta2);
   take("averaging", averaging_, applied.averaging, defaults.averaging);
@@ -252,6 +261,7 @@ int SolveCommand::run(Communicator& comm) {
   solver_options.lr(lr_)
       .player_lr(parse_player_rates(player_lr_))
       .step_size(parse_step_size(step))
+      .step_max(step_max_)
       .variant(parse_variant(variant_))
       .beta1(beta1_)
       .beta2(beta2_)

@@ -23,6 +23,7 @@ RunDefaults RunDefaults::with(const RunDefaults& over) const {
   take(out.lr, over.lr);
   take(out.player_lr, over.player_lr);
   take(out.step_size, over.step_size);
+  take(out.step_max, over.step_max);
   take(out.beta1, over.beta1);
   take(out.beta2, over.beta2);
   take(out.averaging, over.averaging);
@@ -41,6 +42,7 @@ std::string RunDefaults::describe() const {
   };
   add("iters", iterations);
   add("step-size", step_size);
+  add("step-max", step_max);
   add("lr", lr);
   if (player_lr) {
     for (const auto& rate : *player_lr) add("player-lr", std::optional<std::string>(rate));
@@ -75,6 +77,7 @@ SolverOptions GameSpec::solver_options(const std::string& solver) const {
   SolverOptions options;
   options.step_size(d.step_size ? parse_step_size(*d.step_size) : solver_spec(solver).default_step);
   if (d.lr) options.lr(*d.lr);
+  if (d.step_max) options.step_max(*d.step_max);
   if (d.player_lr) options.player_lr(parse_player_rates(*d.player_lr));
   if (d.beta1) options.beta1(*d.beta1);
   if (d.beta2) options.beta2(*d.beta2);
@@ -117,8 +120,9 @@ std::vector<GameSpec> make_table() {
   std::vector<GameSpec> table;
 
   // Bilinear: monotone, not strongly. The extra-gradient family's auto step is scale-free (any
-  // --lr reaches distance_sq 1e-8 within about 850 iterations at dim 10 and 128); the Adam family
-  // needs a small constant step and reaches 1e-2 of the start (experiments/README.md).
+  // --lr reaches distance_sq 1e-8 within about 1000 iterations at dim 10 and 128, 1 or 4 ranks);
+  // the Adam family needs a small constant step and reaches 1e-2 of the start
+  // (experiments/README.md).
   GameSpec bilinear{"bilinear",
                     "x^T A y + b^T x + c^T y, a known saddle point",
                     true,
@@ -208,19 +212,22 @@ std::vector<GameSpec> make_table() {
     table.push_back(std::move(mog));
   }
 
-  // WGAN-GP on images (DCGAN-32 players). The extra-gradient family takes a constant 0.005:
-  // with 2 ranks and 4-bit ALQ (32 filters, 400 iterations) 0.005 trained best of {0.005, 0.01,
-  // 0.02}, 0.02 diverged, and the auto rule from 0.01 overshot to 0.02 within 4 iterations (one
-  // extrapolation underestimates a GAN's curvature) and diverged at iteration 25
-  // (experiments/README.md). The Adam family takes the reference configuration of Gidel et al.
-  // (2019): generator 5e-5, critic 5e-4, betas (0.5, 0.9).
-  RunDefaults wgan_defaults = lr(0.005).with(iterations(2000));
-  wgan_defaults.step_size = "constant";
+  // WGAN-GP on images (DCGAN-32 players). The extra-gradient family takes the auto rule from
+  // gamma_0 = 0.01 with that as its ceiling (--step-max 1). Uncapped, one extrapolation
+  // underestimates a GAN's curvature: with 2 ranks and 4-bit ALQ the step overshot to 0.02 within
+  // 4 iterations and the run diverged at iteration 25 (0.02 constant diverges at 6). Capped, it
+  // trained about as well as the best constant step (FID at 400 iterations 235 against 258 for
+  // 0.005 and 343 for 0.01; experiments/README.md). The Adam family takes the reference
+  // configuration of Gidel et al. (2019): generator 5e-5, critic 5e-4, betas (0.5, 0.9).
+  RunDefaults wgan_defaults = lr(0.01).with(iterations(2000));
+  RunDefaults capped;
+  capped.step_max = 1.0;
   RunDefaults adam_wgan = lr(5e-5);
   adam_wgan.player_lr = std::vector<std::string>{"critic=5e-4"};
   GameSpec wgan{"wgan-gp",     "WGAN-GP with DCGAN-32 players on Fashion-MNIST or CIFAR-10",
                 false,         [](const GameOptions& o) { return std::make_unique<WganGpGame>(o); },
                 wgan_defaults, plain_gan_pairings("extra-adam, optimistic-adam or qgenx")};
+  for (const char* solver : {"eg", "ogda", "qgenx"}) wgan.solvers.push_back(trains(solver, capped));
   wgan.solvers.push_back(trains("extra-adam", adam_wgan));
   wgan.solvers.push_back(trains("optimistic-adam", adam_wgan));
   table.push_back(std::move(wgan));

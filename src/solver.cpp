@@ -1,5 +1,6 @@
 #include "saddle/solver.h"
 
+#include <cmath>
 #include <limits>
 #include <optional>
 #include <set>
@@ -33,7 +34,8 @@ Solver::Solver(torch::Tensor params, const std::vector<Player>& players,
     : z_(std::move(params)),
       players_(players),
       options_(options),
-      step_size_(make_step_size(options.step_size())) {
+      step_size_(make_step_size(options.step_size(), AutoStepSize::kExtraGradientSafety,
+                                options.step_max())) {
   SADDLE_CHECK(z_.defined() && z_.dim() == 1, "solver needs the game's flat 1-D parameter vector");
   // Per-coordinate learning rates are float32 tensors: a rate must be finite there too.
   auto valid_rate = [](double lr) { return lr > 0.0 && lr <= 3.4e38; };
@@ -43,6 +45,11 @@ Solver::Solver(torch::Tensor params, const std::vector<Player>& players,
                " (expected 0 <= beta1 < 1)");
   SADDLE_CHECK(options.beta2() >= 0.0 && options.beta2() < 1.0, "invalid beta2 ", options.beta2(),
                " (expected 0 <= beta2 < 1)");
+  SADDLE_CHECK(options.step_max() >= 0.0 && std::isfinite(options.step_max()),
+               "invalid --step-max ", options.step_max(),
+               " (must be a finite number >= 0; 0: no limit)");
+  SADDLE_CHECK(options.step_max() == 0.0 || options.step_size() == StepSizeKind::kAuto,
+               "--step-max applies to --step-size auto only");
   SADDLE_CHECK(options.eps() > 0.0 && options.eps() < 1e30, "invalid --eps ", options.eps(),
                " (must be a finite number > 0)");
   std::set<std::string> names;

@@ -132,6 +132,7 @@ void AutoStepSize::advance(const StepObservation& o) {
   if (lipschitz_ > 0.0) next = std::min(next, safety_ / lipschitz_);
   ++steps_;
   next = std::max(next, floor());
+  if (max_scale_ > 0.0) next = std::min(next, max_scale_);
   if (std::isfinite(next) && next > 0.0) scale_ = next;
 }
 
@@ -149,12 +150,12 @@ void AutoStepSize::set_state(const std::vector<double>& state) {
   long_run_size_ = state[5];
 }
 
-std::unique_ptr<StepSize> make_step_size(StepSizeKind kind, double safety) {
+std::unique_ptr<StepSize> make_step_size(StepSizeKind kind, double safety, double max_scale) {
   switch (kind) {
     case StepSizeKind::kConstant: return std::make_unique<ConstantStepSize>();
     case StepSizeKind::kQgenx: return std::make_unique<QgenxStepSize>();
     case StepSizeKind::kAdaGrad: return std::make_unique<AdaGradStepSize>();
-    case StepSizeKind::kAuto: return std::make_unique<AutoStepSize>(safety);
+    case StepSizeKind::kAuto: return std::make_unique<AutoStepSize>(safety, max_scale);
   }
   return std::make_unique<ConstantStepSize>();
 }

@@ -46,6 +46,8 @@ struct SolverOptions {
   // The step rule (step_size.h). The CLI's default: auto for the extra-gradient family (eg, ogda,
   // qgenx), constant for the others.
   TORCH_ARG(StepSizeKind, step_size) = StepSizeKind::kConstant;
+  // auto only: the largest step gamma_t / gamma_0 it may take (0: no limit).
+  TORCH_ARG(double, step_max) = 0.0;
   // qgenx only.
   TORCH_ARG(Variant, variant) = Variant::kExtraGradient;
   // Adam family (ExtraAdam, OptimisticAdam).

@@ -15,6 +15,7 @@
 //             AutoStepSize below).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -149,7 +150,12 @@ class AutoStepSize final : public StepSize {
   static constexpr double kLongRun = 0.03;  // ... and in the long-run average
   static constexpr double kGrowthAlarm = 10.0;  // recent / long-run size that halves the peak
 
-  explicit AutoStepSize(double safety = kExtraGradientSafety) : safety_(safety) {}
+  // max_scale > 0 caps gamma_t / gamma_0 (a known-safe gamma_0 becomes a ceiling the rule adapts
+  // below; for games whose curvature one extrapolation underestimates, such as GANs).
+  explicit AutoStepSize(double safety = kExtraGradientSafety, double max_scale = 0.0)
+      : safety_(safety),
+        max_scale_(max_scale),
+        scale_(max_scale > 0.0 ? std::min(1.0, max_scale) : 1.0) {}
   StepSizeKind kind() const override { return StepSizeKind::kAuto; }
   double scale() const override { return scale_; }
   bool retry_half_step(const StepObservation& o) override;
@@ -166,7 +172,8 @@ class AutoStepSize final : public StepSize {
   double floor() const;
 
   double safety_;
-  double scale_ = 1.0;
+  double max_scale_;
+  double scale_;
   double peak_ = 0.0;       // the largest update scale taken without a sign of instability
   double lipschitz_ = 0.0;  // the largest recent estimate (slowly forgotten)
   int64_t steps_ = 0;
@@ -177,8 +184,10 @@ class AutoStepSize final : public StepSize {
   double long_run_size_ = std::numeric_limits<double>::quiet_NaN();
 };
 
-// `safety` is auto's nu (the other rules ignore it).
+// `safety` is auto's nu and `max_scale` the largest gamma_t / gamma_0 it may take (0: no limit);
+// the other rules ignore both.
 std::unique_ptr<StepSize> make_step_size(StepSizeKind kind,
-                                         double safety = AutoStepSize::kExtraGradientSafety);
+                                         double safety = AutoStepSize::kExtraGradientSafety,
+                                         double max_scale = 0.0);
 
 }  // namespace saddle

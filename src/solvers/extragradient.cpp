@@ -7,7 +7,8 @@ ExtraGradientSolver::ExtraGradientSolver(torch::Tensor params, const std::vector
                                          std::string name)
     : Solver(std::move(params), players, options), variant_(variant), name_(std::move(name)) {
   if (variant_ == Variant::kOptimistic && step_size_->kind() == StepSizeKind::kAuto) {
-    step_size_ = make_step_size(StepSizeKind::kAuto, AutoStepSize::kOptimisticSafety);
+    step_size_ =
+        make_step_size(StepSizeKind::kAuto, AutoStepSize::kOptimisticSafety, options.step_max());
   }
   anchor_ = torch::empty_like(z_);
   previous_half_ = torch::zeros_like(z_);

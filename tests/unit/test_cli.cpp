@@ -176,6 +176,24 @@ TEST_F(Cli, EvaluationsDrawTheAveragedPlayersToo) {
   EXPECT_EQ(summary["config"]["averaging"], "ema");  // the game's default
 }
 
+TEST_F(Cli, StepMaxOnlyWithAutoAndNonNegative) {
+  expect_one_line_error(run("solve --solver eg --step-size constant --step-max 2 --iters 5"),
+                        "--step-max applies to --step-size auto only");
+  expect_one_line_error(run("solve --solver eg --step-max -1 --iters 5"), "invalid --step-max -1");
+  auto r = run("solve --solver eg --step-max 2 --iters 5 --no-progress");
+  EXPECT_EQ(r.code, 0) << r.err;
+  // The game table's ceiling (wgan-gp's extra-gradient family) goes with its auto rule only.
+  const std::string args =
+      "solve --game wgan-gp --solver qgenx --filters 4 --latent 8 --batch 4 --iters 1 "
+      "--no-progress";
+  r = run(args + " --step-size constant");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err.find("--step-max"), std::string::npos) << r.err;
+  r = run(args);
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("--step-max 1"), std::string::npos) << r.err;
+}
+
 TEST_F(Cli, UnknownGameOrSolver) {
   expect_one_line_error(run("solve --game chess --iters 10"), "unknown game 'chess'");
   expect_one_line_error(run("solve --solver sgd --iters 10"), "unknown solver 'sgd'");

@@ -53,6 +53,17 @@ TEST(GameTable, SolverDefaultsLayOverTheGames) {
   EXPECT_EQ(mog.game_options("extra-adam").filters, 128);
   EXPECT_EQ(mog.solver_options("extra-adam").player_lr().at("generator"), 8e-3);
   EXPECT_FALSE(mog.poor_pairing("qgenx").empty());
+
+  // Every pairing's defaults make a valid solver (e.g. a ceiling only where the rule is auto).
+  for (const auto& spec : game_specs()) {
+    for (const auto& solver : solver_names()) {
+      const SolverOptions options = spec.solver_options(solver);
+      EXPECT_TRUE(options.step_max() == 0.0 || options.step_size() == StepSizeKind::kAuto)
+          << spec.name << "/" << solver;
+    }
+  }
+  EXPECT_EQ(game_spec("wgan-gp").solver_options("qgenx").step_max(), 1.0);
+  EXPECT_EQ(game_spec("wgan-gp").solver_options("extra-adam").step_max(), 0.0);
 }
 
 // Each analytic game, each solver, the table's defaults and nothing else: a solver that trains

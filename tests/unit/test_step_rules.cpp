@@ -10,6 +10,7 @@
 
 #include "../../src/detail/reduce.h"
 #include "saddle/averaging.h"
+#include "saddle/error.h"
 #include "saddle/games/registry.h"
 #include "saddle/solver.h"
 #include "test_support.h"
@@ -53,6 +54,41 @@ TEST(AutoStep, RelativeNoiseFromAnyLearningRate) {
     std::sort(r.begin(), r.end());
     EXPECT_LE(r[1], 1e-6) << "gamma_0 " << lr << ": " << r[0] << " " << r[1] << " " << r[2];
   }
+}
+
+// --step-max: the rule adapts below a ceiling of step_max * gamma_0. From gamma_0 = 1e-3 the
+// uncapped rule grows the step far above gamma_0; capped at 500 gamma_0 it never passes the cap,
+// starts at gamma_0, and still converges (more slowly); a ceiling below 1 starts there.
+TEST(AutoStep, StepMaxIsACeiling) {
+  GameOptions options;
+  options.dim = 10;
+  auto run = [&](double step_max, double* largest) {
+    auto game = make_game("bilinear", options);
+    auto solver =
+        make_solver("qgenx", game->params(), game->players(),
+                    SolverOptions().lr(1e-3).step_size(StepSizeKind::kAuto).step_max(step_max));
+    *largest = solver->step_size().scale();
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(0);
+    Oracle oracle = [&]() { return game->operator_at(gen); };
+    const double start = *find_metric(game->metrics(), "distance_sq");
+    for (int t = 0; t < 5000; ++t) {
+      solver->step(oracle);
+      *largest = std::max(*largest, solver->step_size().scale());
+    }
+    return *find_metric(game->metrics(), "distance_sq") / start;
+  };
+  double free_largest = 0, capped_largest = 0;
+  EXPECT_LE(run(0.0, &free_largest), 1e-8);
+  EXPECT_GT(free_largest, 600.0);  // about nu / (L gamma_0) = 900
+  EXPECT_LE(run(500.0, &capped_largest), 1e-8);
+  EXPECT_LE(capped_largest, 500.0);
+  auto game = make_game("bilinear", options);
+  auto below = make_solver("eg", game->params(), game->players(),
+                           SolverOptions().lr(1.0).step_size(StepSizeKind::kAuto).step_max(0.25));
+  EXPECT_EQ(below->step_size().scale(), 0.25);
+  EXPECT_THROW(make_solver("eg", game->params(), game->players(),
+                           SolverOptions().step_size(StepSizeKind::kConstant).step_max(2.0)),
+               Error);
 }
 
 TEST(AutoStep, IsScaleFree) {
