@@ -8,7 +8,6 @@
 #include "commands.h"
 #include "saddle/comm/exchange.h"
 #include "saddle/error.h"
-#include "saddle/run/files.h"
 #include "saddle/run/runner.h"
 
 namespace saddle::cli {
@@ -71,8 +70,7 @@ int CompareCommand::run(Communicator& comm) {
   if (!out_.empty() && !overwrite_) {
     for (const auto& entry : entries) {
       const std::string dir = out_ + "/" + entry_dir(entries, entry);
-      SADDLE_CHECK(!path_exists(dir + "/summary.json") && !path_exists(dir + "/metrics.jsonl"),
-                   "--out ", out_, " already holds a comparison (", dir,
+      SADDLE_CHECK(run_files(dir, 0).empty(), "--out ", out_, " already holds a comparison (", dir,
                    "): replace it with --overwrite, or choose another --out");
     }
   }

@@ -90,13 +90,26 @@ StepObservation Solver::measure(const torch::Tensor& v_now, const torch::Tensor&
   return o;
 }
 
+namespace {
+// The local Lipschitz estimate's two ends in the lr metric: ||sqrt(lr) (v_now - v_before)||^2 and
+// ||(p_now - p_before) / sqrt(lr)||^2, each a fixed-order double sum.
+void scaled_change(const torch::Tensor& v_now, const torch::Tensor& v_before,
+                   const torch::Tensor& p_now, const torch::Tensor& p_before,
+                   const torch::Tensor& lr, const torch::Tensor& inv_lr, double& difference,
+                   double& displacement) {
+  torch::NoGradGuard no_grad;
+  difference = detail::fixed_order_sum_squares(v_now, v_before, lr);
+  displacement = detail::fixed_order_sum_squares(p_now, p_before, inv_lr);
+}
+}  // namespace
+
 void Solver::measure_lipschitz(StepObservation& o, const torch::Tensor& v_now,
                                const torch::Tensor& v_before, const torch::Tensor& p_now,
                                const torch::Tensor& p_before) const {
   if (!v_before.defined() || !p_before.defined()) return;
+  scaled_change(v_now, v_before, p_now, p_before, lr_, inv_lr_, o.sq_scaled_difference,
+                o.sq_scaled_displacement);
   torch::NoGradGuard no_grad;
-  o.sq_scaled_difference = detail::fixed_order_sum_squares(v_now, v_before, lr_);
-  o.sq_scaled_displacement = detail::fixed_order_sum_squares(p_now, p_before, inv_lr_);
   o.sq_scaled_operator = detail::fixed_order_sum_squares(v_now, {}, lr_);
 }
 
@@ -104,9 +117,8 @@ void Solver::measure_lipschitz_previous(StepObservation& o, const torch::Tensor&
                                         const torch::Tensor& v_before, const torch::Tensor& p_now,
                                         const torch::Tensor& p_before) const {
   if (!v_before.defined() || !p_before.defined()) return;
-  torch::NoGradGuard no_grad;
-  o.sq_scaled_difference_previous = detail::fixed_order_sum_squares(v_now, v_before, lr_);
-  o.sq_scaled_displacement_previous = detail::fixed_order_sum_squares(p_now, p_before, inv_lr_);
+  scaled_change(v_now, v_before, p_now, p_before, lr_, inv_lr_, o.sq_scaled_difference_previous,
+                o.sq_scaled_displacement_previous);
 }
 
 void Solver::move(const torch::Tensor& base, const torch::Tensor& direction, double scale) {

@@ -116,7 +116,8 @@ class MetricsWriter {
   int64_t lines_ = 0;
 };
 
-// The files of a run in `dir` that this rank would write or replace.
+}  // namespace
+
 std::vector<std::string> run_files(const std::string& dir, int rank) {
   std::vector<std::string> found;
   std::vector<std::string> names = {checkpoint_path(dir, rank), checkpoint_path(dir, rank, true)};
@@ -129,6 +130,8 @@ std::vector<std::string> run_files(const std::string& dir, int rank) {
   }
   return found;
 }
+
+namespace {
 
 // Every rank's bytes, in rank order.
 std::vector<std::string> gather_text(Communicator& comm, const std::string& text) {

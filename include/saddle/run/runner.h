@@ -111,6 +111,10 @@ class Interrupted : public AgreedError {
   int64_t iteration_;
 };
 
+// The files of a run in `dir` that `rank` writes or replaces (rank 0: also the metrics, summary
+// and samples); empty when `dir` holds no run.
+std::vector<std::string> run_files(const std::string& dir, int rank);
+
 // Runs `options.iterations` iterations of `solver` on `game`, exchanging operators through
 // `exchange`. `config` is the resolved configuration recorded in summary.json.
 RunResult run(Game& game, Solver& solver, Exchange& exchange, const RunOptions& options,
