@@ -1,6 +1,8 @@
 // --device, --transport and --precision: where each rank runs and how operators travel.
 #include <fmt/format.h>
 
+#include <unistd.h>
+
 #include <cstring>
 
 #include "commands.h"
@@ -51,18 +53,25 @@ RunDevice::RunDevice(const DeviceFlags& flags, Communicator& comm, const Logger&
   device_ = resolve_device(flags.device, comm.local_rank(), cuda_device_count());
   precision_ = parse_precision(flags.precision);
   check_precision(precision_, device_);
-  transport_ = resolve_transport(flags.transport, device_, comm.size());
-  // Every rank's device, in one line on rank 0 (a collective: every rank takes part).
-  const std::string mine = describe_device(device_);
+  // Every rank's host and device (a collective: every rank takes part), for the log line on rank 0
+  // and for the transport: NCCL needs a GPU per rank.
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  const std::string mine = std::string(host) + " " + device_.str() + "\t" + describe_device(device_);
   torch::Tensor bytes = torch::empty({static_cast<int64_t>(mine.size())}, torch::kUInt8);
-  if (!mine.empty()) std::memcpy(bytes.data_ptr(), mine.data(), mine.size());
+  std::memcpy(bytes.data_ptr(), mine.data(), mine.size());
   const std::vector<torch::Tensor> all = comm.allgather_bytes(bytes);
+  std::vector<std::string> placements;
   std::string line;
   for (size_t r = 0; r < all.size(); ++r) {
     const std::string text(static_cast<const char*>(all[r].data_ptr()),
                            static_cast<size_t>(all[r].numel()));
-    line += fmt::format("{}rank {} on {}", r == 0 ? "" : ", ", r, text);
+    const size_t tab = text.find('\t');
+    placements.push_back(text.substr(0, tab));
+    line += fmt::format("{}rank {} on {}", r == 0 ? "" : ", ", r,
+                        tab == std::string::npos ? text : text.substr(tab + 1));
   }
+  transport_ = resolve_transport(flags.transport, device_, comm.size(), gpu_shared(placements));
   logger.info("devices: {}; transport {}; precision {}", line, transport_,
               precision_name(precision_));
   if (transport_ == "nccl") nccl_ = make_nccl_communicator(comm, device_);

@@ -73,6 +73,12 @@ TEST(Transport, AutoPicksNcclOnlyBetweenCudaDevices) {
   EXPECT_EQ(saddle::resolve_transport("auto", gpu, 1), "mpi");
   EXPECT_EQ(saddle::resolve_transport("auto", gpu, 4), saddle::nccl_built() ? "nccl" : "mpi");
   EXPECT_EQ(saddle::resolve_transport("mpi", gpu, 4), "mpi");
+  // Two ranks on one GPU (NCCL refuses them): auto takes MPI, nccl says why it cannot.
+  EXPECT_EQ(saddle::resolve_transport("auto", gpu, 2, /*gpu_shared=*/true), "mpi");
+  if (saddle::nccl_built()) {
+    expect_error([&] { saddle::resolve_transport("nccl", gpu, 2, true); },
+                 "some ranks share a GPU");
+  }
   expect_error([&] { saddle::resolve_transport("tcp", cpu, 2); }, "invalid --transport 'tcp'");
   if (saddle::nccl_built()) {
     expect_error([&] { saddle::resolve_transport("nccl", cpu, 2); },
@@ -80,6 +86,13 @@ TEST(Transport, AutoPicksNcclOnlyBetweenCudaDevices) {
   } else {
     expect_error([&] { saddle::resolve_transport("nccl", gpu, 2); }, "has no NCCL");
   }
+}
+
+TEST(Transport, RanksSharingAGpuAreSeenAcrossHosts) {
+  EXPECT_FALSE(saddle::gpu_shared({"a cuda:0", "a cuda:1", "b cuda:0", "b cuda:1"}));
+  EXPECT_TRUE(saddle::gpu_shared({"a cuda:0", "a cuda:1", "a cuda:0"}));
+  EXPECT_FALSE(saddle::gpu_shared({"a cpu", "a cpu"}));
+  EXPECT_FALSE(saddle::gpu_shared({}));
 }
 
 TEST(Precision, ParsingAndDeviceChecks) {

@@ -13,6 +13,8 @@
 #include <torch/types.h>
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "saddle/comm/communicator.h"
 
@@ -25,9 +27,16 @@ struct NcclOptions {
 // Whether this build has the NCCL transport (a CUDA build that found NCCL).
 bool nccl_built();
 
-// The transport of a run: "auto" (NCCL for a CUDA device with several ranks when built with it,
-// else MPI), "nccl" or "mpi". Throws saddle::Error naming --transport when the choice cannot work.
-std::string resolve_transport(const std::string& spec, const torch::Device& device, int ranks);
+// The transport of a run: "auto" (NCCL for a CUDA device with several ranks when built with it and
+// each rank has a GPU of its own, else MPI), "nccl" or "mpi". `gpu_shared`: some GPU serves several
+// ranks (NCCL refuses two ranks on one device). Throws saddle::Error naming --transport when the
+// choice cannot work.
+std::string resolve_transport(const std::string& spec, const torch::Device& device, int ranks,
+                              bool gpu_shared = false);
+
+// Whether two ranks share a CUDA device: `placements` holds each rank's host and device as
+// "HOST cuda:N" (or "HOST cpu", which is never shared in this sense).
+bool gpu_shared(const std::vector<std::string>& placements);
 
 // A communicator whose allgather_bytes moves CUDA messages over NCCL on `device`; everything else
 // goes to `host`, which must outlive it (its abort() aborts NCCL, then the host). Collective:

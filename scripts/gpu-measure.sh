@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The README's GPU figures, measured in one bounded pass on a machine with a CUDA GPU:
+#   bash scripts/gpu-measure.sh [BUILD_DIR]        (default build-cuda; OUT=folder for the results)
+# Each step runs under `timeout` and logs to $OUT/gpu/STEP.log; a failed step does not stop the
+# others. At the end a table of every run's summary.json (wall time, FID, energy) is printed.
+#   bench       bench/saddle_bench --benchmark_filter=Cuda: codec kernels against a device copy,
+#               WGAN-GP extra-gradient iterations in fp32/bf16/fp16, the exchange's share
+#   classifier  the Fashion-MNIST classifier of FID, trained on the GPU
+#   wgan-*      one rank, WGAN-GP with extra-adam: fp32 against bf16 (FID, seconds, joules)
+#   two-*       two ranks sharing the GPU, qgenx: fp32 exchange against 4-bit ALQ
+#   demo        the README's demo, 2 ranks, --device cuda
+# Knobs: SADDLE_DATA_DIR (Fashion-MNIST folder), GPU_MEASURE_STEPS (default: all of the above),
+# GPU_MEASURE_ITERS (WGAN-GP iterations of the wgan-* runs, default 600).
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+B=$(cd "${1:-${BUILD:-$ROOT/build-cuda}}" && pwd) || { echo "no build directory ${1:-}"; exit 2; }
+R=${OUT:-$PWD/gpu-measure}/gpu
+DATA=${SADDLE_DATA_DIR:-/usr/share/datasets/fashion-mnist}
+STEPS=" ${GPU_MEASURE_STEPS:-bench classifier wgan two demo} "
+ITERS=${GPU_MEASURE_ITERS:-600}
+S=$B/cli/saddle
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+mkdir -p "$R"
+
+want() { [[ "$STEPS" == *" $1 "* ]]; }
+# step NAME SECONDS CMD...: CMD under timeout, its output in $R/NAME.log; prints status and its tail.
+step() {
+  local name=$1 limit=$2 t0=$SECONDS rc
+  shift 2
+  echo "== $name: $*"
+  timeout -k 5 "$limit" "$@" >"$R/$name.log" 2>&1
+  rc=$?
+  echo "-- $name: rc=$rc in $((SECONDS - t0)) s"
+  tail -n 6 "$R/$name.log"
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,power.draw,clocks.sm --format=csv 2>&1
+want bench && step bench 150 "$B/bench/saddle_bench" --benchmark_filter=Cuda \
+  --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
+  --benchmark_out="$R/bench.json" --benchmark_out_format=json
+want classifier && step classifier 120 "$S" classifier --device cuda --data-dir "$DATA" \
+  --out "$R/classifier.pt"
+if want wgan; then
+  for p in fp32 bf16; do
+    step "wgan-$p" 120 "$S" solve --game wgan-gp --solver extra-adam --device cuda --precision "$p" \
+      --iters "$ITERS" --eval-every $((ITERS / 2)) --fid-samples 5000 --classifier "$R/classifier.pt" \
+      --data-dir "$DATA" --out "$R/wgan-$p" --overwrite --no-progress
+  done
+fi
+if want two; then
+  for q in none alq; do
+    step "two-$q" 120 mpirun -np 2 --bind-to none "$S" solve --game wgan-gp --solver qgenx \
+      --quantizer "$q" --bits 4 --device cuda --iters 300 --fid-samples 2000 \
+      --classifier "$R/classifier.pt" --data-dir "$DATA" --out "$R/two-$q" --overwrite --no-progress
+  done
+fi
+want demo && step demo 150 mpirun -np 2 --bind-to none "$S" demo --device cuda \
+  --classifier "$R/classifier.pt" --data-dir "$DATA" --out "$R/demo" --no-progress
+
+echo "== runs"
+python3 - "$R" <<'EOF'
+import glob, json, os, sys
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "*", "summary.json"))):
+    d = json.load(open(f))
+    e, s = d.get("energy", {}), d.get("seconds", {})
+    print("%-10s %-8s %-5s it=%-5s wall=%7.1fs fid=%-7s compute=%.1fs encode=%.2fs comm=%.2fs "
+          "decode=%.2fs bytes=%s energy=%s" % (
+              os.path.basename(os.path.dirname(f)), d.get("solver"), d.get("precision"),
+              d.get("iterations"), d.get("wall_seconds", 0), "%.1f" % d["fid"] if "fid" in d else "-",
+              s.get("compute", 0), s.get("encode", 0), s.get("communicate", 0), s.get("decode", 0),
+              d.get("bytes_sent"), json.dumps(e)))
+EOF
