@@ -31,6 +31,7 @@ step() {
   timeout -k 5 "$limit" "$@" >"$R/$name.log" 2>&1
   rc=$?
   echo "-- $name: rc=$rc in $((SECONDS - t0)) s"
+  ((rc == 0)) || grep -m 8 -E 'error|Error|what\(\)|terminate' "$R/$name.log"
   tail -n 6 "$R/$name.log"
 }
 

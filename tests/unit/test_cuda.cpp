@@ -6,6 +6,8 @@
 #include <torch/torch.h>
 
 #include <cstring>
+#include <sstream>
+#include <string>
 
 #include "codec_reference.h"
 #include "paths.h"
@@ -38,8 +40,76 @@ Codec reference_codec(const saddle::testing::ReferenceCase& c, const torch::Tens
   return codec;
 }
 
+// Where two messages of one codec first differ, in words: the header, a bucket's norm (both
+// values), or a coordinate's symbol (both symbols, the input, and what quantize_math.h's own
+// functions give on the host), so that a failure on the GPU machine says what to fix.
+std::string first_difference(const Codec& codec, const torch::Tensor& v, const torch::Tensor& a,
+                             const torch::Tensor& b, uint64_t seed, uint64_t stream) {
+  const torch::Tensor x = a.cpu().contiguous(), y = b.cpu().contiguous();
+  if (x.numel() != y.numel()) {
+    return "lengths " + std::to_string(x.numel()) + " and " + std::to_string(y.numel());
+  }
+  const auto* p = x.data_ptr<uint8_t>();
+  const auto* q = y.data_ptr<uint8_t>();
+  int64_t first = -1, count = 0;
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    if (p[i] != q[i]) {
+      if (first < 0) first = i;
+      ++count;
+    }
+  }
+  if (first < 0) return "equal";
+  std::ostringstream out;
+  out << count << " bytes differ, the first at byte " << first << " of " << x.numel() << ": ";
+  const int64_t n = v.numel(), bucket = codec.options().bucket_size();
+  const int64_t buckets = n == 0 ? 0 : (n - 1) / bucket + 1;
+  const int64_t body = Codec::kHeaderBytes + 4 * buckets;
+  if (first < Codec::kHeaderBytes) {
+    out << "header byte " << first << " (" << int(p[first]) << " against " << int(q[first]) << ")";
+    return out.str();
+  }
+  if (codec.is_cast() || codec.options().coder() != saddle::CoderKind::kFixed) {
+    out << "body (cast or entropy coder)";
+    return out.str();
+  }
+  if (first < body) {
+    const int64_t b = (first - Codec::kHeaderBytes) / 4;
+    float nx, ny;
+    std::memcpy(&nx, p + Codec::kHeaderBytes + 4 * b, 4);
+    std::memcpy(&ny, q + Codec::kHeaderBytes + 4 * b, 4);
+    out << "norm of bucket " << b << ": " << std::hexfloat << nx << " against " << ny;
+    return out.str();
+  }
+  const int bits = codec.options().bits();
+  auto symbol = [&](const uint8_t* m, int64_t i) {
+    unsigned s = 0;
+    for (int k = 0; k < bits; ++k) {
+      const int64_t bit = i * bits + k;
+      s |= ((m[body + (bit >> 3)] >> (bit & 7)) & 1u) << k;
+    }
+    return s;
+  };
+  int64_t i = ((first - body) * 8) / bits;
+  while (i < n && symbol(p, i) == symbol(q, i)) ++i;
+  if (i >= n) {
+    out << "padding bits past the last symbol";
+    return out.str();
+  }
+  const float xi = v.cpu().data_ptr<float>()[i];
+  float norm;
+  std::memcpy(&norm, p + Codec::kHeaderBytes + 4 * (i / bucket), 4);
+  out << "coordinate " << i << " (bucket " << i / bucket << ", x = " << std::hexfloat << xi
+      << ", norm " << norm << "): symbols " << std::dec << symbol(p, i) << " against "
+      << symbol(q, i) << "; levels";
+  for (float l : codec.levels()) out << " " << std::hexfloat << l;
+  (void)seed;
+  (void)stream;
+  return out.str();
+}
+
 TEST(Cuda, EncoderWritesTheCpuEncodersBytes) {
   SKIP_WITHOUT_GPU();
+  int failures = 0;
   for (const auto& c : saddle::testing::reference_cases()) {
     const torch::Tensor v = saddle::testing::reference_input(c.n, c.seed);
     const Codec codec = reference_codec(c, v);
@@ -47,8 +117,14 @@ TEST(Cuda, EncoderWritesTheCpuEncodersBytes) {
       const torch::Tensor cpu = codec.encode(v, 7, stream);
       const torch::Tensor gpu = codec.encode(v.to(kGpu), 7, stream);
       ASSERT_TRUE(gpu.is_cuda()) << c.name;
-      ASSERT_TRUE(torch::equal(cpu, gpu.cpu())) << c.name << " stream " << stream;
+      if (!torch::equal(cpu, gpu.cpu())) {
+        ++failures;
+        ADD_FAILURE() << c.name << " stream " << stream << ": "
+                      << first_difference(codec, v, cpu, gpu, 7, stream);
+        break;
+      }
     }
+    if (failures >= 12) break;
   }
 }
 
@@ -133,7 +209,10 @@ TEST(Cuda, ExchangeAveragesOnTheDevice) {
     const torch::Tensor a = cpu.average(v);
     const torch::Tensor b = gpu.average(v.to(kGpu));
     ASSERT_TRUE(b.is_cuda());
-    EXPECT_TRUE(torch::equal(a, b.cpu())) << q;
+    const torch::Tensor differ = a != b.cpu();
+    EXPECT_TRUE(torch::equal(a, b.cpu()))
+        << q << ": " << differ.sum().item<int64_t>() << " of " << a.numel()
+        << " coordinates differ, by at most " << (a - b.cpu()).abs().max().item<double>();
     EXPECT_EQ(cpu.ledger().bytes_sent, gpu.ledger().bytes_sent);
   }
 }
