@@ -100,9 +100,13 @@ torch::Tensor encode_cast(const torch::Tensor& v, int kind, const uint8_t* heade
                           int64_t message_bytes) {
   c10::cuda::CUDAGuard guard(v.device());
   torch::Tensor message = new_message(v.device(), header, message_bytes);
-  cuda_kernels::encode_cast(v.data_ptr<float>(), v.numel(), kind, message.data_ptr<uint8_t>() + 32,
-                            current_stream());
-  check_launch("cast");
+  // LibTorch's own conversion (round to nearest even, as c10::Half and c10::BFloat16 on the CPU)
+  // written straight into the body, viewed as floats of the wire's width. The hand-written kernel
+  // this replaces (a device memcpy of each value's two bytes) wrote wrong low bytes on an H100
+  // (2026-11-27: a bf16 7.9375 decoded as 2.0, as if its low byte were zero).
+  const auto dtype = kind == 0 ? torch::kFloat32 : kind == 1 ? torch::kHalf : torch::kBFloat16;
+  const int64_t width = kind == 0 ? 4 : 2;
+  if (v.numel() > 0) message.narrow(0, 32, width * v.numel()).view(dtype).copy_(v);
   return message;
 }
 

@@ -209,20 +209,6 @@ __global__ void reset_errors_kernel(DeviceErrors* errors) {
   errors->overflow = kNoError;
 }
 
-__global__ void encode_cast_kernel(const float* __restrict__ v, int64_t n, int kind,
-                                   uint8_t* __restrict__ body) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    uint16_t bits;
-    if (kind == 1) {
-      bits = __half_as_ushort(__float2half_rn(v[i]));
-    } else {
-      bits = __bfloat16_as_ushort(__float2bfloat16_rn(v[i]));
-    }
-    memcpy(body + 2 * i, &bits, 2);
-  }
-}
-
 __global__ void check_norms_kernel(Messages messages, int64_t buckets, int* bad) {
   const int64_t total = buckets * messages.count;
   for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
@@ -339,19 +325,6 @@ void quantize_symbols(const float* v, int64_t n, const QuantConfig& q, float* no
   if (n == 0) return;
   encode_kernel<false>
       <<<blocks_for(n, q.bucket), kThreads, 0, stream>>>(v, n, q, norms, symbols, errors);
-  record_launch();
-}
-
-void encode_cast(const float* v, int64_t n, int kind, uint8_t* body, cudaStream_t stream) {
-  if (n == 0) return;
-  if (kind == 0) {
-    if (cudaMemcpyAsync(body, v, n * sizeof(float), cudaMemcpyDeviceToDevice, stream) !=
-        cudaSuccess) {
-      record_launch();
-    }
-    return;
-  }
-  encode_cast_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(v, n, kind, body);
   record_launch();
 }
 

@@ -45,8 +45,6 @@ void encode_fixed(const float* v, int64_t n, const QuantConfig& q, float* norms,
 // Entropy coder's input: the norms and one symbol byte per coordinate.
 void quantize_symbols(const float* v, int64_t n, const QuantConfig& q, float* norms,
                       uint8_t* symbols, DeviceErrors* errors, cudaStream_t stream);
-// Casts: fp32 copy (kind 0), fp16 (1) or bf16 (2), round to nearest even, into `body`.
-void encode_cast(const float* v, int64_t n, int kind, uint8_t* body, cudaStream_t stream);
 
 // `count` messages of `stride` bytes each, back to back from `base` (an allgather's output):
 // message r starts at base + r * stride with the 32-byte header, then the norms (level

@@ -381,7 +381,7 @@ namespace {
 TEST_F(Cli, WganGpResumesExactly) {
   const std::string common =
       "solve --game wgan-gp --filters 4 --latent 8 --batch 4 --solver extra-adam --lr 1e-4 "
-      "--player-lr critic=5e-4 --log-every 1 --seed 2 --no-progress ";
+      "--player-lr critic=5e-4 --log-every 1 --seed 2 --no-progress --device cpu ";
   const std::string whole = (dir_ / "whole").string(), parts = (dir_ / "parts").string();
   ASSERT_EQ(run(common + "--iters 6 --out " + whole).code, 0);
   ASSERT_EQ(run(common + "--iters 3 --out " + parts).code, 0);
