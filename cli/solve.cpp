@@ -149,7 +149,8 @@ SolveCommand::SolveCommand(CLI::App& app)
   binder_.add("resume", resume_,
               "Continue the run checkpointed in this directory (same options; it becomes --out)");
   binder_.add("simulate-ranks", simulate_ranks_,
-              "One process averaging the samples of K ranks (a reference for mpirun -np K)");
+              "One process averaging the samples of K ranks before one exchange (a reference for an "
+              "fp32 mpirun -np K; with a quantizer it quantizes the mean once)");
   binder_.add_flag("overwrite", overwrite_,
                    "Replace the run that --out already holds (its files are removed first)");
   binder_.add("rank-timeout", rank_timeout_,

@@ -94,12 +94,17 @@ torch::Tensor AffineGame::operator_at(at::Generator& gen) {
       return f.addcmul(f, xi, scale / std::sqrt(batch));
     }
     case NoiseKind::kFiniteSum: {
-      torch::Tensor idx =
-          torch::randint(options_.samples, {options_.batch}, gen, torch::kInt64).to(device());
-      torch::Tensor ms = sample_m_.index_select(0, idx);  // [B, d, d]
-      torch::Tensor qs = sample_q_.index_select(0, idx);  // [B, d]
-      torch::Tensor f = torch::matmul(ms, params_.unsqueeze(1)).squeeze(-1) + qs;
-      return f.mean(0);
+      // The mean of M_s z + q_s over `batch` drawn samples s: one matrix-vector product per draw,
+      // on views of the stored matrices (a gather of the drawn [d, d] matrices would copy them).
+      // The draws are made on the CPU generator and read there.
+      const torch::Tensor idx =
+          torch::randint(options_.samples, {options_.batch}, gen, torch::kInt64);
+      const int64_t* s = idx.data_ptr<int64_t>();
+      torch::Tensor f = torch::addmv(sample_q_[s[0]], sample_m_[s[0]], params_);
+      for (int64_t b = 1; b < options_.batch; ++b) {
+        f.addmv_(sample_m_[s[b]], params_).add_(sample_q_[s[b]]);
+      }
+      return options_.batch > 1 ? f.div_(batch) : f;
     }
   }
   return exact_operator(params_);
