@@ -16,6 +16,7 @@
 #include "saddle/log.h"
 #include "saddle/metrics/classifier.h"
 #include "saddle/precision.h"
+#include "saddle/run/runner.h"
 
 namespace saddle::cli {
 
@@ -85,6 +86,9 @@ class SolveCommand {
   CLI::App* app() { return app_; }
   ConfigBinder& binder() { return binder_; }
   int run(Communicator& comm);
+  // The run itself, without printing its result (saddle compare runs its rows through it).
+  RunResult execute(Communicator& comm);
+  const std::string& solver() const { return solver_; }
 
  private:
   // The game table's defaults for this solver (saddle/games/registry.h) into every option that
@@ -157,8 +161,13 @@ class CompareCommand {
 
  private:
   CLI::App* app_;
-  int64_t iters_ = 2000;
+  std::string game_ = "bilinear";
+  std::vector<std::string> row_specs_;
+  std::string rows_file_;
+  std::string with_;
+  int64_t iters_ = 0;
   uint64_t seed_ = 0;
+  int64_t seeds_ = 1;
   int64_t dim_ = 128;
   std::string noise_ = "relative";
   double noise_scale_ = 0.2;

@@ -1,152 +1,550 @@
-// `saddle compare`: every solver on the same stochastic bilinear game, side by side, as a table;
-// under mpirun each rank draws its own samples and the operators travel quantized.
+// `saddle compare`: solver configurations side by side on any game, over several seeds. Each row
+// is a `saddle solve` configuration (a solver with the game's defaults, or flags of its own) run
+// once per seed through the same code as `saddle solve`; under mpirun every rank runs every row,
+// and an error on one rank ends the job as it does for solve. Rank 0 prints the table (median and
+// range over seeds) and, with --out, writes compare.jsonl (one line per row, seed and record),
+// summary.json and the plots (the game's headline metric against iterations and bytes sent).
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <limits>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "commands.h"
-#include "saddle/comm/exchange.h"
 #include "saddle/error.h"
+#include "saddle/run/files.h"
+#include "saddle/run/plot.h"
 #include "saddle/run/runner.h"
+#include "saddle/solver.h"
 
 namespace saddle::cli {
 
 namespace {
 
-// Settings that work for each solver on the compared game (condition 5, largest singular value 1).
-struct CompareEntry {
-  std::string solver;
-  double lr;
-  StepSizeKind step;
+struct Row {
+  std::string name;
+  std::vector<std::string> flags;  // solve's flags, --solver among them
 };
 
-// A row's output folder: the solver's name, with the step rule where the solver has two rows.
-std::string entry_dir(const std::vector<CompareEntry>& entries, const CompareEntry& entry) {
-  const auto same = std::count_if(entries.begin(), entries.end(),
-                                  [&](const CompareEntry& e) { return e.solver == entry.solver; });
-  return same > 1 ? entry.solver + "-" + step_size_name(entry.step) : entry.solver;
+// One run of one row: its final metrics and, from metrics.jsonl, its records.
+struct Outcome {
+  uint64_t seed = 0;
+  bool diverged = false;
+  int64_t diverged_at = 0;
+  std::string error;
+  int64_t iterations = 0;
+  double seconds = 0.0;
+  int64_t bytes = 0;
+  Metrics final_metrics;
+  std::vector<nlohmann::ordered_json> records;
+};
+
+// Options that compare sets for every row: a row may not set them itself.
+const std::set<std::string>& reserved_flags() {
+  static const std::set<std::string> kReserved = {
+      "game",        "seed",     "out",          "resume",    "config",    "overwrite",
+      "no-progress", "log-level", "rank-timeout", "device",    "transport", "precision"};
+  return kReserved;
 }
 
-const std::vector<CompareEntry>& compare_entries() {
-  static const std::vector<CompareEntry> kEntries = {
-      {"gda", 0.1, StepSizeKind::kConstant},
-      {"alt-gda", 0.1, StepSizeKind::kConstant},
-      {"eg", 0.5, StepSizeKind::kConstant},
-      {"ogda", 0.5, StepSizeKind::kConstant},
-      {"extra-adam", 0.01, StepSizeKind::kConstant},
-      {"optimistic-adam", 0.01, StepSizeKind::kConstant},
-      {"qgenx", 1.0, StepSizeKind::kAuto},
-      {"qgenx", 0.5, StepSizeKind::kConstant}};
-  return kEntries;
+std::vector<std::string> words(const std::string& text) {
+  std::istringstream in(text);
+  std::vector<std::string> out;
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+std::string trimmed(const std::string& s) {
+  const size_t a = s.find_first_not_of(" \t"), b = s.find_last_not_of(" \t");
+  return a == std::string::npos ? "" : s.substr(a, b - a + 1);
+}
+
+void check_flags(const std::string& what, const std::vector<std::string>& flags) {
+  for (const std::string& f : flags) {
+    if (f.rfind("--", 0) != 0) continue;
+    const std::string name = f.substr(2, f.find('=') == std::string::npos ? std::string::npos
+                                                                           : f.find('=') - 2);
+    SADDLE_CHECK(reserved_flags().count(name) == 0, what, ": --", name,
+                 " is set by saddle compare for every row (use compare's own --", name,
+                 name == "seed" ? " and --seeds" : "", ")");
+  }
+}
+
+bool has_flag(const std::vector<std::string>& flags, const std::string& name) {
+  return std::any_of(flags.begin(), flags.end(), [&](const std::string& f) {
+    return f == "--" + name || f.rfind("--" + name + "=", 0) == 0;
+  });
+}
+
+void check_name(const std::string& what, const std::string& name) {
+  const bool ok = !name.empty() && name != "." && name != ".." &&
+                  std::all_of(name.begin(), name.end(), [](char c) {
+                    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ||
+                           c == '.' || c == '=';
+                  });
+  SADDLE_CHECK(ok, what, ": invalid row name '", name,
+               "' (letters, digits and - _ . = only: it names the row's folder)");
+}
+
+// A row needs a solver: named by --solver, or by the row's name.
+Row finish_row(const std::string& what, std::string name, std::vector<std::string> flags) {
+  check_name(what, name);
+  check_flags(what, flags);
+  if (!has_flag(flags, "solver")) {
+    try {
+      solver_spec(name);
+    } catch (const Error& e) {
+      throw Error(what + ": '" + name + "' is not a solver; name one with --solver (" + e.what() +
+                  ")");
+    }
+    flags.insert(flags.begin(), {"--solver", name});
+  }
+  return {std::move(name), std::move(flags)};
+}
+
+// "--row SOLVER" or "--row NAME: FLAGS".
+Row parse_row(const std::string& spec) {
+  const std::string what = "--row '" + spec + "'";
+  const size_t colon = spec.find(':');
+  if (colon == std::string::npos) return finish_row(what, trimmed(spec), {});
+  return finish_row(what, trimmed(spec.substr(0, colon)), words(spec.substr(colon + 1)));
+}
+
+// A JSON list of objects keyed by solve's long flag names, "name" naming the row.
+std::vector<Row> rows_from_file(const std::string& path) {
+  SADDLE_CHECK(is_regular_file(path), "--rows ", path, ": no such file");
+  nlohmann::json list;
+  try {
+    list = nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("--rows " + path + ": not valid JSON (" + e.what() + ")");
+  }
+  SADDLE_CHECK(list.is_array() && !list.empty(), "--rows ", path,
+               ": expected a non-empty JSON list of rows, e.g. [{\"name\": \"eg-fast\", "
+               "\"solver\": \"eg\", \"lr\": 0.5}]");
+  std::vector<Row> rows;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const nlohmann::json& entry = list[i];
+    const std::string what = fmt::format("--rows {}: row {}", path, i + 1);
+    SADDLE_CHECK(entry.is_object(), what, ": expected an object of solve options");
+    std::string name;
+    std::vector<std::string> flags;
+    for (const auto& [key, value] : entry.items()) {
+      if (key == "name") {
+        SADDLE_CHECK(value.is_string(), what, ": \"name\" must be a string");
+        name = value.get<std::string>();
+        continue;
+      }
+      auto text = [&](const nlohmann::json& v) {
+        SADDLE_CHECK(v.is_string() || v.is_number(), what, ": \"", key,
+                     "\" must be a string, a number, true or a list of them");
+        return v.is_string() ? v.get<std::string>() : v.dump();
+      };
+      if (value.is_boolean()) {
+        if (value.get<bool>()) flags.push_back("--" + key);
+      } else if (value.is_array()) {
+        flags.push_back("--" + key);
+        for (const auto& v : value) flags.push_back(text(v));
+      } else {
+        flags.push_back("--" + key);
+        flags.push_back(text(value));
+      }
+    }
+    if (name.empty()) {
+      SADDLE_CHECK(entry.contains("solver") && entry["solver"].is_string(), what,
+                   ": give it a \"name\" or a \"solver\"");
+      name = entry["solver"].get<std::string>();
+    }
+    rows.push_back(finish_row(what, name, flags));
+  }
+  return rows;
+}
+
+double median(std::vector<double> v) {
+  v.erase(std::remove_if(v.begin(), v.end(), [](double x) { return !std::isfinite(x); }),
+          v.end());
+  if (v.empty()) return std::numeric_limits<double>::quiet_NaN();
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+std::pair<double, double> range_of(const std::vector<double>& v) {
+  double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+  for (double x : v) {
+    if (std::isfinite(x)) lo = std::min(lo, x), hi = std::max(hi, x);
+  }
+  if (!std::isfinite(lo)) return {std::nan(""), std::nan("")};
+  return {lo, hi};
+}
+
+std::string spread(const std::vector<double>& v) {
+  const double m = median(v);
+  if (!std::isfinite(m)) return "-";
+  const auto [lo, hi] = range_of(v);
+  if (v.size() == 1 || lo == hi) return fmt::format("{:.4g}", m);
+  return fmt::format("{:.4g} [{:.3g}, {:.3g}]", m, lo, hi);
+}
+
+double metric_of(const Metrics& metrics, const std::string& name) {
+  return find_metric(metrics, name).value_or(std::numeric_limits<double>::quiet_NaN());
+}
+
+// One line per row: at the k-th record holding `metric`, the median over seeds and the range.
+PlotSeries curve(const std::string& label, const std::vector<Outcome>& runs,
+                 const std::string& metric, bool by_bytes) {
+  PlotSeries s;
+  s.label = label;
+  size_t longest = 0;
+  std::vector<std::vector<const nlohmann::ordered_json*>> kept(runs.size());
+  for (size_t r = 0; r < runs.size(); ++r) {
+    for (const auto& rec : runs[r].records) {
+      if (rec.contains(metric) && rec[metric].is_number()) kept[r].push_back(&rec);
+    }
+    longest = std::max(longest, kept[r].size());
+  }
+  for (size_t k = 0; k < longest; ++k) {
+    std::vector<double> xs, ys;
+    for (const auto& recs : kept) {
+      if (k >= recs.size()) continue;
+      const nlohmann::ordered_json& rec = *recs[k];
+      xs.push_back(by_bytes ? rec.value("bytes_sent", 0.0) : rec.value("iter", 0.0));
+      ys.push_back(rec[metric].get<double>());
+    }
+    const auto [lo, hi] = range_of(ys);
+    s.x.push_back(median(xs));
+    s.y.push_back(median(ys));
+    s.lo.push_back(lo);
+    s.hi.push_back(hi);
+  }
+  return s;
 }
 
 }  // namespace
 
 CompareCommand::CompareCommand(CLI::App& app)
-    : app_(
-          app.add_subcommand("compare", "Every solver on one bilinear game, compared in a table")) {
-  app_->add_option("--iters", iters_, "Iterations per solver")->capture_default_str();
-  app_->add_option("--seed", seed_, "Seed of the game")->capture_default_str();
-  app_->add_option("--dim", dim_, "Dimension of each player")->capture_default_str();
-  app_->add_option("--noise", noise_, "Stochastic oracle: none | absolute | relative | finite-sum")
+    : app_(app.add_subcommand(
+          "compare", "Solver configurations side by side on one game, over several seeds")) {
+  app_->add_option("--game", game_, "Game: " + fmt::format("{}", fmt::join(game_names(), ", ")))
       ->capture_default_str();
-  app_->add_option("--noise-scale", noise_scale_, "Scale of the oracle noise")
+  app_->add_option("--row", row_specs_,
+                   "A row: SOLVER (with the game's defaults), or NAME: FLAGS of saddle solve, "
+                   "e.g. 'eg-fast: --solver eg --step-size constant --lr 0.5' (repeatable; "
+                   "default: every solver that trains on the game)");
+  app_->add_option("--rows", rows_file_,
+                   "JSON list of rows keyed by solve's long flag names, e.g. [{\"name\": "
+                   "\"eg-fast\", \"solver\": \"eg\", \"lr\": 0.5}]");
+  app_->add_option("--with", with_, "solve flags for every row, e.g. '--dim 64 --noise absolute'");
+  app_->add_option("--iters", iters_, "Iterations of every row (0: each row's game defaults)")
       ->capture_default_str();
-  app_->add_option("--quantizer", quantizer_, "Operator compression on the wire")
+  app_->add_option("--seed", seed_, "First seed")->capture_default_str();
+  app_->add_option("--seeds", seeds_, "Seeds per row: --seed, --seed + 1, ...")
+      ->capture_default_str();
+  app_->add_option("--dim", dim_, "Analytic games: dimension of each player")
+      ->capture_default_str();
+  app_->add_option("--noise", noise_, "Analytic games: none | absolute | relative | finite-sum")
+      ->capture_default_str();
+  app_->add_option("--noise-scale", noise_scale_, "Analytic games: scale of the oracle noise")
+      ->capture_default_str();
+  app_->add_option("--quantizer", quantizer_, "Operator compression on the wire (none: fp32)")
       ->capture_default_str();
   app_->add_option("--bits", bits_, "Bits per coordinate (2..8)")->capture_default_str();
-  app_->add_option("--out", out_, "Directory for one output folder per solver")
+  app_->add_option("--out", out_,
+                   "Directory: compare.jsonl, summary.json, the plots, and one folder per row "
+                   "and seed")
       ->capture_default_str();
   app_->add_flag("--overwrite", overwrite_, "Replace the comparison that --out already holds");
+  app_->add_option("--rank-timeout", rank_timeout_,
+                   "Seconds a rank waits for the others in a collective before it ends the job")
+      ->capture_default_str();
   device_.add_to(*app_);
   app_->add_option("--log-level", log_level_, "error | warn | info | debug")->capture_default_str();
 }
 
 int CompareCommand::run(Communicator& comm) {
-  Logger logger(rank_log_level(parse_log_level(log_level_), comm.rank()), comm.rank(), comm.size());
-  SADDLE_CHECK(iters_ > 0, "invalid --iters ", iters_, " (must be > 0)");
-  const auto& entries = compare_entries();
+  // Everything is checked before the first row runs: the game, the rows, the folders.
+  const GameSpec& spec = game_spec(game_);
+  SADDLE_CHECK(iters_ >= 0, "invalid --iters ", iters_, " (must be > 0, or 0 for the defaults)");
+  SADDLE_CHECK(seeds_ >= 1 && seeds_ <= 1000, "invalid --seeds ", seeds_, " (must be 1..1000)");
+  SADDLE_CHECK(!app_->count("--out") || !out_.empty(), "invalid --out: empty path");
+  const std::string label = exchange_label(quantizer_, bits_);
+  for (const char* flag : {"--dim", "--noise", "--noise-scale"}) {
+    SADDLE_CHECK(spec.analytic || app_->count(flag) == 0, flag,
+                 " applies to the analytic games (bilinear, quadratic), not ", game_);
+  }
+  const std::vector<std::string> with = words(with_);
+  check_flags("--with", with);
+  std::vector<Row> rows;
+  for (const std::string& s : row_specs_) rows.push_back(parse_row(s));
+  if (!rows_file_.empty()) {
+    for (Row& r : rows_from_file(rows_file_)) rows.push_back(std::move(r));
+  }
+  if (rows.empty()) {
+    for (const std::string& solver : solver_names()) {
+      if (spec.poor_pairing(solver).empty()) rows.push_back({solver, {"--solver", solver}});
+    }
+  }
+  std::set<std::string> names;
+  for (const Row& r : rows) {
+    SADDLE_CHECK(names.insert(r.name).second, "two rows are named '", r.name,
+                 "' (each names its folder; give them different names)");
+  }
+  auto run_dir = [&](const Row& row, uint64_t seed) {
+    return out_.empty() ? std::string() : fmt::format("{}/{}/seed-{}", out_, row.name, seed);
+  };
   if (!out_.empty() && !overwrite_) {
-    for (const auto& entry : entries) {
-      const std::string dir = out_ + "/" + entry_dir(entries, entry);
-      SADDLE_CHECK(run_files(dir, 0).empty(), "--out ", out_, " already holds a comparison (", dir,
-                   "): replace it with --overwrite, or choose another --out");
+    SADDLE_CHECK(!path_exists(out_ + "/compare.jsonl"), "--out ", out_,
+                 " already holds a comparison: replace it with --overwrite, or choose another "
+                 "--out");
+    for (const Row& row : rows) {
+      for (int64_t k = 0; k < seeds_; ++k) {
+        const std::string dir = run_dir(row, seed_ + k);
+        SADDLE_CHECK(run_files(dir, 0).empty(), "--out ", out_, " already holds a comparison (",
+                     dir, "): replace it with --overwrite, or choose another --out");
+      }
     }
   }
-  RunDevice where(device_, comm, logger);
-  GameOptions game_options;
-  game_options.device = where.device();
-  game_options.dim = dim_;
-  game_options.seed = seed_;
-  game_options.noise = noise_;
-  game_options.noise_scale = noise_scale_;
-  game_options.rank = comm.rank();
-  game_options.ranks = comm.size();
-  ExchangeFlags flags;
-  flags.quantizer = quantizer_;
-  flags.bits = bits_;
-  std::string table = fmt::format(
-      "bilinear game, dim {} per player, condition {}, noise {} {}, {} iterations, {} rank(s), "
-      "exchange {}\n\n",
-      dim_, game_options.condition, noise_, noise_scale_, iters_, comm.size(),
-      exchange_label(quantizer_, bits_));
-  table += fmt::format("{:<16} {:>9} {:>6} {:>7} {:>11} {:>11} {:>11} {:>11} {:>7}  {}\n", "solver",
-                       "step", "lr", "calls", "distance_sq", "||F||^2", "bytes sent", "fp32 bytes",
-                       "seconds", "result");
-  int64_t total_bytes = 0, total_fp32 = 0;
-  for (const auto& entry : entries) {
-    auto game = make_game("bilinear", game_options);
-    SolverOptions options;
-    options.lr(entry.lr).step_size(entry.step);
-    auto solver = make_solver(entry.solver, game->params(), game->players(), options);
-    Exchange exchange(where.comm(), exchange_options(flags, seed_), logger);
-    RunOptions run_options;
-    run_options.iterations(iters_)
-        .seed(seed_)
-        .progress(false)
-        .precision(where.precision())
-        .overwrite(overwrite_)
-        .out_dir(out_.empty() ? "" : out_ + "/" + entry_dir(entries, entry));
-    const double start_distance = *find_metric(game->metrics(), "distance_sq");
-    std::string result_text;
-    double distance = 0, op = 0, seconds = 0;
-    int64_t bytes = 0, fp32 = 0;
+
+  // The solve command line of one row and seed, compare's settings first, the row's last.
+  auto argv_of = [&](const Row& row, uint64_t seed) {
+    // A row's warnings (a poor pairing, say) once, with its first seed.
+    const std::string level = seed != seed_ && log_level_ == "warn" ? "error" : log_level_;
+    std::vector<std::string> a = {"saddle", "solve", "--game", game_, "--seed",
+                                  std::to_string(seed), "--no-progress", "--log-level",
+                                  level, "--rank-timeout", fmt::format("{}", rank_timeout_),
+                                  "--device", device_.device, "--transport", device_.transport,
+                                  "--precision", device_.precision, "--quantizer", quantizer_,
+                                  "--bits", std::to_string(bits_)};
+    if (iters_ > 0) a.insert(a.end(), {"--iters", std::to_string(iters_)});
+    if (spec.analytic) {
+      a.insert(a.end(), {"--dim", std::to_string(dim_), "--noise", noise_, "--noise-scale",
+                         fmt::format("{}", noise_scale_)});
+    }
+    a.insert(a.end(), with.begin(), with.end());
+    a.insert(a.end(), row.flags.begin(), row.flags.end());
+    const std::string dir = run_dir(row, seed);
+    if (!dir.empty()) a.insert(a.end(), {"--out", dir});
+    if (!dir.empty() && overwrite_) a.push_back("--overwrite");
+    return a;
+  };
+  // Parsed once up front, so that a bad flag in the last row fails before the first row runs.
+  auto parse = [&](const Row& row, uint64_t seed, CLI::App& app) {
+    const std::vector<std::string> a = argv_of(row, seed);
+    std::vector<char*> argv;
+    for (const std::string& s : a) argv.push_back(const_cast<char*>(s.c_str()));
     try {
-      RunResult result = saddle::run(*game, *solver, exchange, run_options, logger);
-      distance = *find_metric(result.final_metrics, "distance_sq");
-      op = *find_metric(result.final_metrics, "operator_norm_sq");
-      seconds = result.wall_seconds;
-      bytes = result.bytes_sent_all;
-      fp32 = result.fp32_bytes_all;
-      total_bytes += bytes;
-      total_fp32 += fp32;
-      result_text = distance < 1e-8 * start_distance ? "converged"
-                    : distance < start_distance      ? "slowly converging"
-                                                     : "not converging";
-    } catch (const AgreedError& e) {
-      // A divergence that every rank saw at the same iteration (any other error ends the job:
-      // it may have happened on one rank only, and the others would wait for it).
-      result_text = e.what();
-      distance = op = std::numeric_limits<double>::quiet_NaN();
+      app.parse(static_cast<int>(argv.size()), argv.data());
+    } catch (const CLI::ParseError& e) {
+      throw Error("row '" + row.name + "': " + e.what());
     }
-    table += fmt::format(
-        "{:<16} {:>9} {:>6} {:>7} {:>11.3e} {:>11.3e} {:>11} {:>11} {:>7.2f}  {}\n", entry.solver,
-        step_size_name(entry.step), entry.lr, solver->oracle_calls_per_step() * iters_, distance,
-        op, human_bytes(bytes), human_bytes(fp32), seconds, result_text);
+  };
+  for (const Row& row : rows) {
+    CLI::App app;
+    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    SolveCommand solve(app);
+    parse(row, seed_, app);
+    try {
+      solver_spec(solve.solver());
+    } catch (const Error& e) {
+      throw Error("row '" + row.name + "': " + e.what());
+    }
   }
-  if (total_fp32 > 0) {
-    table +=
-        fmt::format("\nall ranks sent {} where fp32 would have sent {} ({:.1f}%)\n",
-                    human_bytes(total_bytes), human_bytes(total_fp32),
-                    100.0 * static_cast<double>(total_bytes) / static_cast<double>(total_fp32));
+
+  const Headline& headline = spec.headline;
+  std::map<std::string, std::vector<Outcome>> results;
+  for (const Row& row : rows) {
+    for (int64_t k = 0; k < seeds_; ++k) {
+      const uint64_t seed = seed_ + static_cast<uint64_t>(k);
+      CLI::App app;
+      app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+      SolveCommand solve(app);
+      parse(row, seed, app);
+      Outcome o;
+      o.seed = seed;
+      try {
+        const RunResult r = solve.execute(comm);
+        o.iterations = r.iterations;
+        o.seconds = r.wall_seconds;
+        o.bytes = r.bytes_sent_all;
+        o.final_metrics = r.final_metrics;
+      } catch (const Diverged& e) {
+        // A divergence every rank saw at the same iteration: recorded, and the next row runs.
+        // Any other error ends the job (on one rank only, the others would wait for it; on
+        // every rank, as a disagreement on the configuration, it concerns every row).
+        o.diverged = true;
+        o.diverged_at = e.iteration();
+        o.error = e.what();
+      }
+      const std::string dir = run_dir(row, seed);
+      if (comm.rank() == 0 && !dir.empty() && is_regular_file(dir + "/metrics.jsonl")) {
+        std::istringstream lines(read_file(dir + "/metrics.jsonl"));
+        for (std::string line; std::getline(lines, line);) {
+          if (line.empty()) continue;
+          try {
+            o.records.push_back(nlohmann::ordered_json::parse(line));
+          } catch (const nlohmann::json::exception&) {
+            break;  // a torn last line of a diverged run
+          }
+        }
+      }
+      results[row.name].push_back(std::move(o));
+    }
   }
-  if (!out_.empty())
-    table += fmt::format(
-        "\nper-solver metrics.jsonl and summary.json in {}/<solver>/ (qgenx-auto, "
-        "qgenx-constant)\n",
-        out_);
-  if (comm.rank() == 0) std::fwrite(table.data(), 1, table.size(), stdout);
+  if (comm.rank() != 0) return 0;
+
+  // The table: the headline metric of the last iterate (and of the averaged one where the rows
+  // average), bytes, seconds, over seeds.
+  const std::string avg = headline.metric + "_avg";
+  bool any_avg = false;
+  for (const auto& [name, runs] : results) {
+    for (const Outcome& o : runs) any_avg |= find_metric(o.final_metrics, avg).has_value();
+  }
+  std::string table = fmt::format(
+      "{}: {} row(s), {} seed(s) from {}, {} rank(s), exchange {}; {} ({} is better), median "
+      "[min, max] over seeds\n\n",
+      game_, rows.size(), seeds_, seed_, comm.size(), label, headline.metric,
+      headline.lower_is_better ? "lower" : "higher");
+  table += fmt::format("{:<20} {:>6} {:>26} ", "row", "iters", headline.metric);
+  if (any_avg) table += fmt::format("{:>26} ", avg);
+  table += fmt::format("{:>11} {:>8}  {}\n", "bytes sent", "seconds", "runs");
+  nlohmann::ordered_json summary_rows = nlohmann::ordered_json::array();
+  for (const Row& row : rows) {
+    const std::vector<Outcome>& runs = results[row.name];
+    std::vector<double> last, averaged, bytes, seconds, iters;
+    int diverged = 0;
+    nlohmann::ordered_json per_seed = nlohmann::ordered_json::array();
+    for (const Outcome& o : runs) {
+      diverged += o.diverged;
+      last.push_back(o.diverged ? std::nan("") : metric_of(o.final_metrics, headline.metric));
+      averaged.push_back(o.diverged ? std::nan("") : metric_of(o.final_metrics, avg));
+      if (!o.diverged) {
+        bytes.push_back(static_cast<double>(o.bytes));
+        seconds.push_back(o.seconds);
+        iters.push_back(static_cast<double>(o.iterations));
+      }
+      nlohmann::ordered_json s;
+      s["seed"] = o.seed;
+      s["diverged"] = o.diverged;
+      if (o.diverged) s["error"] = o.error, s["diverged_at"] = o.diverged_at;
+      s["iterations"] = o.iterations;
+      s["seconds"] = o.seconds;
+      s["bytes_sent"] = o.bytes;
+      nlohmann::ordered_json m = nlohmann::ordered_json::object();
+      for (const auto& [name, value] : o.final_metrics) {
+        if (std::isfinite(value)) m[name] = value;
+      }
+      s["final"] = m;
+      per_seed.push_back(s);
+    }
+    std::vector<std::string> at;
+    for (const Outcome& o : runs) {
+      if (o.diverged) at.push_back(std::to_string(o.diverged_at));
+    }
+    const std::string result =
+        diverged == 0 ? fmt::format("{} finished", runs.size())
+                      : fmt::format("{} of {} diverged (at iteration {})", diverged, runs.size(),
+                                    fmt::join(at, ", "));
+    table += fmt::format("{:<20} {:>6} {:>26} ", row.name,
+                         iters.empty() ? std::string("-") : fmt::format("{:.0f}", median(iters)),
+                         spread(last));
+    if (any_avg) table += fmt::format("{:>26} ", spread(averaged));
+    table += fmt::format("{:>11} {:>8}  {}\n",
+                         bytes.empty() ? std::string("-")
+                                       : human_bytes(static_cast<int64_t>(median(bytes))),
+                         seconds.empty() ? std::string("-")
+                                         : fmt::format("{:.2f}", median(seconds)),
+                         result);
+    nlohmann::ordered_json r;
+    r["name"] = row.name;
+    r["flags"] = row.flags;
+    auto stats = [&](const std::vector<double>& v) {
+      const auto [lo, hi] = range_of(v);
+      nlohmann::ordered_json j;
+      j["median"] = std::isfinite(median(v)) ? nlohmann::ordered_json(median(v)) : nullptr;
+      j["min"] = std::isfinite(lo) ? nlohmann::ordered_json(lo) : nullptr;
+      j["max"] = std::isfinite(hi) ? nlohmann::ordered_json(hi) : nullptr;
+      return j;
+    };
+    r[headline.metric] = stats(last);
+    if (any_avg) r[avg] = stats(averaged);
+    r["bytes_sent"] = stats(bytes);
+    r["seconds"] = stats(seconds);
+    r["diverged"] = diverged;
+    r["seeds"] = per_seed;
+    summary_rows.push_back(r);
+  }
+
+  if (!out_.empty()) {
+    std::string jsonl;
+    for (const Row& row : rows) {
+      for (const Outcome& o : results[row.name]) {
+        for (const nlohmann::ordered_json& rec : o.records) {
+          nlohmann::ordered_json line;
+          line["row"] = row.name;
+          line["seed"] = o.seed;
+          for (const auto& [key, value] : rec.items()) line[key] = value;
+          jsonl += line.dump() + "\n";
+        }
+      }
+    }
+    write_file_atomic(out_ + "/compare.jsonl", jsonl);
+    nlohmann::ordered_json summary;
+    summary["game"] = game_;
+    summary["ranks"] = comm.size();
+    summary["seeds"] = seeds_;
+    summary["first_seed"] = seed_;
+    summary["exchange"] = label;
+    summary["headline"] = {{"metric", headline.metric},
+                           {"lower_is_better", headline.lower_is_better}};
+    summary["rows"] = summary_rows;
+    std::vector<std::string> plots;
+    for (const std::string& metric : any_avg ? std::vector<std::string>{headline.metric, avg}
+                                             : std::vector<std::string>{headline.metric}) {
+      bool recorded = false;
+      for (const Row& row : rows) {
+        for (const Outcome& o : results[row.name]) {
+          for (const auto& rec : o.records) recorded |= rec.contains(metric);
+        }
+      }
+      if (!recorded) {
+        table += fmt::format("\nno plot of {}: no run recorded it{}\n", metric,
+                             game_ == "wgan-gp" ? " (FID needs --with '--classifier FILE')" : "");
+        continue;
+      }
+      for (bool by_bytes : {false, true}) {
+        std::vector<PlotSeries> series;
+        for (const Row& row : rows) series.push_back(curve(row.name, results[row.name], metric,
+                                                           by_bytes));
+        PlotOptions options;
+        options.title = fmt::format("{} on {}, {} seed(s), {} rank(s), {}: median and range",
+                                    metric, game_, seeds_, comm.size(), label);
+        options.x_label = by_bytes ? "bytes sent by all ranks" : "iteration";
+        options.y_label = metric;
+        options.log_y = headline.log_scale;
+        const std::string path =
+            fmt::format("{}/{}_by_{}.png", out_, metric, by_bytes ? "bytes" : "iteration");
+        try {
+          write_line_plot(path, series, options);
+          plots.push_back(path);
+        } catch (const Error& e) {
+          table += fmt::format("\nno plot of {}: {}\n", metric, e.what());
+        }
+      }
+    }
+    summary["plots"] = plots;
+    write_file_atomic(out_ + "/summary.json", summary.dump(1) + "\n");
+    table += fmt::format("\nwritten: {0}/compare.jsonl, {0}/summary.json, one folder per row and "
+                         "seed ({0}/<row>/seed-<seed>/)\n",
+                         out_);
+    for (const std::string& p : plots) table += fmt::format("plot: {}\n", p);
+  }
+  std::fwrite(table.data(), 1, table.size(), stdout);
   return 0;
 }
 

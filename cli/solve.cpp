@@ -225,6 +225,30 @@ void SolveCommand::apply_game_defaults(const Logger& logger) {
 }
 
 int SolveCommand::run(Communicator& comm) {
+  const RunResult result = execute(comm);
+  if (comm.rank() == 0) {
+    std::string table = fmt::format("{} / {}: {} iterations in {:.2f} s on {} rank(s)\n", game_,
+                                    solver_, result.iterations, result.wall_seconds, result.ranks);
+    for (const auto& [name, value] : result.final_metrics) {
+      table += fmt::format("  {:<24} {:.6e}\n", name, value);
+    }
+    if (result.bytes_sent_all > 0) {
+      table +=
+          fmt::format("  {:<24} {} ({:.1f}% of the {} fp32 would send, {:.2f} bits/coordinate)\n",
+                      "bytes_sent", result.bytes_sent_all,
+                      100.0 * result.bytes_sent_all / std::max<int64_t>(1, result.fp32_bytes_all),
+                      result.fp32_bytes_all, result.summary["bits_per_coordinate"].get<double>());
+    }
+    table += fmt::format("  {:<24} {}\n", "ranks_agree", result.ranks_agree ? "true" : "false");
+    if (!result.samples_path.empty())
+      table += fmt::format("  {:<24} {}\n", "samples", result.samples_path);
+    if (!out_.empty()) table += fmt::format("  {:<24} {}/summary.json\n", "written", out_);
+    std::fwrite(table.data(), 1, table.size(), stdout);
+  }
+  return 0;
+}
+
+RunResult SolveCommand::execute(Communicator& comm) {
   Logger logger(rank_log_level(parse_log_level(log_level_), comm.rank()), comm.rank(), comm.size());
   comm.set_timeout(rank_timeout_);
   // First of all, before anything a rank could wait on: every rank got the same options.
@@ -298,28 +322,7 @@ int SolveCommand::run(Communicator& comm) {
 
   logger.info("{} on {} (dim {}), {} iterations, {} rank(s), exchange {}", solver_, game_,
               game->dim(), iters_, comm.size(), exchange_.quantizer);
-  RunResult result = saddle::run(*game, *solver, exchange, run_options, logger, config);
-
-  if (comm.rank() == 0) {
-    std::string table = fmt::format("{} / {}: {} iterations in {:.2f} s on {} rank(s)\n", game_,
-                                    solver_, result.iterations, result.wall_seconds, result.ranks);
-    for (const auto& [name, value] : result.final_metrics) {
-      table += fmt::format("  {:<24} {:.6e}\n", name, value);
-    }
-    if (result.bytes_sent_all > 0) {
-      table +=
-          fmt::format("  {:<24} {} ({:.1f}% of the {} fp32 would send, {:.2f} bits/coordinate)\n",
-                      "bytes_sent", result.bytes_sent_all,
-                      100.0 * result.bytes_sent_all / std::max<int64_t>(1, result.fp32_bytes_all),
-                      result.fp32_bytes_all, result.summary["bits_per_coordinate"].get<double>());
-    }
-    table += fmt::format("  {:<24} {}\n", "ranks_agree", result.ranks_agree ? "true" : "false");
-    if (!result.samples_path.empty())
-      table += fmt::format("  {:<24} {}\n", "samples", result.samples_path);
-    if (!out_.empty()) table += fmt::format("  {:<24} {}/summary.json\n", "written", out_);
-    std::fwrite(table.data(), 1, table.size(), stdout);
-  }
-  return 0;
+  return saddle::run(*game, *solver, exchange, run_options, logger, config);
 }
 
 }  // namespace saddle::cli

@@ -142,6 +142,7 @@ std::vector<GameSpec> make_table() {
       trains("extra-adam", adam_bilinear),
       trains("optimistic-adam", adam_bilinear),
   };
+  bilinear.headline = {"distance_sq", true, true};
   table.push_back(std::move(bilinear));
 
   // Quadratic: strongly monotone, every solver converges linearly. Plain gradient steps take a
@@ -160,6 +161,7 @@ std::vector<GameSpec> make_table() {
       trains("extra-adam", adam_quadratic),
       trains("optimistic-adam", adam_quadratic),
   };
+  quadratic.headline = {"distance_sq", true, true};
   table.push_back(std::move(quadratic));
 
   // GANs: plain gradient steps (no extrapolation, no per-coordinate scaling) cycle or collapse.
@@ -209,6 +211,7 @@ std::vector<GameSpec> make_table() {
     for (const char* solver : {"eg", "ogda", "qgenx"}) {
       mog.solvers.push_back(poor(solver, extragradient_on_mog));
     }
+    mog.headline = {"modes_captured", false, false};
     table.push_back(std::move(mog));
   }
 
@@ -230,6 +233,7 @@ std::vector<GameSpec> make_table() {
   for (const char* solver : {"eg", "ogda", "qgenx"}) wgan.solvers.push_back(trains(solver, capped));
   wgan.solvers.push_back(trains("extra-adam", adam_wgan));
   wgan.solvers.push_back(trains("optimistic-adam", adam_wgan));
+  wgan.headline = {"fid", true, false};
   table.push_back(std::move(wgan));
   return table;
 }

@@ -457,9 +457,13 @@ class Runner {
     const bool finite = all_finite(local);
     ledger.seconds_compute += seconds_since(start);
     if (!finite) {
-      throw diverged(current_ + 1, fmt::format("the operator on rank {} is not finite (a smaller "
-                                               "learning rate may help)",
-                                               rank_));
+      const Error e = diverged(current_ + 1, fmt::format("the operator on rank {} is not finite "
+                                                         "(a smaller learning rate may help)",
+                                                         rank_));
+      // One rank sees what it sees alone: agreed. With several, this rank may be the only one
+      // (its own samples), so the job ends here rather than in a collective the others await.
+      if (ranks_ == 1) throw Diverged(e.what(), current_ + 1);
+      throw e;
     }
     const double j1 = energy_per_phase_ ? energy_.meter->joules() : 0.0;
     torch::Tensor averaged = exchange_.average(local);
@@ -601,7 +605,7 @@ class Runner {
       torch::Tensor z = game_.params();
       // Every rank holds the same z, so every rank detects this divergence at the same iteration.
       if (!torch::isfinite(z).all().item<bool>()) {
-        throw AgreedError(diverged(t + 1, "parameters are not finite").what());
+        throw Diverged(diverged(t + 1, "parameters are not finite").what(), t + 1);
       }
       // The ergodic averages average the points whose operators moved z (X_{t+1/2}); the EMA
       // averages the iterates.

@@ -3,6 +3,8 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -10,6 +12,17 @@
 #include "paths.h"
 #include "saddle/error.h"
 #include "saddle/run/images.h"
+#include "saddle/run/plot.h"
+
+// stb_image decodes the plots back to pixels (Debian libstb-dev, header-only, internal linkage).
+#define STB_IMAGE_IMPLEMENTATION
+#define STB_IMAGE_STATIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#include <stb/stb_image.h>
+#pragma GCC diagnostic pop
 
 namespace saddle {
 namespace {
@@ -82,6 +95,52 @@ TEST_F(ImageOutput, EncodedPixelsRoundTripTheirSize) {
   expect_png(encode_png(pixels), 5, 7, 6);
   EXPECT_THROW(encode_png(torch::zeros({7, 5, 2}, torch::kUInt8)), Error);
   EXPECT_THROW(encode_png(torch::zeros({7, 5, 3})), Error);
+}
+
+}  // namespace
+}  // namespace saddle
+
+namespace saddle {
+namespace {
+
+// Counts the pixels of one colour in a decoded RGB picture.
+int64_t count_colour(const unsigned char* rgb, int w, int h, int r, int g, int b) {
+  int64_t n = 0;
+  for (int64_t i = 0; i < static_cast<int64_t>(w) * h; ++i) {
+    n += rgb[3 * i] == r && rgb[3 * i + 1] == g && rgb[3 * i + 2] == b;
+  }
+  return n;
+}
+
+TEST_F(ImageOutput, LinePlotDrawsEverySeriesItsBandAndALegend) {
+  PlotSeries a{"falls", {0, 1, 2, 3, 4}, {1, 0.1, 0.01, 1e-3, 1e-4}, {}, {}};
+  a.lo = {0.5, 0.05, 0.005, 5e-4, 5e-5};
+  a.hi = {2, 0.2, 0.02, 2e-3, 2e-4};
+  PlotSeries b{"flat with a gap", {0, 1, 2, 3, 4}, {0.5, 0.5, std::nan(""), 0.5, 0.5}, {}, {}};
+  PlotOptions options;
+  options.title = "distance";
+  options.x_label = "iteration";
+  options.y_label = "distance_sq";
+  options.log_y = true;
+  write_line_plot(dir_ + "/plot.png", {a, b}, options);
+  if (const char* keep = std::getenv("SADDLE_KEEP_PLOT")) write_line_plot(keep, {a, b}, options);
+  const std::string bytes = read_all(dir_ + "/plot.png");
+  expect_png(bytes, 960, 560, 2);
+  int w = 0, h = 0, channels = 0;
+  unsigned char* rgb = stbi_load_from_memory(reinterpret_cast<const unsigned char*>(bytes.data()),
+                                             static_cast<int>(bytes.size()), &w, &h, &channels, 3);
+  ASSERT_NE(rgb, nullptr);
+  EXPECT_GT(count_colour(rgb, w, h, 31, 119, 180), 500);   // the first line and its swatch
+  EXPECT_GT(count_colour(rgb, w, h, 255, 127, 14), 500);   // the second
+  EXPECT_GT(count_colour(rgb, w, h, 199, 221, 236), 1000);  // the first one's band, a light tint
+  EXPECT_GT(count_colour(rgb, w, h, 40, 40, 40), 500);     // frame, ticks and text
+  stbi_image_free(rgb);
+  // Nothing to draw on a log axis, and a series whose x and y differ: one line each.
+  PlotSeries bad{"zero", {0, 1}, {0, 0}, {}, {}};
+  EXPECT_THROW(write_line_plot(dir_ + "/bad.png", {bad}, options), Error);
+  PlotSeries ragged{"ragged", {0, 1}, {1}, {}, {}};
+  EXPECT_THROW(write_line_plot(dir_ + "/bad.png", {ragged}, options), Error);
+  EXPECT_FALSE(path_exists(dir_ + "/bad.png"));
 }
 
 }  // namespace

@@ -206,6 +206,21 @@ TEST_F(Reliability, RanksWithDifferentOptionsStopWithOneLine) {
   }
 }
 
+// saddle compare under mpirun: every rank runs every row and seed, rank 0 prints one table; rows
+// that differ between ranks end the job with one line, as solve's options do, instead of hanging.
+TEST_F(Reliability, CompareUnderMpirunTablesOnceAndEndsOnDisagreement) {
+  const std::string args = "compare --dim 8 --iters 40 --seeds 2 --row eg --row ogda --out ";
+  const auto r = mpirun(2, args + out("cmp"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("2 rank(s)"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("\neg "), r.out.rfind("\neg ")) << "one table, from rank 0: " << r.out;
+  EXPECT_TRUE(saddle::path_exists(out("cmp") + "/ogda/seed-1/summary.json"));
+  const auto bad = mpmd("compare --dim 8 --iters 40 --row eg", "compare --dim 8 --iters 40 --row "
+                        "'eg: --lr 0.3'");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.err.find("ranks disagree on the configuration"), std::string::npos) << bad.err;
+}
+
 // Item 8: ranks killed between checkpoints resume from the newest one they all hold; with none
 // in common they refuse without writing anything.
 TEST_F(Reliability, RanksResumeFromACheckpointTheyAllHold) {

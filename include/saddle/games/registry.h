@@ -83,6 +83,14 @@ struct SolverPairing {
 };
 
 // One row of the game table: name -> factory, with the defaults each solver trains with.
+// The metric by which a game's runs are compared (saddle compare's table and plots): its name in
+// metrics.jsonl, its direction, and whether it spans decades (plotted on a log axis).
+struct Headline {
+  std::string metric;
+  bool lower_is_better = true;
+  bool log_scale = false;
+};
+
 struct GameSpec {
   std::string name;
   std::string description;
@@ -91,6 +99,7 @@ struct GameSpec {
   std::function<std::unique_ptr<Game>(const GameOptions&)> make;
   RunDefaults defaults;
   std::vector<SolverPairing> solvers;
+  Headline headline;
 
   // The game's defaults with `solver`'s on top.
   RunDefaults defaults_for(const std::string& solver) const;

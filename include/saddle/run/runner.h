@@ -99,6 +99,17 @@ struct RunResult {
   nlohmann::ordered_json summary;  // what summary.json holds
 };
 
+// Thrown on every rank when the iterate stopped being finite: every rank holds the same z, so
+// every rank sees it at the same iteration (a comparison records it and goes on to the next row).
+class Diverged : public AgreedError {
+ public:
+  Diverged(const std::string& what, int64_t iteration) : AgreedError(what), iteration_(iteration) {}
+  int64_t iteration() const { return iteration_; }
+
+ private:
+  int64_t iteration_;
+};
+
 // Thrown on every rank when a run stopped at options.stop_requested(): where it stopped and how
 // to continue.
 class Interrupted : public AgreedError {
