@@ -60,6 +60,13 @@ std::vector<std::string> words(const std::string& text) {
   return out;
 }
 
+// "a, b, c" (fmt::join moved to <fmt/ranges.h> in fmt 11; the torch wheel ships fmt 12).
+std::string joined(const std::vector<std::string>& parts) {
+  std::string out;
+  for (const std::string& p : parts) out += (out.empty() ? "" : ", ") + p;
+  return out;
+}
+
 std::string trimmed(const std::string& s) {
   const size_t a = s.find_first_not_of(" \t"), b = s.find_last_not_of(" \t");
   return a == std::string::npos ? "" : s.substr(a, b - a + 1);
@@ -231,7 +238,7 @@ PlotSeries curve(const std::string& label, const std::vector<Outcome>& runs,
 CompareCommand::CompareCommand(CLI::App& app)
     : app_(app.add_subcommand(
           "compare", "Solver configurations side by side on one game, over several seeds")) {
-  app_->add_option("--game", game_, "Game: " + fmt::format("{}", fmt::join(game_names(), ", ")))
+  app_->add_option("--game", game_, "Game: " + joined(game_names()))
       ->capture_default_str();
   app_->add_option("--row", row_specs_,
                    "A row: SOLVER (with the game's defaults), or NAME: FLAGS of saddle solve, "
@@ -410,8 +417,8 @@ int CompareCommand::run(Communicator& comm) {
       "[min, max] over seeds\n\n",
       game_, rows.size(), seeds_, seed_, comm.size(), label, headline.metric,
       headline.lower_is_better ? "lower" : "higher");
-  table += fmt::format("{:<20} {:>6} {:>26} ", "row", "iters", headline.metric);
-  if (any_avg) table += fmt::format("{:>26} ", avg);
+  table += fmt::format("{:<20} {:>6} {:>32} ", "row", "iters", headline.metric);
+  if (any_avg) table += fmt::format("{:>32} ", avg);
   table += fmt::format("{:>11} {:>8}  {}\n", "bytes sent", "seconds", "runs");
   nlohmann::ordered_json summary_rows = nlohmann::ordered_json::array();
   for (const Row& row : rows) {
@@ -449,11 +456,11 @@ int CompareCommand::run(Communicator& comm) {
     const std::string result =
         diverged == 0 ? fmt::format("{} finished", runs.size())
                       : fmt::format("{} of {} diverged (at iteration {})", diverged, runs.size(),
-                                    fmt::join(at, ", "));
-    table += fmt::format("{:<20} {:>6} {:>26} ", row.name,
+                                    joined(at));
+    table += fmt::format("{:<20} {:>6} {:>32} ", row.name,
                          iters.empty() ? std::string("-") : fmt::format("{:.0f}", median(iters)),
                          spread(last));
-    if (any_avg) table += fmt::format("{:>26} ", spread(averaged));
+    if (any_avg) table += fmt::format("{:>32} ", spread(averaged));
     table += fmt::format("{:>11} {:>8}  {}\n",
                          bytes.empty() ? std::string("-")
                                        : human_bytes(static_cast<int64_t>(median(bytes))),

@@ -52,14 +52,12 @@ class Picture {
     uint8_t* p = data_ + 3 * (static_cast<int64_t>(y) * width_ + x);
     p[0] = c[0], p[1] = c[1], p[2] = c[2];
   }
-  // A light tint of `c` where the pixel is still background (bands stay under lines and grid).
+  // A light tint of `c` over what is there (the background, the grid, other bands: the lines come
+  // after the bands), so that overlapping bands both show.
   void tint(int x, int y, const Rgb& c) {
     if (x < 0 || y < 0 || x >= width_ || y >= height_) return;
     uint8_t* p = data_ + 3 * (static_cast<int64_t>(y) * width_ + x);
-    if (p[0] != 255 || p[1] != 255 || p[2] != 255) {
-      if (!(p[0] == kGrid[0] && p[1] == kGrid[1] && p[2] == kGrid[2])) return;
-    }
-    for (int k = 0; k < 3; ++k) p[k] = static_cast<uint8_t>((3 * 255 + c[k]) / 4);
+    for (int k = 0; k < 3; ++k) p[k] = static_cast<uint8_t>((3 * p[k] + c[k]) / 4);
   }
   void rect(int x0, int y0, int x1, int y1, const Rgb& c) {
     for (int y = y0; y < y1; ++y)
@@ -200,8 +198,11 @@ void write_line_plot(const std::string& path, const std::vector<PlotSeries>& ser
       if (!usable(s.lo[i]) || !usable(s.hi[i]) || !usable(s.lo[i + 1]) || !usable(s.hi[i + 1]))
         continue;
       const double xa = px(s.x[i]), xb = px(s.x[i + 1]);
-      for (int x = static_cast<int>(std::ceil(std::min(xa, xb)));
-           x <= static_cast<int>(std::floor(std::max(xa, xb))); ++x) {
+      // Columns [ceil(xa), ceil(xb)): a column where two segments meet is tinted once.
+      const bool last = i + 2 == s.x.size();
+      const int x_end = last ? static_cast<int>(std::floor(std::max(xa, xb)))
+                             : static_cast<int>(std::ceil(std::max(xa, xb))) - 1;
+      for (int x = static_cast<int>(std::ceil(std::min(xa, xb))); x <= x_end; ++x) {
         const double t = xb == xa ? 0.0 : (x - xa) / (xb - xa);
         const double lo = py(ty(s.lo[i]) + t * (ty(s.lo[i + 1]) - ty(s.lo[i])));
         const double hi = py(ty(s.hi[i]) + t * (ty(s.hi[i + 1]) - ty(s.hi[i])));
