@@ -21,8 +21,8 @@ case $flavour in debian|pip) ;; *) echo "setup: unknown --torch '$flavour' (expe
 packages=(build-essential cmake ninja-build ccache pkg-config
           libtorch-dev libopenblas0-pthread libopenmpi-dev openmpi-bin
           libfmt-dev libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
-          zlib1g-dev libstb-dev dataset-fashion-mnist)
-[ "$flavour" = pip ] && packages+=(python3 python3-venv)
+          zlib1g-dev libstb-dev dataset-fashion-mnist python3)  # python3: experiments/*.py
+[ "$flavour" = pip ] && packages+=(python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
