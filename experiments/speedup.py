@@ -72,7 +72,7 @@ def main():
     if args.quick:
         args.ranks, args.seeds, args.dim, args.iters, args.log_every = [1, 2], 2, 8, 1500, 10
     else:
-        args.ranks, args.seeds, args.dim, args.iters, args.log_every = [1, 2, 4, 8], 3, 32, 8000, 20
+        args.ranks, args.seeds, args.dim, args.iters, args.log_every = [1, 2, 4, 8], 3, 64, 4000, 20
     os.makedirs(args.out, exist_ok=True)
 
     results = []

@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 
+#include "canvas.h"
 #include "saddle/error.h"
 #include "saddle/run/files.h"
 
@@ -24,8 +25,8 @@ namespace saddle {
 
 namespace {
 
-using Rgb = std::array<uint8_t, 3>;
-constexpr Rgb kWhite = {255, 255, 255};
+using run_detail::Canvas;
+using run_detail::Rgb;
 constexpr Rgb kBlack = {0, 0, 0};
 constexpr Rgb kAxis = {200, 200, 200};
 constexpr Rgb kSample = {31, 119, 180};
@@ -35,29 +36,6 @@ void append_bytes(void* context, void* data, int size) {
   static_cast<std::string*>(context)->append(static_cast<const char*>(data),
                                              static_cast<size_t>(size));
 }
-
-// An RGB canvas with clipped pixel writes.
-class Canvas {
- public:
-  explicit Canvas(int64_t side)
-      : side_(side),
-        pixels_(torch::full({side, side, 3}, 255, torch::kUInt8)),
-        data_(pixels_.data_ptr<uint8_t>()) {}
-
-  void set(int64_t row, int64_t col, const Rgb& color) {
-    if (row < 0 || col < 0 || row >= side_ || col >= side_) return;
-    uint8_t* p = data_ + 3 * (row * side_ + col);
-    p[0] = color[0];
-    p[1] = color[1];
-    p[2] = color[2];
-  }
-  const torch::Tensor& pixels() const { return pixels_; }
-
- private:
-  int64_t side_;
-  torch::Tensor pixels_;
-  uint8_t* data_;
-};
 
 }  // namespace
 
@@ -144,28 +122,28 @@ void write_scatter(const std::string& path, const torch::Tensor& samples,
   auto row_of = [&](double y) { return static_cast<int64_t>(std::lround((hi - y) * scale)); };
   auto inside = [&](double v) { return std::isfinite(v) && v >= lo && v <= hi; };
 
-  Canvas canvas(side);
+  Canvas canvas(side, side);
   // Axes through the origin with a tick at every integer, then the frame.
   if (lo < 0.0 && hi > 0.0) {
     const int64_t r0 = row_of(0.0), c0 = col_of(0.0);
     for (int64_t k = 0; k < side; ++k) {
-      canvas.set(r0, k, kAxis);
-      canvas.set(k, c0, kAxis);
+      canvas.set(k, r0, kAxis);
+      canvas.set(c0, k, kAxis);
     }
     if (hi - lo <= 200.0) {
       for (double t = std::ceil(lo); t <= hi; t += 1.0) {
         for (int64_t d = -3; d <= 3; ++d) {
-          canvas.set(r0 + d, col_of(t), kAxis);
-          canvas.set(row_of(t), c0 + d, kAxis);
+          canvas.set(col_of(t), r0 + d, kAxis);
+          canvas.set(c0 + d, row_of(t), kAxis);
         }
       }
     }
   }
   for (int64_t k = 0; k < side; ++k) {
-    canvas.set(0, k, kBlack);
-    canvas.set(side - 1, k, kBlack);
     canvas.set(k, 0, kBlack);
     canvas.set(k, side - 1, kBlack);
+    canvas.set(0, k, kBlack);
+    canvas.set(side - 1, k, kBlack);
   }
   const double* s = xs.data_ptr<double>();
   for (int64_t i = 0; i < xs.size(0); ++i) {
@@ -173,7 +151,7 @@ void write_scatter(const std::string& path, const torch::Tensor& samples,
     if (!inside(x) || !inside(y)) continue;
     const int64_t r = row_of(y), c = col_of(x);
     for (int64_t dr = -1; dr <= 1; ++dr) {
-      for (int64_t dc = -1; dc <= 1; ++dc) canvas.set(r + dr, c + dc, kSample);
+      for (int64_t dc = -1; dc <= 1; ++dc) canvas.set(c + dc, r + dr, kSample);
     }
   }
   const double* m = ms.data_ptr<double>();
@@ -183,8 +161,8 @@ void write_scatter(const std::string& path, const torch::Tensor& samples,
     const int64_t r = row_of(y), c = col_of(x);
     for (int64_t d = -6; d <= 6; ++d) {
       for (int64_t t = 0; t <= 1; ++t) {  // two pixels thick
-        canvas.set(r + d, c + d + t, kMode);
-        canvas.set(r + d, c - d + t, kMode);
+        canvas.set(c + d + t, r + d, kMode);
+        canvas.set(c - d + t, r + d, kMode);
       }
     }
   }

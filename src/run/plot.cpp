@@ -9,22 +9,15 @@
 #include <limits>
 
 #include "saddle/error.h"
+#include "canvas.h"
 #include "saddle/run/images.h"
-
-// stb_easy_font (Debian libstb-dev) is header-only with internal linkage: quads of a bitmap font.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#include <stb/stb_easy_font.h>
-#pragma GCC diagnostic pop
 
 namespace saddle {
 
 namespace {
 
-using Rgb = std::array<uint8_t, 3>;
-constexpr Rgb kWhite = {255, 255, 255};
+using run_detail::Canvas;
+using run_detail::Rgb;
 constexpr Rgb kInk = {40, 40, 40};
 constexpr Rgb kGrid = {225, 225, 225};
 // The matplotlib "tab10" colours, one per series (repeating after ten).
@@ -38,65 +31,6 @@ constexpr std::array<Rgb, 10> kPalette = {{{31, 119, 180},
                                            {127, 127, 127},
                                            {188, 189, 34},
                                            {23, 190, 207}}};
-
-class Picture {
- public:
-  Picture(int width, int height)
-      : width_(width),
-        height_(height),
-        pixels_(torch::full({height, width, 3}, 255, torch::kUInt8)),
-        data_(pixels_.data_ptr<uint8_t>()) {}
-
-  void set(int x, int y, const Rgb& c) {
-    if (x < 0 || y < 0 || x >= width_ || y >= height_) return;
-    uint8_t* p = data_ + 3 * (static_cast<int64_t>(y) * width_ + x);
-    p[0] = c[0], p[1] = c[1], p[2] = c[2];
-  }
-  // A light tint of `c` over what is there (the background, the grid, other bands: the lines come
-  // after the bands), so that overlapping bands both show.
-  void tint(int x, int y, const Rgb& c) {
-    if (x < 0 || y < 0 || x >= width_ || y >= height_) return;
-    uint8_t* p = data_ + 3 * (static_cast<int64_t>(y) * width_ + x);
-    for (int k = 0; k < 3; ++k) p[k] = static_cast<uint8_t>((3 * p[k] + c[k]) / 4);
-  }
-  void rect(int x0, int y0, int x1, int y1, const Rgb& c) {
-    for (int y = y0; y < y1; ++y)
-      for (int x = x0; x < x1; ++x) set(x, y, c);
-  }
-  void line(double x0, double y0, double x1, double y1, const Rgb& c, int thick) {
-    const int steps = static_cast<int>(std::max(std::abs(x1 - x0), std::abs(y1 - y0))) + 1;
-    for (int s = 0; s <= steps; ++s) {
-      const double t = static_cast<double>(s) / steps;
-      const int x = static_cast<int>(std::lround(x0 + t * (x1 - x0)));
-      const int y = static_cast<int>(std::lround(y0 + t * (y1 - y0)));
-      for (int dy = 0; dy < thick; ++dy)
-        for (int dx = 0; dx < thick; ++dx) set(x + dx - thick / 2, y + dy - thick / 2, c);
-    }
-  }
-  // Text with its top-left corner at (x, y), `scale` pixels per font unit.
-  void text(int x, int y, const std::string& s, const Rgb& c, int scale = 2) {
-    static char buffer[64 * 1024];
-    const int quads = stb_easy_font_print(0, 0, const_cast<char*>(s.c_str()), nullptr, buffer,
-                                          sizeof buffer);
-    for (int q = 0; q < quads; ++q) {
-      const float* v = reinterpret_cast<const float*>(buffer + q * 64);
-      // Four vertices of 16 bytes (x, y, z, colour); the quads are axis-aligned rectangles.
-      const float qx0 = std::min(v[0], v[8]), qx1 = std::max(v[0], v[8]);
-      const float qy0 = std::min(v[1], v[9]), qy1 = std::max(v[1], v[9]);
-      rect(x + static_cast<int>(qx0 * scale), y + static_cast<int>(qy0 * scale),
-           x + static_cast<int>(qx1 * scale), y + static_cast<int>(qy1 * scale), c);
-    }
-  }
-  static int text_width(const std::string& s, int scale = 2) {
-    return stb_easy_font_width(const_cast<char*>(s.c_str())) * scale;
-  }
-  const torch::Tensor& pixels() const { return pixels_; }
-
- private:
-  int width_, height_;
-  torch::Tensor pixels_;
-  uint8_t* data_;
-};
 
 // About five round tick values covering [lo, hi].
 std::vector<double> linear_ticks(double lo, double hi) {
@@ -162,7 +96,7 @@ void write_line_plot(const std::string& path, const std::vector<PlotSeries>& ser
     y_lo -= pad, y_hi += pad;
   }
 
-  Picture pic(options.width, options.height);
+  Canvas pic(options.width, options.height);
   const int left = 110, top = 70, right = options.width - 230, bottom = options.height - 70;
   auto px = [&](double x) { return left + (x - x_lo) / (x_hi - x_lo) * (right - left); };
   auto py = [&](double y) { return bottom - (y - y_lo) / (y_hi - y_lo) * (bottom - top); };
@@ -180,13 +114,13 @@ void write_line_plot(const std::string& path, const std::vector<PlotSeries>& ser
     const int y = static_cast<int>(std::lround(py(t)));
     pic.line(left, y, right, y, kGrid, 1);
     const std::string label = tick_label(t, log_y);
-    pic.text(left - 10 - Picture::text_width(label), y - 6, label, kInk);
+    pic.text(left - 10 - Canvas::text_width(label), y - 6, label, kInk);
   }
   for (double t : linear_ticks(x_lo, x_hi)) {
     const int x = static_cast<int>(std::lround(px(t)));
     pic.line(x, top, x, bottom, kGrid, 1);
     const std::string label = tick_label(t, false);
-    pic.text(x - Picture::text_width(label) / 2, bottom + 10, label, kInk);
+    pic.text(x - Canvas::text_width(label) / 2, bottom + 10, label, kInk);
   }
 
   // Bands, then lines, then the frame on top.
@@ -236,9 +170,9 @@ void write_line_plot(const std::string& path, const std::vector<PlotSeries>& ser
   pic.line(right, top, right, bottom, kInk, 1);
 
   // Title, axis labels, legend.
-  pic.text(std::max(12, (left + right - Picture::text_width(options.title)) / 2), 12,
+  pic.text(std::max<int64_t>(12, (left + right - Canvas::text_width(options.title)) / 2), 12,
            options.title, kInk);
-  pic.text((left + right - Picture::text_width(options.x_label)) / 2, bottom + 38,
+  pic.text((left + right - Canvas::text_width(options.x_label)) / 2, bottom + 38,
            options.x_label, kInk);
   pic.text(12, top - 28, options.y_label + (log_y ? " (log scale)" : ""), kInk);
   int ly = top + 4;
