@@ -31,6 +31,17 @@ ROWS = {
 
 
 def compare(saddle, out, ranks, args):
+    if not (args.reuse and os.path.exists(os.path.join(out, "compare.jsonl"))):
+        run_compare(saddle, out, ranks, args)
+    records = {}
+    with open(os.path.join(out, "compare.jsonl")) as f:
+        for line in f:
+            r = json.loads(line)
+            records.setdefault((r["row"], r["seed"]), []).append(r)
+    return records
+
+
+def run_compare(saddle, out, ranks, args):
     command = [saddle, "compare", "--game", "bilinear", "--dim", str(args.dim), "--noise",
                "absolute", "--noise-scale", repr(args.sigma), "--seeds", str(args.seeds),
                "--iters", str(args.iters), "--out", out, "--overwrite", "--log-level", "error",
@@ -42,12 +53,6 @@ def compare(saddle, out, ranks, args):
             ["--allow-run-as-root"] if os.geteuid() == 0 else []) + command
     env = dict(os.environ, OMP_NUM_THREADS="1")
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
-    records = {}
-    with open(os.path.join(out, "compare.jsonl")) as f:
-        for line in f:
-            r = json.loads(line)
-            records.setdefault((r["row"], r["seed"]), []).append(r)
-    return records
 
 
 def to_target(records, target):
@@ -66,9 +71,14 @@ def main():
     parser.add_argument("--saddle", default=os.path.join(ROOT, "build", "cli", "saddle"))
     parser.add_argument("--out", default=os.path.join(ROOT, "runs", "speedup"))
     parser.add_argument("--sigma", type=float, default=0.3, help="noise scale per rank")
-    parser.add_argument("--target", type=float, default=1e-2,
-                        help="distance_sq_avg target, relative to the start's distance_sq")
+    parser.add_argument("--target", type=float,
+                        help="distance_sq_avg target, relative to the start's distance_sq "
+                        "(default 1e-2 quick, 3e-4 full: deep enough for the noise to limit)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read the runs already in OUT instead of running them again")
     args = parser.parse_args()
+    if args.target is None:
+        args.target = 1e-2 if args.quick else 3e-4
     if args.quick:
         args.ranks, args.seeds, args.dim, args.iters, args.log_every = [1, 2], 2, 8, 1500, 10
     else:
@@ -102,7 +112,8 @@ def main():
             "-" if r["bytes"] is None else "%d" % r["bytes"],
             "-" if speed is None else "%.2fx" % speed))
     with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"settings": {k: v for k, v in vars(args).items() if k != "saddle"},
+        json.dump({"settings": {k: v for k, v in vars(args).items()
+                                if k not in ("saddle", "reuse")},
                    "results": results}, f, indent=1)
     missed = [r for r in results if r["reached"] == 0]
     if missed:
