@@ -180,6 +180,33 @@ class CompareCommand {
   std::string log_level_ = "warn";
 };
 
+// `saddle quantizers`: the variance each quantizer adds to operators sampled while a game trains,
+// beside what its levels predict and QSGD's bound (issue 10's quantizer experiment).
+class QuantizersCommand {
+ public:
+  explicit QuantizersCommand(CLI::App& app);
+  CLI::App* app() { return app_; }
+  int run(Communicator& comm);
+
+ private:
+  CLI::App* app_;
+  std::string game_ = "bilinear";
+  std::string solver_;
+  int64_t iters_ = 200;
+  int64_t samples_ = 3;
+  std::string quantizers_ = "qsgd,qsgd-inf,nuq,terngrad,alq,amq";
+  std::string bits_ = "2,3,4,5,6,7,8";
+  int64_t bucket_size_ = 1024;
+  int64_t draws_ = 20;
+  int64_t dim_ = 128;
+  int64_t filters_ = 0;
+  std::string data_dir_;
+  uint64_t seed_ = 0;
+  std::string out_;
+  bool overwrite_ = false;
+  std::string log_level_ = "warn";
+};
+
 // `saddle games`: the game table, each game's defaults for every solver and the poor pairings.
 class GamesCommand {
  public:

@@ -106,6 +106,7 @@ int main(int argc, char** argv) {
   saddle::cli::CompareCommand compare(app);
   saddle::cli::ClassifierCommand classifier(app);
   saddle::cli::GamesCommand games(app);
+  saddle::cli::QuantizersCommand quantizers(app);
   try {
     if (launched_by_mpi_launcher()) {
       mpi = std::make_unique<saddle::MpiRuntime>(argc, argv);
@@ -123,6 +124,7 @@ int main(int argc, char** argv) {
     if (compare.app()->parsed()) return compare.run(*comm);
     if (classifier.app()->parsed()) return classifier.run(*comm);
     if (games.app()->parsed()) return games.run(*comm);
+    if (quantizers.app()->parsed()) return quantizers.run(*comm);
     return 0;
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);

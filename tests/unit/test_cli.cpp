@@ -374,6 +374,33 @@ TEST_F(Cli, CompareRecordsADivergenceAndGoesOn) {
   EXPECT_NE(r.out.find("2 finished"), std::string::npos) << r.out;
 }
 
+// saddle quantizers: the measured variance of each quantizer on the game's own operators agrees
+// with what its levels predict, QSGD stays under its worst-case bound, and the files are written.
+TEST_F(Cli, QuantizersMeasureVarianceBesideTheirPredictionAndBound) {
+  const std::string out = (dir_ / "q").string();
+  auto r = run("quantizers --dim 32 --iters 30 --samples 2 --draws 40 --quantizers qsgd,alq "
+               "--bits 3,4 --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* file : {"quantizers.jsonl", "summary.json", "variance.png"}) {
+    EXPECT_TRUE(saddle::path_exists(out + "/" + file)) << file;
+  }
+  const auto summary = nlohmann::json::parse(slurp(out + "/summary.json"));
+  ASSERT_EQ(summary["rows"].size(), 4u) << summary.dump();
+  for (const auto& row : summary["rows"]) {
+    const double measured = row["measured_median"], predicted = row["predicted_median"];
+    EXPECT_NEAR(measured / predicted, 1.0, 0.25) << row.dump();
+    if (row["quantizer"] == "qsgd") EXPECT_LE(measured, row["qsgd_bound"].get<double>()) << row;
+  }
+  // Adaptive levels beat QSGD's uniform ones at the same width on the same operators.
+  EXPECT_LT(summary["rows"][3]["measured_median"].get<double>(),
+            summary["rows"][1]["measured_median"].get<double>());
+  EXPECT_NE(r.out.find("alq 3-bit levels"), std::string::npos) << r.out;
+  expect_one_line_error(run("quantizers --bits 9"), "invalid --bits entry '9'");
+  expect_one_line_error(run("quantizers --quantizers bf16"), "bf16 is a cast");
+  expect_one_line_error(run("quantizers --quantizers zip"), "zip");
+  expect_one_line_error(run("quantizers --out " + out), "already holds a measurement");
+}
+
 TEST_F(Cli, CompareRowsFromAJsonFile) {
   const std::string rows = (dir_ / "rows.json").string();
   saddle::write_file_atomic(rows,
