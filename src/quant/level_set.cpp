@@ -134,48 +134,61 @@ std::vector<float> fit_alq_levels(const std::vector<float>& initial, const torch
   const int count = static_cast<int>(initial.size());
   check_levels(initial, count);
   const std::vector<Point> points = points_of(stats);
+  // Coordinate descent from `start` to a local optimum: (levels, variance).
+  auto descend = [&](std::vector<double> levels) {
+    double best = variance_of(levels, points);
+    constexpr int kMaxSweeps = 100;
+    auto by_m = [](const Point& p, double m) { return p.m < m; };
+    for (int sweep = 0; sweep < kMaxSweeps; ++sweep) {
+      for (int j = 1; j + 1 < count; ++j) {
+        const double lo = levels[j - 1], hi = levels[j + 1];
+        auto first = std::lower_bound(points.begin(), points.end(), lo, by_m);
+        while (first != points.end() && first->m <= lo) ++first;
+        auto last = std::lower_bound(first, points.end(), hi, by_m);
+        if (first == last) continue;
+        // d/dl_j of the variance is sum_{r < l_j} w (r - lo) - sum_{r > l_j} w (hi - r):
+        // piecewise constant and increasing, so the minimizer is the first point where it turns
+        // non-negative.
+        double right = 0;
+        for (auto it = first; it != last; ++it) right += it->w * hi - it->s1;
+        double left = 0;
+        for (auto it = first; it != last; ++it) {
+          left += it->s1 - it->w * lo;
+          right -= it->w * hi - it->s1;
+          if (left >= right) {
+            levels[j] = it->m;
+            break;
+          }
+        }
+      }
+      const double v = variance_of(levels, points);
+      const bool converged = v >= best * (1 - 1e-9);
+      best = std::min(best, v);
+      if (converged) break;
+    }
+    return std::make_pair(levels, best);
+  };
+  // The descent from the best of `initial`, uniform and exponential (1/2) levels...
   std::vector<std::vector<double>> starts;
   starts.emplace_back(initial.begin(), initial.end());
   const auto uniform = uniform_levels(count);
   starts.emplace_back(uniform.begin(), uniform.end());
   const auto exponential = exponential_levels(count, 0.5);
   starts.emplace_back(exponential.begin(), exponential.end());
-  std::vector<double> levels;
-  double best = INFINITY;
-  for (const auto& start : starts) {
-    const double v = variance_of(start, points);
-    if (v < best) best = v, levels = start;
+  std::vector<double> start;
+  double start_variance = INFINITY;
+  for (const auto& s : starts) {
+    const double v = variance_of(s, points);
+    if (v < start_variance) start_variance = v, start = s;
   }
-
-  constexpr int kMaxSweeps = 100;
-  auto by_m = [](const Point& p, double m) { return p.m < m; };
-  for (int sweep = 0; sweep < kMaxSweeps; ++sweep) {
-    for (int j = 1; j + 1 < count; ++j) {
-      const double lo = levels[j - 1], hi = levels[j + 1];
-      auto first = std::lower_bound(points.begin(), points.end(), lo, by_m);
-      while (first != points.end() && first->m <= lo) ++first;
-      auto last = std::lower_bound(first, points.end(), hi, by_m);
-      if (first == last) continue;
-      // d/dl_j of the variance is sum_{r < l_j} w (r - lo) - sum_{r > l_j} w (hi - r): piecewise
-      // constant and increasing, so the minimizer is the first point where it turns non-negative.
-      double right = 0;
-      for (auto it = first; it != last; ++it) right += it->w * hi - it->s1;
-      double left = 0;
-      for (auto it = first; it != last; ++it) {
-        left += it->s1 - it->w * lo;
-        right -= it->w * hi - it->s1;
-        if (left >= right) {
-          levels[j] = it->m;
-          break;
-        }
-      }
-    }
-    const double v = variance_of(levels, points);
-    const bool converged = v >= best * (1 - 1e-9);
-    best = std::min(best, v);
-    if (converged) break;
-  }
-  return to_float_levels(levels);
+  auto result = descend(start);
+  // ...and, kept only where it ends lower, the descent from AMQ's fitted exponential levels. With
+  // many levels the first one can stop in a poor local optimum (measured on WGAN-GP operators: 7
+  // bits worse than 6); this way ALQ never predicts more variance than AMQ.
+  const std::vector<float> amq = fit_amq_levels(count, stats);
+  auto from_amq = descend(std::vector<double>(amq.begin(), amq.end()));
+  if (from_amq.second < result.second * (1 - 1e-9)) result = std::move(from_amq);
+  return to_float_levels(result.first);
 }
 
 std::vector<float> fit_amq_levels(int count, const torch::Tensor& stats, double* multiplier) {

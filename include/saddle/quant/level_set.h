@@ -43,9 +43,9 @@ void check_level_statistics(
 double expected_variance(const std::vector<float>& levels, const torch::Tensor& stats);
 
 // ALQ (Faghri et al., NeurIPS 2020): coordinate descent over the interior levels, each update the
-// exact minimizer of the variance between its two neighbours. Starts from the best of `initial`,
-// uniform and exponential levels, so the result never predicts more variance than QSGD's or
-// NUQSGD's levels.
+// exact minimizer of the variance between its two neighbours. Descends from the best of
+// `initial`, uniform and exponential levels, and again from AMQ's fitted levels, keeping the
+// lower; so the result never predicts more variance than QSGD's, NUQSGD's or AMQ's levels.
 std::vector<float> fit_alq_levels(const std::vector<float>& initial, const torch::Tensor& stats);
 
 // AMQ: exponential levels p^(count-1-j) with the multiplier p chosen by a grid search followed by a
