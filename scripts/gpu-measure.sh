@@ -3,6 +3,7 @@
 #   bash scripts/gpu-measure.sh [BUILD_DIR]        (default build-cuda; OUT=folder for the results)
 # Each step runs under `timeout` and logs to $OUT/gpu/STEP.log; a failed step does not stop the
 # others. At the end a table of every run's summary.json (wall time, FID, energy) is printed.
+#   tests       the GPU tests (Cuda.*, and the device and transport choices), failures in full
 #   bench       bench/saddle_bench --benchmark_filter=Cuda: codec kernels against a device copy,
 #               WGAN-GP extra-gradient iterations in fp32/bf16/fp16, the exchange's share
 #   classifier  the Fashion-MNIST classifier of FID, trained on the GPU
@@ -10,13 +11,15 @@
 #   two-*       two ranks sharing the GPU, qgenx: fp32 exchange against 4-bit ALQ
 #   demo        the README's demo, 2 ranks, --device cuda
 # Knobs: SADDLE_DATA_DIR (Fashion-MNIST folder), GPU_MEASURE_STEPS (default: all of the above),
-# GPU_MEASURE_ITERS (WGAN-GP iterations of the wgan-* runs, default 600).
+# GPU_MEASURE_ITERS (WGAN-GP iterations of the wgan-* runs, default 600), GPU_MEASURE_PACK=1 (pack
+# $OUT/gpu into $OUT/gpu.tar.gz, checkpoints and the classifier left out: one file to bring back
+# from a machine that returns few files).
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B=$(cd "${1:-${BUILD:-$ROOT/build-cuda}}" && pwd) || { echo "no build directory ${1:-}"; exit 2; }
 R=${OUT:-$PWD/gpu-measure}/gpu
 DATA=${SADDLE_DATA_DIR:-/usr/share/datasets/fashion-mnist}
-STEPS=" ${GPU_MEASURE_STEPS:-bench classifier wgan two demo} "
+STEPS=" ${GPU_MEASURE_STEPS:-tests bench classifier wgan two demo} "
 ITERS=${GPU_MEASURE_ITERS:-600}
 S=$B/cli/saddle
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
@@ -36,6 +39,10 @@ step() {
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,power.draw,clocks.sm --format=csv 2>&1
+if want tests; then
+  step tests 180 "$B/tests/saddle_tests" --gtest_filter='Cuda.*:Transport.*:Device.*:Precision.*'
+  grep -E -A12 '^\[ RUN|Failure' "$R/tests.log" | grep -v -E '^\[ +(RUN|OK) ' | head -80
+fi
 want bench && step bench 150 "$B/bench/saddle_bench" --benchmark_filter=Cuda \
   --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
   --benchmark_out="$R/bench.json" --benchmark_out_format=json
@@ -71,3 +78,7 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "*", "summary.json"))):
               s.get("compute", 0), s.get("encode", 0), s.get("communicate", 0), s.get("decode", 0),
               d.get("bytes_sent"), json.dumps(e)))
 EOF
+if [ -n "${GPU_MEASURE_PACK:-}" ]; then
+  tar -czf "$R.tar.gz" -C "$(dirname "$R")" --exclude='*.pt' "$(basename "$R")" && rm -rf "$R" &&
+    echo "packed: $R.tar.gz"
+fi
