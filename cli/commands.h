@@ -94,6 +94,9 @@ class SolveCommand {
   // The game table's defaults for this solver (saddle/games/registry.h) into every option that
   // neither a flag nor --config set; says which, and warns of a poor pairing.
   void apply_game_defaults(const Logger& logger);
+  // The step rule the run takes: --step-size, else the solver's default (auto for the
+  // extra-gradient family, qgenx for its dual-averaging variant, constant for the others).
+  std::string resolved_step() const;
 
   CLI::App* app_;
   ConfigBinder binder_;

@@ -96,7 +96,7 @@ SolveCommand::SolveCommand(CLI::App& app)
   binder_
       .add("step-size", step_size_,
            "Step rule: auto | qgenx | adagrad | constant (default: auto for eg, ogda and qgenx, "
-           "constant otherwise)")
+           "qgenx for qgenx --variant dual-averaging, constant otherwise)")
       ->default_str(kPerGame);
   binder_.add("lr", lr_, "Base learning rate gamma_0 of every player")->default_str(kPerGame);
   binder_
@@ -104,7 +104,9 @@ SolveCommand::SolveCommand(CLI::App& app)
            "auto only: the largest step, in units of --lr, the rule may take (0: no limit)")
       ->default_str(kPerGame);
   binder_.add("player-lr", player_lr_, "Per-player learning rate NAME=LR (repeatable)");
-  binder_.add("variant", variant_, "qgenx extrapolation: eg | optimistic | dual-averaging");
+  binder_.add("variant", variant_,
+              "qgenx extrapolation: eg | optimistic | dual-averaging (anchored; its step never "
+              "grows)");
   binder_.add("beta1", beta1_, "Adam-family first-moment decay")->default_str(kPerGame);
   binder_.add("beta2", beta2_, "Adam-family second-moment decay")->default_str(kPerGame);
   binder_.add("eps", eps_, "Adam-family epsilon");
@@ -189,6 +191,14 @@ nlohmann::ordered_json without(const nlohmann::ordered_json& config,
 
 }  // namespace
 
+std::string SolveCommand::resolved_step() const {
+  if (!step_size_.empty()) return step_size_;
+  // Anchored dual averaging takes Q-GenX's own rule, whose step never grows.
+  if (solver_ == "qgenx" && variant_ == "dual-averaging") return "qgenx";
+  // The extra-gradient family adapts its step by default; the others keep their learning rate.
+  return step_size_name(solver_spec(solver_).default_step);
+}
+
 void SolveCommand::apply_game_defaults(const Logger& logger) {
   const GameSpec& spec = game_spec(game_);
   const RunDefaults defaults = spec.defaults_for(solver_);
@@ -204,9 +214,7 @@ void SolveCommand::apply_game_defaults(const Logger& logger) {
   take("player-lr", player_lr_, applied.player_lr, defaults.player_lr);
   take("step-size", step_size_, applied.step_size, defaults.step_size);
   // The table's ceiling belongs to its auto rule: a step rule chosen by flag drops it.
-  const bool auto_rule = step_size_.empty()
-                             ? solver_spec(solver_).default_step == StepSizeKind::kAuto
-                             : parse_step_size(step_size_) == StepSizeKind::kAuto;
+  const bool auto_rule = parse_step_size(resolved_step()) == StepSizeKind::kAuto;
   if (auto_rule) take("step-max", step_max_, applied.step_max, defaults.step_max);
   take("beta1", beta1_, applied.beta1, defaults.beta1);
   take("beta2", beta2_, applied.beta2, defaults.beta2);
@@ -279,9 +287,7 @@ RunResult SolveCommand::execute(Communicator& comm) {
   game_options.device = where.device();
   auto game = make_game(game_, game_options);
 
-  // The extra-gradient family adapts its step by default; the others keep their learning rate.
-  const std::string step =
-      !step_size_.empty() ? step_size_ : step_size_name(solver_spec(solver_).default_step);
+  const std::string step = resolved_step();
   SolverOptions solver_options;
   solver_options.lr(lr_)
       .player_lr(parse_player_rates(player_lr_))

@@ -1,11 +1,19 @@
 #include "saddle/solvers/extragradient.h"
 
+#include "saddle/error.h"
+
 namespace saddle {
 
 ExtraGradientSolver::ExtraGradientSolver(torch::Tensor params, const std::vector<Player>& players,
                                          const SolverOptions& options, Variant variant,
                                          std::string name)
     : Solver(std::move(params), players, options), variant_(variant), name_(std::move(name)) {
+  // Anchored dual averaging multiplies the whole sum of operators by the step, so the step must
+  // never grow (UnderGrad, QODA): auto, which grows, makes it diverge (measured on the bilinear
+  // game even without noise, at iteration 300).
+  SADDLE_CHECK(variant_ != Variant::kDualAveraging || step_size_->kind() != StepSizeKind::kAuto,
+               "--step-size auto cannot drive --variant dual-averaging: its anchored update "
+               "needs a step that never grows (use qgenx, its default, adagrad or constant)");
   if (variant_ == Variant::kOptimistic && step_size_->kind() == StepSizeKind::kAuto) {
     step_size_ =
         make_step_size(StepSizeKind::kAuto, AutoStepSize::kOptimisticSafety, options.step_max());

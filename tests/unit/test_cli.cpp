@@ -13,7 +13,9 @@
 #include "cli_support.h"
 #include "fmnist_support.h"
 #include "paths.h"
+#include "saddle/error.h"
 #include "saddle/run/files.h"
+#include "saddle/solver.h"
 
 namespace {
 
@@ -194,6 +196,27 @@ TEST_F(Cli, StepMaxOnlyWithAutoAndNonNegative) {
   r = run(args);
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("--step-max 1"), std::string::npos) << r.err;
+}
+
+// Anchored dual averaging takes Q-GenX's rule by default; auto, whose step grows, made it diverge
+// even on the deterministic bilinear game, and is refused for it.
+TEST_F(Cli, DualAveragingTakesAStepThatNeverGrows) {
+  const std::string out = (dir_ / "da").string();
+  auto r = run("solve --solver qgenx --variant dual-averaging --lr 2 --iters 300 --no-progress "
+               "--out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto summary = nlohmann::json::parse(slurp(out + "/summary.json"));
+  EXPECT_EQ(summary["config"]["step-size"], "qgenx") << summary.dump();
+  expect_one_line_error(
+      run("solve --solver qgenx --variant dual-averaging --step-size auto --iters 5"),
+      "--step-size auto cannot drive --variant dual-averaging");
+  const std::vector<saddle::Player> players = {{"x", saddle::Role::kMin, 0, 2},
+                                               {"y", saddle::Role::kMax, 2, 2}};
+  EXPECT_THROW(saddle::make_solver("qgenx", torch::zeros({4}), players,
+                                   saddle::SolverOptions()
+                                       .step_size(saddle::StepSizeKind::kAuto)
+                                       .variant(saddle::Variant::kDualAveraging)),
+               saddle::Error);
 }
 
 TEST_F(Cli, UnknownGameOrSolver) {
