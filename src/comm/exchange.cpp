@@ -1,6 +1,8 @@
 // Exchange: encode -> allgather -> decode every rank's message in rank order -> average.
 #include "saddle/comm/exchange.h"
 
+#include "saddle/quant/level_set.h"
+
 #include <cstring>
 
 #include <algorithm>
@@ -124,6 +126,22 @@ void Exchange::load_state(const std::vector<std::pair<std::string, torch::Tensor
   }
 }
 
+namespace {
+constexpr char kNonFinite[] = "saddle:non-finite";  // not a codec message: no magic, too short
+
+torch::Tensor non_finite_marker() {
+  torch::Tensor m = torch::empty({static_cast<int64_t>(sizeof kNonFinite - 1)}, torch::kUInt8);
+  std::memcpy(m.data_ptr(), kNonFinite, sizeof kNonFinite - 1);
+  return m;
+}
+
+bool is_non_finite_marker(const torch::Tensor& message) {
+  if (message.numel() != static_cast<int64_t>(sizeof kNonFinite - 1)) return false;
+  const torch::Tensor host = message.cpu().contiguous();
+  return std::memcmp(host.data_ptr(), kNonFinite, sizeof kNonFinite - 1) == 0;
+}
+}  // namespace
+
 // A device message through a host-memory transport: out through a pinned buffer (reused), the
 // gathered messages back to the device as one buffer.
 std::vector<torch::Tensor> Exchange::allgather_staged(const torch::Tensor& message) {
@@ -165,7 +183,7 @@ double Exchange::rank_sq_difference(bool against_previous) const {
   return total;
 }
 
-torch::Tensor Exchange::average(const torch::Tensor& local) {
+torch::Tensor Exchange::average(const torch::Tensor& local, bool local_finite) {
   SADDLE_CHECK(local.defined(), "Exchange::average: undefined tensor");
   SADDLE_CHECK(local.dim() == 1, "Exchange::average: expected a 1-D tensor, got shape ",
                local.sizes());
@@ -181,13 +199,16 @@ torch::Tensor Exchange::average(const torch::Tensor& local) {
   if (adapt_pending_ && codec_.adaptive()) {
     // Every rank refits from the same summed statistics, so all hold identical levels.
     auto start = Clock::now();
-    torch::Tensor statistics = codec_.statistics(input).contiguous();  // on the CPU
+    // A non-finite operator adds nothing (the refit is moot: every rank throws below).
+    torch::Tensor statistics =
+        local_finite ? codec_.statistics(input).contiguous()  // on the CPU
+                     : torch::zeros({3, kLevelStatBins}, torch::kFloat64);
     auto summed = Clock::now();
     ledger_.seconds_encode += seconds_between(start, summed);
     communicator_.allreduce_sum(statistics);
     auto reduced = Clock::now();
     ledger_.seconds_communicate += seconds_between(summed, reduced);
-    predicted_variance_ = codec_.adapt(statistics);
+    if (statistics[0].sum().item<double>() > 0) predicted_variance_ = codec_.adapt(statistics);
     ledger_.seconds_encode += seconds_between(reduced, Clock::now());
     ++ledger_.level_updates;
     // The statistics' third row sums v_i^2 over every coordinate of every rank: the variance as a
@@ -205,7 +226,10 @@ torch::Tensor Exchange::average(const torch::Tensor& local) {
   const uint64_t stream =
       static_cast<uint64_t>(calls_) * static_cast<uint64_t>(ranks) + static_cast<uint64_t>(me);
   auto start = Clock::now();
-  torch::Tensor message = codec_.encode(input, options_.seed(), stream);
+  // A rank whose operator is not finite sends a marker no codec message can be (those begin with
+  // the codec's magic and are at least a header long) instead of a message.
+  torch::Tensor message = local_finite ? codec_.encode(input, options_.seed(), stream)
+                                       : non_finite_marker().to(device);
   auto encoded = Clock::now();
   std::vector<torch::Tensor> messages = communicator_.device_collectives(device)
                                             ? communicator_.allgather_bytes(message)
@@ -213,6 +237,9 @@ torch::Tensor Exchange::average(const torch::Tensor& local) {
   auto gathered = Clock::now();
   SADDLE_CHECK(static_cast<int>(messages.size()) == ranks, "allgather_bytes returned ",
                messages.size(), " messages for ", ranks, " ranks");
+  for (int r = 0; r < ranks; ++r) {
+    if (is_non_finite_marker(messages[r])) throw NonFiniteOperator(r);
+  }
 
   torch::Tensor average = torch::empty({input.numel()}, input.options());
   const float weight = 1.0f / static_cast<float>(ranks);

@@ -456,17 +456,23 @@ class Runner {
     // Caught here, before the exchange, so the message names the cause rather than the codec.
     const bool finite = all_finite(local);
     ledger.seconds_compute += seconds_since(start);
-    if (!finite) {
-      const Error e = diverged(current_ + 1, fmt::format("the operator on rank {} is not finite "
+    // A non-finite operator is a divergence every rank agrees on: alone at once, with several
+    // ranks through the exchange, which tells every rank which rank it was.
+    auto non_finite = [this](int rank) {
+      return Diverged(diverged(current_ + 1, fmt::format("the operator on rank {} is not finite "
                                                          "(a smaller learning rate may help)",
-                                                         rank_));
-      // One rank sees what it sees alone: agreed. With several, this rank may be the only one
-      // (its own samples), so the job ends here rather than in a collective the others await.
-      if (ranks_ == 1) throw Diverged(e.what(), current_ + 1);
-      throw e;
-    }
+                                                         rank))
+                          .what(),
+                      current_ + 1);
+    };
+    if (!finite && ranks_ == 1) throw non_finite(rank_);
     const double j1 = energy_per_phase_ ? energy_.meter->joules() : 0.0;
-    torch::Tensor averaged = exchange_.average(local);
+    torch::Tensor averaged;
+    try {
+      averaged = exchange_.average(local, finite);
+    } catch (const NonFiniteOperator& e) {
+      throw non_finite(e.rank());
+    }
     if (energy_per_phase_) {
       const double j2 = energy_.meter->joules();
       ledger.joules_compute += j1 - j0;

@@ -153,6 +153,28 @@ TEST(Exchange, RanksUseDistinctRandomStreams) {
   EXPECT_FALSE(torch::allclose(out[0], single));
 }
 
+// A rank whose operator is not finite takes part with an empty message, and every rank then
+// throws NonFiniteOperator naming it, at the same call: an agreed divergence, with adaptive levels
+// due (the statistics reduction) and without.
+TEST(Exchange, ANonFiniteOperatorOnOneRankIsSeenByEveryRank) {
+  for (const char* q : {"alq", "qsgd", "none"}) {
+    InProcessGroup group(3);
+    Logger quiet(LogLevel::kError);
+    std::vector<int> seen(3, -1);
+    group.run([&](Communicator& comm) {
+      Exchange exchange(comm, ExchangeOptions().codec(codec(q, 4)), quiet);
+      exchange.average(local_operator(comm.rank(), 64));  // a finite call first
+      exchange.begin_iteration(0);  // levels due again for alq: the statistics are reduced too
+      try {
+        exchange.average(local_operator(comm.rank(), 64), /*local_finite=*/comm.rank() != 1);
+      } catch (const NonFiniteOperator& e) {
+        seen[comm.rank()] = e.rank();
+      }
+    });
+    EXPECT_EQ(seen, std::vector<int>({1, 1, 1})) << q;
+  }
+}
+
 TEST(Exchange, LevelScheduleDefaults) {
   auto comm = make_single_process_communicator();
   Logger quiet(LogLevel::kError);

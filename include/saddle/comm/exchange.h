@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "saddle/comm/communicator.h"
@@ -60,6 +61,18 @@ struct Ledger {
   }
 };
 
+// Thrown on every rank by Exchange::average when some rank's operator was not finite.
+class NonFiniteOperator : public AgreedError {
+ public:
+  explicit NonFiniteOperator(int rank)
+      : AgreedError("the operator on rank " + std::to_string(rank) + " is not finite"),
+        rank_(rank) {}
+  int rank() const { return rank_; }
+
+ private:
+  int rank_;
+};
+
 class Exchange {
  public:
   // Throws saddle::Error for a bad option (the codec checks its own). `communicator` and `logger`
@@ -77,7 +90,12 @@ class Exchange {
   // same bits on every rank, on local's device. Device messages travel over the communicator's
   // device collectives (NCCL) or through pinned host memory. Returns a new tensor owned by the
   // caller. Collective: every rank calls it with the same numel.
-  torch::Tensor average(const torch::Tensor& local);
+  //
+  // A rank whose `local` is not finite passes local_finite = false: it still takes part (zero
+  // level statistics, and a short marker that no codec message can be in place of its message),
+  // and then every rank throws NonFiniteOperator naming the first such rank, at the same call: an
+  // agreed divergence rather than one rank ending the job.
+  torch::Tensor average(const torch::Tensor& local, bool local_finite = true);
 
   // The codec's predicted variance at the last level refit (NaN before the first).
   double predicted_variance() const { return predicted_variance_; }
