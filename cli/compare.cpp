@@ -280,7 +280,7 @@ int CompareCommand::run(Communicator& comm) {
   SADDLE_CHECK(iters_ >= 0, "invalid --iters ", iters_, " (must be > 0, or 0 for the defaults)");
   SADDLE_CHECK(seeds_ >= 1 && seeds_ <= 1000, "invalid --seeds ", seeds_, " (must be 1..1000)");
   SADDLE_CHECK(!app_->count("--out") || !out_.empty(), "invalid --out: empty path");
-  const std::string label = exchange_label(quantizer_, bits_);
+  std::string label = exchange_label(quantizer_, bits_);
   for (const char* flag : {"--dim", "--noise", "--noise-scale"}) {
     SADDLE_CHECK(spec.analytic || app_->count(flag) == 0, flag,
                  " applies to the analytic games (bilinear, quadratic), not ", game_);
@@ -297,6 +297,11 @@ int CompareCommand::run(Communicator& comm) {
       if (spec.poor_pairing(solver).empty()) rows.push_back({solver, {"--solver", solver}});
     }
   }
+  // Rows that choose their own exchange: the table's and plots' titles say so.
+  for (const Row& r : rows) {
+    if (has_flag(r.flags, "quantizer") || has_flag(r.flags, "bits")) label = "set per row";
+  }
+  if (has_flag(with, "quantizer") || has_flag(with, "bits")) label = "set per row";
   std::set<std::string> names;
   for (const Row& r : rows) {
     SADDLE_CHECK(names.insert(r.name).second, "two rows are named '", r.name,
