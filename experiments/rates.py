@@ -21,8 +21,9 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
+
+from common import run_saddle, slope
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ["eg", "optimistic", "dual-averaging"]
@@ -37,22 +38,10 @@ def run_one(saddle, out, ranks, variant, exchange, noise, seed, iters, dim):
                "--averaging", "uniform", "--log-every", str(max(1, iters // 400)),
                "--no-progress", "--log-level", "error", "--out", out, "--overwrite"]
     command += exchange + noise
-    if ranks > 1:
-        command = ["mpirun", "-np", str(ranks), "--oversubscribe", "--bind-to", "none"] + (
-            ["--allow-run-as-root"] if os.geteuid() == 0 else []) + command
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    run_saddle(command, ranks)
     with open(os.path.join(out, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f]
 
-
-def slope(points):
-    """Least-squares slope of log y against log x."""
-    xs = [math.log(x) for x, _ in points]
-    ys = [math.log(y) for _, y in points]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    return (sum((x - mx) * (y - my) for x, y in zip(xs, ys)) /
-            sum((x - mx) ** 2 for x in xs))
 
 
 def main():

@@ -20,8 +20,9 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
+
+from common import run_saddle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = {
@@ -48,11 +49,7 @@ def run_compare(saddle, out, ranks, args):
                "--with", "--averaging uniform --log-every %d" % args.log_every]
     for name, flags in ROWS.items():
         command += ["--row", "%s: %s" % (name, flags)]
-    if ranks > 1:
-        command = ["mpirun", "-np", str(ranks), "--oversubscribe", "--bind-to", "none"] + (
-            ["--allow-run-as-root"] if os.geteuid() == 0 else []) + command
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    run_saddle(command, ranks)
 
 
 def to_target(records, target):

@@ -20,6 +20,8 @@ import shutil
 import subprocess
 import sys
 
+from common import run_saddle, slope
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LRS = [1e-3, 1e-2, 1e-1, 1, 10, 100]
 # (name, ranks, exchange flags, noise flags, iterations, target distance_sq)
@@ -38,22 +40,10 @@ def run_one(saddle, out, ranks, dim, lr, seed, exchange, noise, iters):
                "--condition", "5", "--lr", repr(lr), "--seed", str(seed), "--iters", str(iters),
                "--log-every", str(max(1, iters // 5000)), "--no-progress", "--log-level", "warn",
                "--out", out, "--overwrite"] + exchange + noise
-    if ranks > 1:
-        command = ["mpirun", "-np", str(ranks), "--oversubscribe"] + (
-            ["--allow-run-as-root"] if os.geteuid() == 0 else []) + command
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    run_saddle(command, ranks)
     with open(os.path.join(out, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f]
 
-
-def slope(points):
-    """Least-squares slope of log y against log x."""
-    xs = [math.log(x) for x, _ in points]
-    ys = [math.log(y) for _, y in points]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    return (sum((x - mx) * (y - my) for x, y in zip(xs, ys)) /
-            sum((x - mx) ** 2 for x in xs))
 
 
 def absolute_noise(saddle, out, dims, seeds, iters):

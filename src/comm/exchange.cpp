@@ -1,8 +1,6 @@
 // Exchange: encode -> allgather -> decode every rank's message in rank order -> average.
 #include "saddle/comm/exchange.h"
 
-#include "saddle/quant/level_set.h"
-
 #include <cstring>
 
 #include <algorithm>
@@ -13,6 +11,7 @@
 #include "../detail/reduce.h"
 #include "saddle/device.h"
 #include "saddle/error.h"
+#include "saddle/quant/level_set.h"
 
 namespace saddle {
 
