@@ -14,7 +14,7 @@ no extrapolation) under relative noise is reported but not checked. Every run pa
 auto (eg, optimistic) is scale-free, and Q-GenX's rule (dual averaging) needs a large gamma_0.
 
   python3 experiments/rates.py            # 3 variants x 2 exchanges x 2 noises x 2 seeds, 20000 iterations
-  python3 experiments/rates.py --quick    # the test suite's size: 2000 iterations, 1 seed, 1 rank
+  python3 experiments/rates.py --quick    # the test suite's size: 2000 iterations, 2 seeds, 1 rank
 """
 import argparse
 import json
@@ -51,7 +51,7 @@ def main():
     parser.add_argument("--out", default=os.path.join(ROOT, "runs", "rates"))
     args = parser.parse_args()
     if args.quick:
-        iters, seeds, dim = 2000, [0], 10
+        iters, seeds, dim = 2000, [0, 1], 10
         exchanges = {"fp32, 1 rank": (1, [])}
     else:
         iters, seeds, dim = 20000, [0, 1], 10
