@@ -76,6 +76,9 @@ class RunDevice {
 // Text for the commands' tables (report.cpp).
 // "812 B", "12.3 KiB", "45.6 MiB".
 std::string human_bytes(int64_t bytes);
+// A byte count as users write it: "250000", "64k", "1.5M", "2G" (powers of 1000) or "64KiB",
+// "1.5MiB", "2GiB" (powers of 1024); "0" means none. Throws naming `flag` for anything else.
+int64_t parse_byte_count(const std::string& text, const std::string& flag);
 // "alq 4-bit", or the bare name of a cast ("none", "fp16", "bf16"); throws on a bad quantizer or
 // bit count, so commands call it before anything slow.
 std::string exchange_label(const std::string& quantizer, int bits);
@@ -104,6 +107,7 @@ class SolveCommand {
   std::string game_ = "bilinear";
   std::string solver_ = "eg";
   int64_t iters_ = 1000;
+  std::string max_bytes_ = "0";
   uint64_t seed_ = 0;
   std::string out_;
   std::string step_size_;  // empty: adaptive for qgenx, constant otherwise
@@ -169,6 +173,7 @@ class CompareCommand {
   std::string rows_file_;
   std::string with_;
   int64_t iters_ = 0;
+  std::string budget_bytes_;
   uint64_t seed_ = 0;
   int64_t seeds_ = 1;
   int64_t dim_ = 128;

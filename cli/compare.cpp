@@ -27,6 +27,9 @@ namespace saddle::cli {
 
 namespace {
 
+// A row's iteration limit under --budget-bytes without --iters: the budget ends it long before.
+constexpr int64_t kNoIterationLimit = 1'000'000'000;
+
 struct Row {
   std::string name;
   std::vector<std::string> flags;  // solve's flags, --solver among them
@@ -248,8 +251,13 @@ CompareCommand::CompareCommand(CLI::App& app)
                    "JSON list of rows keyed by solve's long flag names, e.g. [{\"name\": "
                    "\"eg-fast\", \"solver\": \"eg\", \"lr\": 0.5}]");
   app_->add_option("--with", with_, "solve flags for every row, e.g. '--dim 64 --noise absolute'");
-  app_->add_option("--iters", iters_, "Iterations of every row (0: each row's game defaults)")
+  app_->add_option("--iters", iters_,
+                   "Iterations of every row (0: each row's game defaults; with --budget-bytes "
+                   "the most a row may run, 0: no limit)")
       ->capture_default_str();
+  app_->add_option("--budget-bytes", budget_bytes_,
+                   "Give every row the same bytes on the wire instead of the same iterations: "
+                   "each stops once all ranks together sent this many (64k, 1.5M, 2G, 64KiB)");
   app_->add_option("--seed", seed_, "First seed")->capture_default_str();
   app_->add_option("--seeds", seeds_, "Seeds per row: --seed, --seed + 1, ...")
       ->capture_default_str();
@@ -278,6 +286,10 @@ int CompareCommand::run(Communicator& comm) {
   // Everything is checked before the first row runs: the game, the rows, the folders.
   const GameSpec& spec = game_spec(game_);
   SADDLE_CHECK(iters_ >= 0, "invalid --iters ", iters_, " (must be > 0, or 0 for the defaults)");
+  const int64_t budget =
+      budget_bytes_.empty() ? 0 : parse_byte_count(budget_bytes_, "--budget-bytes");
+  SADDLE_CHECK(budget_bytes_.empty() || budget > 0, "invalid --budget-bytes ", budget_bytes_,
+               " (must be > 0)");
   SADDLE_CHECK(seeds_ >= 1 && seeds_ <= 1000, "invalid --seeds ", seeds_, " (must be 1..1000)");
   SADDLE_CHECK(!app_->count("--out") || !out_.empty(), "invalid --out: empty path");
   std::string label = exchange_label(quantizer_, bits_);
@@ -333,7 +345,13 @@ int CompareCommand::run(Communicator& comm) {
                                   "--device", device_.device, "--transport", device_.transport,
                                   "--precision", device_.precision, "--quantizer", quantizer_,
                                   "--bits", std::to_string(bits_)};
-    if (iters_ > 0) a.insert(a.end(), {"--iters", std::to_string(iters_)});
+    if (budget > 0) {
+      // Rows run until the budget is spent: no iteration limit of their own unless --iters.
+      a.insert(a.end(), {"--max-bytes", std::to_string(budget), "--iters",
+                         std::to_string(iters_ > 0 ? iters_ : kNoIterationLimit)});
+    } else if (iters_ > 0) {
+      a.insert(a.end(), {"--iters", std::to_string(iters_)});
+    }
     if (spec.analytic) {
       a.insert(a.end(), {"--dim", std::to_string(dim_), "--noise", noise_, "--noise-scale",
                          fmt::format("{}", noise_scale_)});
@@ -418,10 +436,11 @@ int CompareCommand::run(Communicator& comm) {
     for (const Outcome& o : runs) any_avg |= find_metric(o.final_metrics, avg).has_value();
   }
   std::string table = fmt::format(
-      "{}: {} row(s), {} seed(s) from {}, {} rank(s), exchange {}; {} ({} is better), median "
+      "{}: {} row(s), {} seed(s) from {}, {} rank(s), exchange {}{}; {} ({} is better), median "
       "[min, max] over seeds\n\n",
-      game_, rows.size(), seeds_, seed_, comm.size(), label, headline.metric,
-      headline.lower_is_better ? "lower" : "higher");
+      game_, rows.size(), seeds_, seed_, comm.size(), label,
+      budget > 0 ? fmt::format(", budget {} per row", human_bytes(budget)) : std::string(),
+      headline.metric, headline.lower_is_better ? "lower" : "higher");
   table += fmt::format("{:<20} {:>6} {:>32} ", "row", "iters", headline.metric);
   if (any_avg) table += fmt::format("{:>32} ", avg);
   table += fmt::format("{:>11} {:>8}  {}\n", "bytes sent", "seconds", "runs");
@@ -485,6 +504,7 @@ int CompareCommand::run(Communicator& comm) {
     };
     r[headline.metric] = stats(last);
     if (any_avg) r[avg] = stats(averaged);
+    r["iterations"] = stats(iters);
     r["bytes_sent"] = stats(bytes);
     r["seconds"] = stats(seconds);
     r["diverged"] = diverged;
@@ -512,6 +532,7 @@ int CompareCommand::run(Communicator& comm) {
     summary["seeds"] = seeds_;
     summary["first_seed"] = seed_;
     summary["exchange"] = label;
+    if (budget > 0) summary["budget_bytes"] = budget;
     summary["headline"] = {{"metric", headline.metric},
                            {"lower_is_better", headline.lower_is_better}};
     summary["rows"] = summary_rows;

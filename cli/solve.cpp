@@ -90,7 +90,11 @@ SolveCommand::SolveCommand(CLI::App& app)
                    "JSON file of options keyed by long flag name (flags given here override it)");
   binder_.add("game", game_, "Game: " + join(game_names()));
   binder_.add("solver", solver_, "Solver: " + join(solver_names()));
-  binder_.add("iters", iters_, "Iterations (> 0)")->default_str(kPerGame);
+  binder_.add("iters", iters_, "Iterations (> 0; with --max-bytes, the most it may run)")
+      ->default_str(kPerGame);
+  binder_.add("max-bytes", max_bytes_,
+              "Stop after the iteration at which all ranks together have sent this many bytes "
+              "(64k, 1.5M, 2G, 64KiB; 0: no budget)");
   binder_.add("seed", seed_, "Seed of the game instance, the samples and the quantizers");
   binder_.add("out", out_, "Directory for metrics.jsonl and summary.json (none: no files)");
   binder_
@@ -169,7 +173,8 @@ namespace {
 // nor the samples), and options each rank may set for itself.
 const std::set<std::string>& resume_free_options() {
   static const std::set<std::string> kFree = {
-      "iters",        "log-every",  "eval-every",  "checkpoint-every", "log-level",
+      "iters",        "max-bytes",  "log-every",   "eval-every",       "log-level",
+      "checkpoint-every",
       "no-progress",  "out",        "resume",      "config",           "overwrite",
       "rank-timeout", "classifier", "fid-samples", "device",           "transport"};
   return kFree;
@@ -235,8 +240,9 @@ void SolveCommand::apply_game_defaults(const Logger& logger) {
 int SolveCommand::run(Communicator& comm) {
   const RunResult result = execute(comm);
   if (comm.rank() == 0) {
-    std::string table = fmt::format("{} / {}: {} iterations in {:.2f} s on {} rank(s)\n", game_,
-                                    solver_, result.iterations, result.wall_seconds, result.ranks);
+    std::string table = fmt::format("{} / {}: {} iterations in {:.2f} s on {} rank(s){}\n", game_,
+                                    solver_, result.iterations, result.wall_seconds, result.ranks,
+                                    result.budget_reached ? " (byte budget spent)" : "");
     for (const auto& [name, value] : result.final_metrics) {
       table += fmt::format("  {:<24} {:.6e}\n", name, value);
     }
@@ -263,6 +269,7 @@ RunResult SolveCommand::execute(Communicator& comm) {
   check_ranks_agree(comm, without(binder_.resolved(), per_rank_options()));
   apply_game_defaults(logger);
   SADDLE_CHECK(iters_ > 0, "invalid --iters ", iters_, " (must be > 0)");
+  const int64_t byte_budget = parse_byte_count(max_bytes_, "--max-bytes");
   SADDLE_CHECK(!binder_.given("out") || !out_.empty(), "invalid --out: empty path");
   SADDLE_CHECK(!binder_.given("resume") || !resume_.empty(), "invalid --resume: empty path");
   SADDLE_CHECK(!(overwrite_ && !resume_.empty()),
@@ -307,6 +314,7 @@ RunResult SolveCommand::execute(Communicator& comm) {
   identity["step-size"] = step;
   RunOptions run_options;
   run_options.iterations(iters_)
+      .byte_budget(byte_budget)
       .seed(seed_)
       .log_every(log_every_)
       .out_dir(out_)

@@ -187,6 +187,8 @@ class Runner {
                  " (must be >= 0)");
     SADDLE_CHECK(options_.checkpoint_every() >= 0, "invalid --checkpoint-every ",
                  options_.checkpoint_every(), " (must be >= 0)");
+    SADDLE_CHECK(options_.byte_budget() >= 0, "invalid byte budget ", options_.byte_budget(),
+                 " (must be >= 0, 0 for none)");
     SADDLE_CHECK(options_.simulate_ranks() >= 1, "invalid --simulate-ranks ",
                  options_.simulate_ranks(), " (must be >= 1)");
     SADDLE_CHECK(!options_.resume() || !dir_.empty(), "--resume needs the run's directory");
@@ -227,6 +229,7 @@ class Runner {
   void agree_on_identity() {
     Json all = identity();
     all["iters"] = options_.iterations();
+    all["byte_budget"] = options_.byte_budget();
     all["resume"] = options_.resume();
     all["out-given"] = !dir_.empty();
     check_ranks_agree(comm_, all);
@@ -593,19 +596,33 @@ class Runner {
     save_checkpoint(path, c);
   }
 
+  // Bytes sent by all ranks so far: this rank's messages and those it received from every other
+  // rank (the same total on every rank, with no collective).
+  int64_t bytes_so_far() const {
+    const Ledger& ledger = exchange_.ledger();
+    return ledger.bytes_sent + ledger.bytes_received;
+  }
+  bool budget_spent() const {
+    return options_.byte_budget() > 0 && bytes_so_far() >= options_.byte_budget();
+  }
+
   RunResult loop(int64_t first) {
-    const int64_t iterations = options_.iterations();
+    const int64_t cap = options_.iterations();
     Oracle oracle = [this]() { return this->oracle(); };
-    ProgressBar progress(iterations - first, options_.progress() && rank_ == 0,
+    ProgressBar progress(cap - first, options_.progress() && rank_ == 0,
                          ProgressBar::stderr_is_terminal());
     const bool stoppable = static_cast<bool>(options_.stop_requested());
     bool posted = false;
     int64_t stopped_at = -1;
+    // The last iteration: the cap, or the one that spent the byte budget (a run resumed from a
+    // checkpoint written when the budget was spent runs no further).
+    int64_t last = budget_spent() ? first : cap;
     const auto start = Clock::now();
     // A resumed run's record at its first iteration is among the records it kept.
     if (first == 0) record(0, evaluation_due(0));
-    for (int64_t t = first; t < iterations; ++t) {
+    for (int64_t t = first; t < last; ++t) {
       current_ = t;
+      const int64_t bytes_before = bytes_so_far();
       exchange_.begin_iteration(t);
       solver_.step(oracle);
       torch::Tensor z = game_.params();
@@ -622,27 +639,28 @@ class Runner {
       }
       // A stop request is agreed one iteration late (the OR of the flags posted at the end of the
       // previous iteration), so that every rank stops after the same iteration without waiting.
+      if (budget_spent()) last = t + 1;
       bool stop = false;
       if (stoppable) {
         if (posted) stop = comm_.collect_flag();
         posted = false;
-        if (!stop && t + 1 < iterations) {
+        if (!stop && t + 1 < last) {
           comm_.post_flag(options_.stop_requested()());
           posted = true;
         }
       }
-      const bool evaluate = evaluation_due(t + 1);
+      const bool evaluate = evaluation_due(t + 1) || t + 1 == last;
       // (A stop adds no record of its own: the resumed run writes what an uninterrupted one would.)
-      if ((t + 1) % log_every_ == 0 || t + 1 == iterations || evaluate) record(t + 1, evaluate);
+      if (record_due(t + 1, bytes_before) || t + 1 == last || evaluate) record(t + 1, evaluate);
       if (stop) {
         stopped_at = t + 1;
         break;
       }
       if (options_.checkpoint_every() > 0 && (t + 1) % options_.checkpoint_every() == 0 &&
-          t + 1 < iterations) {
+          t + 1 < last) {
         checkpoint(t + 1);
       }
-      progress.update(t + 1 - first, status_);
+      progress.update(progress_done(t + 1, first), status_);
     }
     if (posted) comm_.collect_flag();
     synchronize(device_);
@@ -654,21 +672,45 @@ class Runner {
           dir_.empty()
               ? fmt::format("interrupted at iteration {} of {}; no --out was given, so nothing "
                             "was saved",
-                            stopped_at, iterations)
+                            stopped_at, cap)
               : fmt::format("interrupted at iteration {} of {}: checkpoint written to {}; "
                             "continue with the same command and --resume {}",
-                            stopped_at, iterations, dir_, dir_),
+                            stopped_at, cap, dir_, dir_),
           stopped_at);
     }
-    checkpoint(iterations);
-    return summarize(first, wall);
+    checkpoint(last);
+    return summarize(first, last, wall);
   }
 
-  RunResult summarize(int64_t first, double wall) {
-    const int64_t iterations = options_.iterations();
+  // Every --log-every iterations; with a byte budget and no --log-every, each time the bytes sent
+  // pass another hundredth of the budget (about 100 records, evenly spaced in bytes, whatever
+  // the codec's bits; a function of the checkpointed ledger, so a resumed run records the same).
+  bool record_due(int64_t t, int64_t bytes_before) const {
+    if (options_.log_every() == 0 && options_.byte_budget() > 0) {
+      const double hundredth = static_cast<double>(options_.byte_budget()) / 100.0;
+      return std::floor(static_cast<double>(bytes_so_far()) / hundredth) >
+             std::floor(static_cast<double>(bytes_before) / hundredth);
+    }
+    return t % log_every_ == 0;
+  }
+
+  // Progress towards the cap, or towards the byte budget when that is nearer.
+  int64_t progress_done(int64_t done_to, int64_t first) const {
+    int64_t done = done_to - first;
+    if (options_.byte_budget() > 0) {
+      const double spent = static_cast<double>(bytes_so_far()) /
+                           static_cast<double>(options_.byte_budget());
+      done = std::max(done, static_cast<int64_t>(spent * static_cast<double>(
+                                                             options_.iterations() - first)));
+    }
+    return std::min(done, options_.iterations() - first);
+  }
+
+  RunResult summarize(int64_t first, int64_t iterations, double wall) {
     const Ledger& ledger = exchange_.ledger();
     RunResult result;
     result.iterations = iterations;
+    result.budget_reached = budget_spent();
     result.wall_seconds = wall;
     result.final_metrics = last_;
     result.ledger = ledger;
@@ -693,6 +735,10 @@ class Runner {
     summary["game"] = game_.name();
     summary["solver"] = solver_.name();
     summary["iterations"] = iterations;
+    if (options_.byte_budget() > 0) {
+      summary["byte_budget"] = options_.byte_budget();
+      summary["budget_reached"] = result.budget_reached;
+    }
     summary["wall_seconds"] = wall;
     for (const auto& [name, value] : last_) summary[name] = value;
     summary["ranks"] = ranks_;

@@ -20,7 +20,7 @@ struct Solved {
 
 Solved solve(Communicator& comm, const GameOptions& game_options, const std::string& solver_name,
              const SolverOptions& solver_options, const CodecOptions& codec, int64_t iterations,
-             int64_t simulate_ranks = 1) {
+             int64_t simulate_ranks = 1, int64_t byte_budget = 0) {
   auto game = make_game("bilinear", game_options);
   auto solver = make_solver(solver_name, game->params(), game->players(), solver_options);
   Logger logger(LogLevel::kWarn, comm.rank(), comm.size());
@@ -29,7 +29,8 @@ Solved solve(Communicator& comm, const GameOptions& game_options, const std::str
   options.iterations(iterations)
       .seed(game_options.seed)
       .progress(false)
-      .simulate_ranks(simulate_ranks);
+      .simulate_ranks(simulate_ranks)
+      .byte_budget(byte_budget);
   RunResult result = run(*game, *solver, exchange, options, logger);
   return {result, game->params().clone()};
 }
@@ -77,6 +78,34 @@ TEST(DistributedSolve, QgenxWithFourBitAlqConvergesOnDeterministicBilinear) {
   EXPECT_TRUE(solved.result.ranks_agree);
   // 4 bits a coordinate plus the header and one norm per bucket: far below fp32's 32.
   EXPECT_LT(solved.result.summary["bits_per_coordinate"].get<double>(), 7.0);
+}
+
+// A byte budget ends every rank after the same iteration, also when the ranks' messages differ in
+// size (an entropy coder): each rank counts its own message and those it received, the same
+// total everywhere, and the total passes the budget only at the last iteration.
+TEST(DistributedSolve, ByteBudgetStopsEveryRankAfterTheSameIteration) {
+  GameOptions game_options;
+  game_options.noise = "absolute";
+  game_options.seed = 6;
+  const CodecOptions codec =
+      CodecOptions().quantizer("alq").bits(4).coder(CoderKind::kEntropy);
+  const int64_t budget = 40000;
+  auto solved = solve(test_world(), game_options, "qgenx", SolverOptions().lr(0.3), codec,
+                      100000, 1, budget);
+  EXPECT_TRUE(solved.result.budget_reached);
+  EXPECT_TRUE(solved.result.ranks_agree);  // the same parameters, so the same iteration count
+  EXPECT_LT(solved.result.iterations, 100000);
+  EXPECT_GE(solved.result.bytes_sent_all, budget);
+  // It stopped as soon as the total passed the budget: by less than about one iteration's bytes.
+  const Ledger& ledger = solved.result.ledger;
+  EXPECT_EQ(ledger.bytes_sent + ledger.bytes_received, solved.result.bytes_sent_all);
+  const int64_t per_iteration = solved.result.bytes_sent_all / solved.result.iterations;
+  EXPECT_LT(solved.result.bytes_sent_all - budget, 3 * per_iteration);
+  // The iteration count is the same on every rank.
+  torch::Tensor count = torch::tensor({solved.result.iterations}, torch::kInt64);
+  torch::Tensor total = count.clone();
+  test_world().allreduce_sum(total);
+  EXPECT_EQ(total.item<int64_t>(), count.item<int64_t>() * test_world().size());
 }
 
 }  // namespace

@@ -370,6 +370,31 @@ TEST_F(Cli, CompareOnWganGpPlotsFidOverSeeds) {
   EXPECT_GT(summary["rows"][0]["fid"]["median"].get<double>(), 0.0) << summary.dump();
 }
 
+// --budget-bytes gives every row the same bytes instead of the same iterations: 4-bit rows run
+// about eight times the iterations of fp32 ones, and the by-bytes plot ends at the budget.
+TEST_F(Cli, CompareAtAByteBudget) {
+  const std::string out = (dir_ / "budget").string();
+  auto r = run("compare --dim 64 --seeds 2 --budget-bytes 64KiB --row 'fp32: --solver qgenx "
+               "--quantizer none' --row 'alq4: --solver qgenx --quantizer alq --bits 4' --out " +
+               out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("budget 64.0 KiB per row"), std::string::npos) << r.out;
+  const auto summary = nlohmann::json::parse(slurp(out + "/summary.json"));
+  EXPECT_EQ(summary["budget_bytes"], 65536);
+  ASSERT_EQ(summary["rows"].size(), 2u);
+  std::vector<double> iterations;
+  for (const auto& row : summary["rows"]) {
+    for (const auto& seed : row["seeds"]) {
+      EXPECT_GE(seed["bytes_sent"].get<int64_t>(), 65536) << row.dump();
+    }
+    iterations.push_back(row["iterations"]["median"].get<double>());
+  }
+  EXPECT_GT(iterations[1], 4 * iterations[0]) << summary.dump();
+  EXPECT_TRUE(saddle::path_exists(out + "/distance_sq_by_bytes.png"));
+  expect_one_line_error(run("compare --budget-bytes 0"), "invalid --budget-bytes 0");
+  expect_one_line_error(run("compare --budget-bytes lots"), "invalid --budget-bytes 'lots'");
+}
+
 TEST_F(Cli, CompareRefusesBadRowsBeforeRunningAny) {
   const std::string out = (dir_ / "bad").string();
   expect_one_line_error(run("compare --row 'x y: --lr 1' --out " + out), "invalid row name 'x y'");
@@ -501,6 +526,40 @@ TEST_F(Cli, ResumeContinuesExactlyAsAnUninterruptedRun) {
   EXPECT_EQ(slurp(dir_ / "parts" / "metrics.jsonl"), expected);
   auto summary = nlohmann::json::parse(slurp(dir_ / "parts" / "summary.json"));
   EXPECT_EQ(summary["resumed_from"], 30);
+}
+
+// --max-bytes: the run stops after the iteration whose exchange spends the budget, records about
+// every hundredth of it, and a run cut short by --iters resumes to the same records.
+TEST_F(Cli, MaxBytesStopsAtTheBudgetAndResumesExactly) {
+  // 4-bit ALQ on dim 10: 46 bytes per exchange, two exchanges an iteration; 46000 bytes is 500
+  // iterations and a record every 460 bytes (5 iterations).
+  const std::string common =
+      "solve --game bilinear --noise absolute --solver qgenx --quantizer alq --bits 4 --seed 2 "
+      "--max-bytes 46000 --no-progress ";
+  const std::string whole = (dir_ / "whole").string(), parts = (dir_ / "parts").string();
+  auto r = run(common + "--iters 100000 --out " + whole);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("(byte budget spent)"), std::string::npos) << r.out;
+  const auto summary = nlohmann::json::parse(slurp(dir_ / "whole" / "summary.json"));
+  EXPECT_TRUE(summary["budget_reached"].get<bool>());
+  const int64_t bytes = summary["bytes_sent"].get<int64_t>();
+  const int64_t iterations = summary["iterations"].get<int64_t>();
+  EXPECT_GE(bytes, 46000);
+  EXPECT_LT(bytes - bytes / iterations, 46000) << "one iteration fewer would not have spent it";
+  std::vector<nlohmann::json> records;
+  std::istringstream lines(slurp(dir_ / "whole" / "metrics.jsonl"));
+  for (std::string line; std::getline(lines, line);) records.push_back(nlohmann::json::parse(line));
+  EXPECT_GE(records.size(), 95u);
+  EXPECT_LE(records.size(), 102u);
+  EXPECT_EQ(records.back()["iter"].get<int64_t>(), iterations);
+  ASSERT_EQ(run(common + "--iters 30 --out " + parts).code, 0);
+  auto resumed = run(common + "--iters 100000 --resume " + parts);
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_EQ(slurp(dir_ / "parts" / "metrics.jsonl"), slurp(dir_ / "whole" / "metrics.jsonl"));
+  for (const char* bad : {"12x", "-5", "1.5Q", "inf", "k"}) {
+    expect_one_line_error(run(std::string("solve --game bilinear --max-bytes ") + bad),
+                          "invalid --max-bytes");
+  }
 }
 
 TEST_F(Cli, ResumeRefusesAnotherGameOrShape) {

@@ -40,6 +40,10 @@ namespace saddle {
 
 struct RunOptions {
   TORCH_ARG(int64_t, iterations) = 1000;
+  // A budget of bytes sent by all ranks (0: none): the run stops after the first iteration at
+  // which the messages sent so far reach it, and `iterations` is then a cap. Every rank decodes
+  // every message, so every rank counts the same total and stops after the same iteration.
+  TORCH_ARG(int64_t, byte_budget) = 0;
   // Seeds every rank's sample stream (rank r draws from stream (seed, r)).
   TORCH_ARG(uint64_t, seed) = 0;
   // Iterations between metric records; 0 picks about 100 records per run. The first and the
@@ -82,7 +86,8 @@ struct RunOptions {
 };
 
 struct RunResult {
-  int64_t iterations = 0;
+  int64_t iterations = 0;  // those run (fewer than options.iterations when the byte budget ended it)
+  bool budget_reached = false;  // the byte budget ended the run
   double wall_seconds = 0.0;
   Metrics final_metrics;       // the game's metrics, then "<name>_avg" for the averaged iterate
   Ledger ledger;               // this rank's traffic and time
