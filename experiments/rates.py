@@ -32,7 +32,10 @@ NOISES = {"relative": (-1.0, ["--noise", "relative", "--noise-scale", "0.5"]),
 MARGIN = 0.15
 
 
-def run_one(saddle, out, ranks, variant, exchange, noise, seed, iters, dim):
+def run_one(saddle, out, ranks, variant, exchange, noise, seed, iters, dim, reuse):
+    if reuse and os.path.exists(os.path.join(out, "summary.json")):
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            return [json.loads(line) for line in f]
     command = [saddle, "solve", "--game", "bilinear", "--solver", "qgenx", "--variant", variant,
                "--dim", str(dim), "--seed", str(seed), "--iters", str(iters), "--lr", "3",
                "--averaging", "uniform", "--log-every", str(max(1, iters // 400)),
@@ -44,11 +47,24 @@ def run_one(saddle, out, ranks, variant, exchange, noise, seed, iters, dim):
 
 
 
+def thinned(points, count=60):
+    """About `count` of the points, evenly spaced in log T."""
+    kept, last = [], None
+    for t, y in points:
+        bucket = int(count * math.log(t) / math.log(points[-1][0]))
+        if bucket != last or (t, y) == points[-1]:
+            kept.append([t, y])
+            last = bucket
+    return kept
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="the test suite's size")
     parser.add_argument("--saddle", default=os.path.join(ROOT, "build", "cli", "saddle"))
     parser.add_argument("--out", default=os.path.join(ROOT, "runs", "rates"))
+    parser.add_argument("--reuse", action="store_true",
+                        help="read the runs already in OUT instead of running them again")
     args = parser.parse_args()
     if args.quick:
         iters, seeds, dim = 2000, [0, 1], 10
@@ -67,7 +83,7 @@ def main():
                     out = os.path.join(args.out, "%s-%s-%s-%d" % (
                         noise, exchange.split(",")[0].replace(" ", ""), variant, seed))
                     records = run_one(args.saddle, out, ranks, variant, exchange_flags,
-                                      noise_flags, seed, iters, dim)
+                                      noise_flags, seed, iters, dim, args.reuse)
                     points = [(r["iter"], math.sqrt(r["operator_norm_sq_avg"])) for r in records
                               if r["iter"] >= iters // 30 and r.get("operator_norm_sq_avg", 0) > 0]
                     slopes.append(slope(points))
@@ -93,7 +109,10 @@ def main():
             "" if r["holds"] else "  MISSED" if r["checked"] else "  (not checked)"))
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"iterations": iters, "seeds": seeds, "dim": dim, "margin": MARGIN,
-                   "results": results}, f, indent=1)
+                   "results": results,
+                   # The first seed's curves, thinned to about 60 log-spaced points each.
+                   "curves": [{"noise": n, "exchange": e, "variant": v, "points": thinned(pts)}
+                              for (n, e, v), pts in curves.items()]}, f, indent=1)
     missed = [r for r in results if r["checked"] and not r["holds"]]
     try:
         import matplotlib

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <tuple>
 
 #include "../detail/hash.h"
 #include "saddle/device.h"
@@ -491,12 +492,13 @@ class Runner {
     return Error(fmt::format("diverged at iteration {}: {}{}", t, what, where));
   }
 
-  std::pair<int64_t, int64_t> total_bytes() {
+  // Bytes and coordinates sent by all ranks, and whether any rank raised `flag`. Collective.
+  std::tuple<int64_t, int64_t, bool> total_bytes(bool flag = false) {
     const Ledger& ledger = exchange_.ledger();
-    torch::Tensor counts =
-        torch::tensor({ledger.bytes_sent, ledger.coordinates_sent}, torch::kInt64);
+    torch::Tensor counts = torch::tensor(
+        {ledger.bytes_sent, ledger.coordinates_sent, static_cast<int64_t>(flag)}, torch::kInt64);
     comm_.allreduce_sum(counts);
-    return {counts[0].item<int64_t>(), counts[1].item<int64_t>()};
+    return {counts[0].item<int64_t>(), counts[1].item<int64_t>(), counts[2].item<int64_t>() > 0};
   }
 
   // Runs `fn` with the game's parameters set to the averaged iterate (then restores them);
@@ -527,13 +529,16 @@ class Runner {
   }
 
   // A metrics record at iteration t (rank 0 writes it), with the evaluation metrics and a sample
-  // picture when `evaluate`. The other ranks wait for rank 0's evaluation without a time limit:
-  // FID on a large sample may take minutes.
+  // picture when `evaluate`. One collective per record: the bytes sent by all ranks, and whether
+  // rank 0's metrics are finite, so that a metric gone NaN (a GAN's critic overflowing while the
+  // parameters are still finite) throws Diverged on every rank at the same iteration. With an
+  // evaluation the other ranks wait for rank 0 without a time limit: FID on a large sample may
+  // take minutes.
   void record(int64_t t, bool evaluate) {
-    const auto [bytes_all, coords_all] = total_bytes();
-    (void)coords_all;
+    Metrics metrics;
+    std::string not_finite;
     if (rank_ == 0) {
-      Metrics metrics = with_average([&]() { return game_.metrics(); });
+      metrics = with_average([&]() { return game_.metrics(); });
       if (evaluate) {
         const Metrics evaluation = with_average([&]() { return game_.evaluation_metrics(); });
         metrics.insert(metrics.end(), evaluation.begin(), evaluation.end());
@@ -548,12 +553,25 @@ class Runner {
           });
         }
       }
+      for (const auto& [name, value] : metrics) {
+        if (!std::isfinite(value) && not_finite.empty()) {
+          not_finite = fmt::format("{} is {}", name, value);
+        }
+      }
+    }
+    const double limit = comm_.timeout();
+    if (evaluate && ranks_ > 1) comm_.set_timeout(0);
+    const auto [bytes_all, coords_all, rank0_not_finite] = total_bytes(!not_finite.empty());
+    comm_.set_timeout(limit);
+    (void)coords_all;
+    if (rank0_not_finite) {
+      throw Diverged(
+          diverged(t, rank_ == 0 ? not_finite : "a metric on rank 0 is not finite").what(), t);
+    }
+    if (rank_ == 0) {
       Json line;
       line["iter"] = t;
-      for (const auto& [name, value] : metrics) {
-        if (!std::isfinite(value)) throw diverged(t, fmt::format("{} is {}", name, value));
-        line[name] = value;
-      }
+      for (const auto& [name, value] : metrics) line[name] = value;
       line["step_scale"] = solver_.step_size().scale();
       line["bytes_sent"] = bytes_all;
       metrics_.write(line);
@@ -562,12 +580,6 @@ class Runner {
       status_ = shown_metric
                     ? fmt::format("distance_sq {:.3e}", *shown_metric)
                     : fmt::format("{} {:.4g}", metrics.front().first, metrics.front().second);
-    }
-    if (evaluate && ranks_ > 1) {
-      const double limit = comm_.timeout();
-      comm_.set_timeout(0);
-      comm_.barrier();
-      comm_.set_timeout(limit);
     }
   }
 
@@ -719,7 +731,8 @@ class Runner {
     result.samples_path = samples_path_;
     result.evaluations = std::move(evaluations_);
     if (energy_.meter) result.joules = energy_.meter->joules() - joules_at_start_;
-    const auto [bytes_all, coords_all] = total_bytes();
+    const auto [bytes_all, coords_all, unused] = total_bytes();
+    (void)unused;
     result.bytes_sent_all = bytes_all;
     result.fp32_bytes_all = coords_all * 4;
 

@@ -5,9 +5,11 @@
 
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "saddle/comm/communicator.h"
 #include "saddle/comm/exchange.h"
+#include "saddle/comm/in_process.h"
 #include "saddle/error.h"
 #include "saddle/log.h"
 #include "saddle/run/runner.h"
@@ -81,6 +83,52 @@ TEST(Runner, ReturnsEveryEvaluation) {
   }
   ScalarBilinear plain;  // no evaluation metrics: nothing recorded
   EXPECT_TRUE(run_eg(plain, 10, 4, "none").evaluations.empty());
+}
+
+// x*y whose reported metric turns NaN at its `bad_record`-th record while the parameters and the
+// operator stay finite (a GAN's critic output overflowing). Only rank 0 computes metrics.
+class NanMetricBilinear final : public saddle::Game {
+ public:
+  explicit NanMetricBilinear(int bad_record) : bad_record_(bad_record) {
+    init_params({saddle::Player{"x", saddle::Role::kMin, 0, 1},
+                 saddle::Player{"y", saddle::Role::kMax, 0, 1}},
+                torch::tensor({1.0f, 1.0f}));
+  }
+  std::string name() const override { return "nan-metric-bilinear"; }
+  torch::Tensor operator_at(at::Generator&) override {
+    return torch::stack({params_[1], -params_[0]});
+  }
+  saddle::Metrics metrics() override {
+    return {{"loss", ++records_ >= bad_record_ ? std::numeric_limits<double>::quiet_NaN() : 1.0}};
+  }
+
+ private:
+  int bad_record_;
+  int records_ = 0;
+};
+
+// A metric that rank 0 alone computes goes NaN: every rank throws Diverged after the same
+// iteration (none is left waiting in the next exchange).
+TEST(Runner, ANonFiniteMetricOnRankZeroIsADivergenceOnEveryRank) {
+  saddle::InProcessGroup group(3);
+  std::vector<int64_t> stopped(3, -1);
+  group.run([&](saddle::Communicator& comm) {
+    NanMetricBilinear game(/*bad_record=*/5);  // records at 0, 1, 2, 3, 4: the fifth is NaN
+    auto solver =
+        saddle::make_solver("eg", game.params(), game.players(), saddle::SolverOptions().lr(0.1));
+    saddle::Logger logger(saddle::LogLevel::kError);
+    saddle::Exchange exchange(comm, saddle::ExchangeOptions(), logger);
+    try {
+      saddle::run(game, *solver, exchange,
+                  saddle::RunOptions().iterations(20).log_every(1).progress(false), logger);
+    } catch (const saddle::Diverged& e) {
+      stopped[comm.rank()] = e.iteration();
+      if (comm.rank() == 0) {
+        EXPECT_NE(std::string(e.what()).find("loss is nan"), std::string::npos) << e.what();
+      }
+    }
+  });
+  EXPECT_EQ(stopped, std::vector<int64_t>({4, 4, 4}));
 }
 
 }  // namespace

@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Issue 10, claim 5: the solvers on WGAN-GP at a fixed budget, each at the best rate of a sweep.
+
+Every solver that saddle has (gda, alt-gda, eg, ogda, extra-adam, optimistic-adam, and qgenx
+with its three variants) trains the same WGAN-GP (DCGAN-32 players, Fashion-MNIST) for the same
+number of iterations, fp32 exchange on one rank. Two stages, each one `saddle compare`:
+
+  1. the sweep: each solver at three base rates (its family's default, half and twice it), one
+     seed; the best rate is the one with the lowest FID of the last iterate at the end;
+  2. the best rate of each solver over the remaining seeds.
+
+The rates: the plain family (gda, alt-gda, eg, ogda, qgenx) sweeps --lr over 0.005, 0.01, 0.02
+(the table's default 0.01; eg, ogda and qgenx take the auto rule capped at --lr, qgenx's dual
+averaging its own rule); the Adam family sweeps the generator's rate over 2.5e-5, 5e-5, 1e-4 with
+the critic's ten times it (Gidel et al.'s 5e-5 / 5e-4 in the middle).
+
+Prints the sweep and the final table (FID median [min, max] over seeds, wall time), writes
+OUT/results.json and, where matplotlib is installed, OUT/gan_solvers.png.
+
+  python3 experiments/gan_solvers.py           # 16 filters, 300 iterations, FID on 1000 images, 3 seeds
+  python3 experiments/gan_solvers.py --quick   # the test suite's size: 4 filters, 6 iterations, 2 seeds
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+from common import run_saddle
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PLAIN_RATES = [0.005, 0.01, 0.02]
+ADAM_RATES = [2.5e-5, 5e-5, 1e-4]
+SOLVERS = {
+    "gda": "--solver gda",
+    "alt-gda": "--solver alt-gda",
+    "eg": "--solver eg",
+    "ogda": "--solver ogda",
+    "extra-adam": "--solver extra-adam",
+    "optimistic-adam": "--solver optimistic-adam",
+    "qgenx-eg": "--solver qgenx --variant eg",
+    "qgenx-optimistic": "--solver qgenx --variant optimistic",
+    "qgenx-da": "--solver qgenx --variant dual-averaging",
+}
+
+
+def rate_flags(solver, rate):
+    if "adam" in solver:
+        return "--lr %g --player-lr critic=%g" % (rate, 10 * rate)
+    return "--lr %g" % rate
+
+
+def row_name(solver, rate):
+    return "%s_%g" % (solver, rate)
+
+
+def compare(args, out, rows, first_seed, seeds):
+    if not (args.reuse and os.path.exists(os.path.join(out, "summary.json"))):
+        command = [args.saddle, "compare", "--game", "wgan-gp", "--quantizer", "none",
+                   "--iters", str(args.iters), "--seed", str(first_seed), "--seeds", str(seeds),
+                   "--out", out, "--overwrite", "--log-level", "error", "--with", args.with_flags]
+        for name, flags in rows:
+            command += ["--row", "%s: %s" % (name, flags)]
+        run_saddle(command, 1)
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    curves = {}
+    with open(os.path.join(out, "compare.jsonl")) as f:
+        for line in f:
+            r = json.loads(line)
+            if "fid" in r:
+                curves.setdefault(r["row"], {}).setdefault(r["seed"], []).append(
+                    [r["iter"], r["fid"]])
+    return summary, curves
+
+
+def seed_fids(row):
+    """Each seed's final FID (None for a seed that diverged)."""
+    return [None if s["diverged"] else s["final"].get("fid") for s in row["seeds"]]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the test suite's size")
+    parser.add_argument("--saddle", default=os.path.join(ROOT, "build", "cli", "saddle"))
+    parser.add_argument("--out", default=os.path.join(ROOT, "runs", "gan_solvers"))
+    parser.add_argument("--classifier",
+                        help="FID classifier file (default: runs/fmnist_classifier.pt, or a "
+                        "one-epoch one in OUT with --quick; trained when missing)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read the comparisons already in OUT instead of running them again")
+    args = parser.parse_args()
+    if args.quick:
+        args.iters, args.seeds = 6, 2
+        size = "--filters 4 --latent 8 --batch 8 --eval-every 3 --fid-samples 64"
+        classifier = args.classifier or os.path.join(args.out, "classifier.pt")
+    else:
+        args.iters, args.seeds = 300, 3
+        size = "--filters 16 --eval-every 100 --fid-samples 1000"
+        classifier = args.classifier or os.path.join(ROOT, "runs", "fmnist_classifier.pt")
+    os.makedirs(args.out, exist_ok=True)
+    if not os.path.exists(classifier):
+        epochs = "1" if args.quick else "3"
+        print("training the FID classifier (%s epoch(s)) into %s" % (epochs, classifier))
+        subprocess.run([args.saddle, "classifier", "--epochs", epochs, "--out", classifier,
+                        "--log-level", "warn"], check=True)
+    args.with_flags = "%s --classifier %s" % (size, classifier)
+
+    # Stage 1: the sweep, one seed.
+    sweep_rows = []
+    for solver, flags in SOLVERS.items():
+        for rate in (ADAM_RATES if "adam" in solver else PLAIN_RATES):
+            sweep_rows.append((row_name(solver, rate), "%s %s" % (flags, rate_flags(solver, rate))))
+    sweep, sweep_curves = compare(args, os.path.join(args.out, "sweep"), sweep_rows, 0, 1)
+    by_name = {r["name"]: r for r in sweep["rows"]}
+    best = {}
+    print("sweep (seed 0): FID at %d iterations for each base rate" % args.iters)
+    for solver in SOLVERS:
+        rates = ADAM_RATES if "adam" in solver else PLAIN_RATES
+        fids = {rate: seed_fids(by_name[row_name(solver, rate)])[0] for rate in rates}
+        finished = {rate: fid for rate, fid in fids.items() if fid is not None}
+        best[solver] = min(finished, key=finished.get) if finished else None
+        print("  %-17s %s   best %s" % (solver, "  ".join(
+            "%g: %s" % (rate, "diverged" if fid is None else "%.1f" % fid)
+            for rate, fid in fids.items()), "-" if best[solver] is None else "%g" % best[solver]))
+
+    # Stage 2: the best rate of each solver over the other seeds.
+    final_rows = [(row_name(s, rate), "%s %s" % (SOLVERS[s], rate_flags(s, rate)))
+                  for s, rate in best.items() if rate is not None]
+    rest, rest_curves = compare(args, os.path.join(args.out, "best"), final_rows, 1,
+                                args.seeds - 1)
+    rest_by_name = {r["name"]: r for r in rest["rows"]}
+    results = []
+    for solver, rate in best.items():
+        if rate is None:
+            results.append({"solver": solver, "rate": None, "fids": [], "diverged": args.seeds,
+                            "seconds": None, "curves": {}})
+            continue
+        name = row_name(solver, rate)
+        first, others = by_name[name], rest_by_name[name]
+        fids = seed_fids(first) + seed_fids(others)
+        seconds = [s["seconds"] for s in first["seeds"] + others["seeds"] if not s["diverged"]]
+        curves = dict(sweep_curves.get(name, {}))
+        curves.update(rest_curves.get(name, {}))
+        results.append({"solver": solver, "rate": rate, "fids": fids,
+                        "diverged": sum(f is None for f in fids),
+                        "seconds": statistics.median(seconds) if seconds else None,
+                        "curves": {str(k): v for k, v in curves.items()}})
+
+    print("\nWGAN-GP, %d iterations, fp32 on 1 rank, each solver at its best rate, %d seeds: "
+          "FID median [min, max], wall seconds (median)" % (args.iters, args.seeds))
+    print("%-17s %8s %26s %9s %9s" % ("solver", "rate", "FID", "seconds", "diverged"))
+    for r in sorted(results, key=lambda r: statistics.median([f for f in r["fids"] if f is not None])
+                    if any(f is not None for f in r["fids"]) else float("inf")):
+        finished = [f for f in r["fids"] if f is not None]
+        fid = ("%.1f [%.1f, %.1f]" % (statistics.median(finished), min(finished), max(finished))
+               if finished else "-")
+        print("%-17s %8s %26s %9s %6d/%d" % (
+            r["solver"], "-" if r["rate"] is None else "%g" % r["rate"], fid,
+            "-" if r["seconds"] is None else "%.1f" % r["seconds"], r["diverged"], args.seeds))
+    settings = {"iters": args.iters, "seeds": args.seeds, "size": size, "quick": args.quick,
+                "plain_rates": PLAIN_RATES, "adam_rates": ADAM_RATES}
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"settings": settings, "results": results}, f, indent=1)
+    if all(r["rate"] is None for r in results):
+        print("every solver diverged at every rate")
+        return 1
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no figure")
+        return 0
+    plot(results, settings, plt, os.path.join(args.out, "gan_solvers.png"))
+    return 0
+
+
+def plot(results, settings, plt, path):
+    """FID against iterations (median over seeds, range as a band) and final FID against time."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for r in results:
+        if r["rate"] is None or not r["curves"]:
+            continue
+        runs = list(r["curves"].values())
+        iters = [i for i, _ in runs[0]]
+        table = [[dict(run).get(i) for run in runs] for i in iters]
+        med = [statistics.median([v for v in row if v is not None]) for row in table]
+        lo = [min(v for v in row if v is not None) for row in table]
+        hi = [max(v for v in row if v is not None) for row in table]
+        line, = axes[0].plot(iters, med, "o-", label="%s (%g)" % (r["solver"], r["rate"]))
+        axes[0].fill_between(iters, lo, hi, color=line.get_color(), alpha=0.15)
+        finished = [f for f in r["fids"] if f is not None]
+        axes[1].errorbar([r["seconds"]], [statistics.median(finished)],
+                         yerr=[[statistics.median(finished) - min(finished)],
+                               [max(finished) - statistics.median(finished)]],
+                         fmt="o", color=line.get_color(), capsize=3)
+        axes[1].annotate(r["solver"], (r["seconds"], statistics.median(finished)), fontsize=8,
+                         xytext=(4, 2), textcoords="offset points")
+    axes[0].set_xlabel("iteration")
+    axes[0].set_ylabel("FID (lower is better)")
+    axes[0].legend(fontsize=7)
+    axes[1].set_xlabel("wall seconds per run (median)")
+    axes[1].set_ylabel("FID at the end, median [range]")
+    fig.suptitle("WGAN-GP, %d iterations, each solver at its best rate of a 3-point sweep, "
+                 "%d seeds" % (settings["iters"], settings["seeds"]))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print("figure: %s" % path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
