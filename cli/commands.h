@@ -115,6 +115,7 @@ class SolveCommand {
   double step_max_ = 0.0;
   std::vector<std::string> player_lr_;
   std::string variant_ = "eg";
+  std::string precondition_ = "none";
   double beta1_ = 0.5, beta2_ = 0.9, eps_ = 1e-8;
   std::string averaging_ = "none";
   double ema_decay_ = 0.999;

@@ -111,6 +111,11 @@ SolveCommand::SolveCommand(CLI::App& app)
   binder_.add("variant", variant_,
               "qgenx extrapolation: eg | optimistic | dual-averaging (anchored; its step never "
               "grows)");
+  binder_
+      .add("precondition", precondition_,
+           "eg, ogda, qgenx: none | adam (each coordinate's step divided by the root of Adam's "
+           "second moment of the exchanged operators; uses --beta2 and --eps)")
+      ->default_str(kPerGame);
   binder_.add("beta1", beta1_, "Adam-family first-moment decay")->default_str(kPerGame);
   binder_.add("beta2", beta2_, "Adam-family second-moment decay")->default_str(kPerGame);
   binder_.add("eps", eps_, "Adam-family epsilon");
@@ -221,6 +226,7 @@ void SolveCommand::apply_game_defaults(const Logger& logger) {
   // The table's ceiling belongs to its auto rule: a step rule chosen by flag drops it.
   const bool auto_rule = parse_step_size(resolved_step()) == StepSizeKind::kAuto;
   if (auto_rule) take("step-max", step_max_, applied.step_max, defaults.step_max);
+  take("precondition", precondition_, applied.precondition, defaults.precondition);
   take("beta1", beta1_, applied.beta1, defaults.beta1);
   take("beta2", beta2_, applied.beta2, defaults.beta2);
   take("averaging", averaging_, applied.averaging, defaults.averaging);
@@ -301,6 +307,7 @@ RunResult SolveCommand::execute(Communicator& comm) {
       .step_size(parse_step_size(step))
       .step_max(step_max_)
       .variant(parse_variant(variant_))
+      .precondition(parse_precondition(precondition_))
       .beta1(beta1_)
       .beta2(beta2_)
       .eps(eps_);

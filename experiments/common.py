@@ -1,7 +1,9 @@
-"""What the experiment scripts share: launching saddle on K ranks, and the log-log slope fit."""
+"""What the experiment scripts share: launching saddle on K ranks, reading a comparison, the log-log slope fit."""
+import json
 import math
 import os
 import subprocess
+import sys
 
 
 def run_saddle(command, ranks):
@@ -20,3 +22,35 @@ def slope(points):
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     return (sum((x - mx) * (y - my) for x, y in zip(xs, ys)) /
             sum((x - mx) ** 2 for x in xs))
+
+
+def read_compare(out, metric):
+    """A `saddle compare` folder: its summary.json, and each row's curves of `metric` per seed,
+    {row: {"seed": [[iteration, bytes_sent, value], ...]}} from compare.jsonl."""
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    curves = {}
+    with open(os.path.join(out, "compare.jsonl")) as f:
+        for line in f:
+            r = json.loads(line)
+            if metric in r:
+                curves.setdefault(r["row"], {}).setdefault(str(r["seed"]), []).append(
+                    [r["iter"], r["bytes_sent"], r[metric]])
+    return summary, curves
+
+
+def final_values(row, metric):
+    """Each seed's final `metric` in a compare summary row (None where the seed diverged)."""
+    return [None if s["diverged"] else s["final"].get(metric) for s in row["seeds"]]
+
+
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
+SKIPPED = 77  # the exit code the test suite reads as "skipped"
+
+
+def require_fashion_mnist():
+    """Exits with SKIPPED, saying why, when the Fashion-MNIST files the GAN runs train on are absent."""
+    if not os.path.exists(os.path.join(FASHION_MNIST, "train-images-idx3-ubyte.gz")):
+        print("skipped: Fashion-MNIST is not installed in %s (apt install dataset-fashion-mnist)"
+              % FASHION_MNIST)
+        sys.exit(SKIPPED)

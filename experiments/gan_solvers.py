@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import sys
 
-from common import run_saddle
+from common import final_values, read_compare, require_fashion_mnist, run_saddle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLAIN_RATES = [0.005, 0.01, 0.02]
@@ -63,21 +63,10 @@ def compare(args, out, rows, first_seed, seeds):
         for name, flags in rows:
             command += ["--row", "%s: %s" % (name, flags)]
         run_saddle(command, 1)
-    with open(os.path.join(out, "summary.json")) as f:
-        summary = json.load(f)
-    curves = {}
-    with open(os.path.join(out, "compare.jsonl")) as f:
-        for line in f:
-            r = json.loads(line)
-            if "fid" in r:
-                curves.setdefault(r["row"], {}).setdefault(r["seed"], []).append(
-                    [r["iter"], r["fid"]])
-    return summary, curves
-
-
-def seed_fids(row):
-    """Each seed's final FID (None for a seed that diverged)."""
-    return [None if s["diverged"] else s["final"].get("fid") for s in row["seeds"]]
+    summary, curves = read_compare(out, "fid")
+    # [iteration, FID] per seed.
+    return summary, {row: {seed: [[i, v] for i, _, v in points] for seed, points in seeds.items()}
+                     for row, seeds in curves.items()}
 
 
 def main():
@@ -99,6 +88,7 @@ def main():
         args.iters, args.seeds = 300, 3
         size = "--filters 16 --eval-every 100 --fid-samples 1000"
         classifier = args.classifier or os.path.join(ROOT, "runs", "fmnist_classifier.pt")
+    require_fashion_mnist()
     os.makedirs(args.out, exist_ok=True)
     if not os.path.exists(classifier):
         epochs = "1" if args.quick else "3"
@@ -118,7 +108,7 @@ def main():
     print("sweep (seed 0): FID at %d iterations for each base rate" % args.iters)
     for solver in SOLVERS:
         rates = ADAM_RATES if "adam" in solver else PLAIN_RATES
-        fids = {rate: seed_fids(by_name[row_name(solver, rate)])[0] for rate in rates}
+        fids = {rate: final_values(by_name[row_name(solver, rate)], "fid")[0] for rate in rates}
         finished = {rate: fid for rate, fid in fids.items() if fid is not None}
         best[solver] = min(finished, key=finished.get) if finished else None
         print("  %-17s %s   best %s" % (solver, "  ".join(
@@ -139,7 +129,7 @@ def main():
             continue
         name = row_name(solver, rate)
         first, others = by_name[name], rest_by_name[name]
-        fids = seed_fids(first) + seed_fids(others)
+        fids = final_values(first, "fid") + final_values(others, "fid")
         seconds = [s["seconds"] for s in first["seeds"] + others["seeds"] if not s["diverged"]]
         curves = dict(sweep_curves.get(name, {}))
         curves.update(rest_curves.get(name, {}))

@@ -25,7 +25,7 @@ import os
 import statistics
 import sys
 
-from common import run_saddle
+from common import final_values, read_compare, require_fashion_mnist, run_saddle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUANTIZERS = ["qsgd", "qsgd-inf", "nuq", "terngrad", "alq", "amq"]
@@ -63,17 +63,12 @@ def convergence(args):
         for name, flags in CONVERGENCE_ROWS.items():
             command += ["--row", "%s: %s" % (name, flags)]
         run_saddle(command, args.ranks)
-    with open(os.path.join(out, "summary.json")) as f:
-        summary = json.load(f)
-    curves = {}
-    with open(os.path.join(out, "compare.jsonl")) as f:
-        for line in f:
-            r = json.loads(line)
-            curves.setdefault(r["row"], {}).setdefault(str(r["seed"]), []).append(
-                [r["iter"], r["distance_sq"]])
+    summary, curves = read_compare(out, "distance_sq")
+    curves = {row: {seed: [[i, v] for i, _, v in points] for seed, points in seeds.items()}
+              for row, seeds in curves.items()}
     rows = []
     for row in summary["rows"]:
-        finals = [s["final"].get("distance_sq") for s in row["seeds"] if not s["diverged"]]
+        finals = [v for v in final_values(row, "distance_sq") if v is not None]
         rows.append({"row": row["name"], "flags": " ".join(row["flags"]),
                      "final_distance_sq": finals, "diverged": row["diverged"],
                      "bytes_sent": row["bytes_sent"]["median"],
@@ -98,6 +93,7 @@ def main():
         wgan = ["--iters", "100", "--filters", "32", "--draws", "10"]
         bilinear = []
         args.dim, args.iters, args.seeds, args.ranks = 64, 1500, 3, 2
+    require_fashion_mnist()
     os.makedirs(args.out, exist_ok=True)
 
     results = {"settings": {"quick": args.quick, "wgan": " ".join(wgan),

@@ -110,7 +110,7 @@ def main():
             "-" if speed is None else "%.2fx" % speed))
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"settings": {k: v for k, v in vars(args).items()
-                                if k not in ("saddle", "reuse")},
+                                if k not in ("saddle", "reuse", "out")},
                    "results": results}, f, indent=1)
     missed = [r for r in results if r["reached"] == 0]
     if missed:

@@ -24,6 +24,7 @@ RunDefaults RunDefaults::with(const RunDefaults& over) const {
   take(out.player_lr, over.player_lr);
   take(out.step_size, over.step_size);
   take(out.step_max, over.step_max);
+  take(out.precondition, over.precondition);
   take(out.beta1, over.beta1);
   take(out.beta2, over.beta2);
   take(out.averaging, over.averaging);
@@ -43,6 +44,7 @@ std::string RunDefaults::describe() const {
   add("iters", iterations);
   add("step-size", step_size);
   add("step-max", step_max);
+  add("precondition", precondition);
   add("lr", lr);
   if (player_lr) {
     for (const auto& rate : *player_lr) add("player-lr", std::optional<std::string>(rate));
@@ -78,6 +80,7 @@ SolverOptions GameSpec::solver_options(const std::string& solver) const {
   options.step_size(d.step_size ? parse_step_size(*d.step_size) : solver_spec(solver).default_step);
   if (d.lr) options.lr(*d.lr);
   if (d.step_max) options.step_max(*d.step_max);
+  if (d.precondition) options.precondition(parse_precondition(*d.precondition));
   if (d.player_lr) options.player_lr(parse_player_rates(*d.player_lr));
   if (d.beta1) options.beta1(*d.beta1);
   if (d.beta2) options.beta2(*d.beta2);

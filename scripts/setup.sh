@@ -21,7 +21,9 @@ case $flavour in debian|pip) ;; *) echo "setup: unknown --torch '$flavour' (expe
 packages=(build-essential cmake ninja-build ccache pkg-config
           libtorch-dev libopenblas0-pthread libopenmpi-dev openmpi-bin
           libfmt-dev libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
-          zlib1g-dev libstb-dev dataset-fashion-mnist python3)  # python3: experiments/*.py
+          zlib1g-dev libstb-dev dataset-fashion-mnist
+          # experiments/*.py, their figures, and the notebooks the test suite executes headless
+          python3 python3-matplotlib python3-pandas python3-ipykernel jupyter-nbconvert)
 [ "$flavour" = pip ] && packages+=(python3-venv)
 missing=()
 for p in "${packages[@]}"; do

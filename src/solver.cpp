@@ -29,6 +29,16 @@ const char* variant_name(Variant variant) {
   return "eg";
 }
 
+Precondition parse_precondition(const std::string& name) {
+  if (name == "none") return Precondition::kNone;
+  if (name == "adam") return Precondition::kAdam;
+  throw Error("unknown --precondition '" + name + "' (expected none or adam)");
+}
+
+const char* precondition_name(Precondition precondition) {
+  return precondition == Precondition::kAdam ? "adam" : "none";
+}
+
 Solver::Solver(torch::Tensor params, const std::vector<Player>& players,
                const SolverOptions& options)
     : z_(std::move(params)),
@@ -235,6 +245,12 @@ std::unique_ptr<Solver> make_solver(const std::string& name, torch::Tensor param
                "--step-size auto needs a solver that measures the operator's local Lipschitz "
                "constant (gda, eg, ogda, qgenx); --solver ",
                name, " takes constant, adagrad or qgenx");
+  const bool extra_gradient = name == "eg" || name == "ogda" || name == "qgenx";
+  SADDLE_CHECK(options.precondition() == Precondition::kNone || extra_gradient,
+               "--precondition applies to the extra-gradient family (eg, ogda, qgenx), not to "
+               "--solver ",
+               name,
+               name.find("adam") != std::string::npos ? " (it has Adam's own)" : "");
   return spec.make(std::move(params), players, options);
 }
 

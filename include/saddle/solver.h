@@ -35,6 +35,15 @@ enum class Variant {
 Variant parse_variant(const std::string& name);  // "eg" | "optimistic" | "dual-averaging"
 const char* variant_name(Variant variant);
 
+// A per-coordinate metric for the extra-gradient family (eg, ogda, qgenx).
+enum class Precondition {
+  kNone,  // every coordinate moves by its player's rate
+  kAdam,  // the rate divided by sqrt of Adam's bias-corrected second moment of the exchanged
+          // operators, plus eps (RMSprop's metric, without Adam's momentum)
+};
+Precondition parse_precondition(const std::string& name);  // "none" | "adam"
+const char* precondition_name(Precondition precondition);
+
 // Per-player learning rates by player name.
 using PlayerRates = std::map<std::string, double>;
 
@@ -50,7 +59,9 @@ struct SolverOptions {
   TORCH_ARG(double, step_max) = 0.0;
   // qgenx only.
   TORCH_ARG(Variant, variant) = Variant::kExtraGradient;
-  // Adam family (ExtraAdam, OptimisticAdam).
+  // eg, ogda, qgenx (not with dual averaging): per-coordinate metric; uses beta2 and eps.
+  TORCH_ARG(Precondition, precondition) = Precondition::kNone;
+  // Adam family (ExtraAdam, OptimisticAdam); beta2 and eps also drive precondition adam.
   TORCH_ARG(double, beta1) = 0.5;
   TORCH_ARG(double, beta2) = 0.9;
   TORCH_ARG(double, eps) = 1e-8;

@@ -1,5 +1,7 @@
 #include "saddle/solvers/extragradient.h"
 
+#include <cmath>
+
 #include "saddle/error.h"
 
 namespace saddle {
@@ -18,6 +20,14 @@ ExtraGradientSolver::ExtraGradientSolver(torch::Tensor params, const std::vector
     step_size_ =
         make_step_size(StepSizeKind::kAuto, AutoStepSize::kOptimisticSafety, options.step_max());
   }
+  preconditioned_ = options.precondition() == Precondition::kAdam;
+  SADDLE_CHECK(!preconditioned_ || variant_ != Variant::kDualAveraging,
+               "--precondition adam cannot drive --variant dual-averaging: its anchored sum would "
+               "be rescaled by a metric that changes every step");
+  if (preconditioned_) {
+    base_lr_ = lr_.clone();
+    second_moment_ = torch::zeros_like(z_);
+  }
   anchor_ = torch::empty_like(z_);
   previous_half_ = torch::zeros_like(z_);
   previous_point_ = torch::zeros_like(z_);
@@ -35,6 +45,7 @@ void ExtraGradientSolver::step(const Oracle& oracle) {
     case Variant::kExtraGradient:
       v_hat = oracle();
       p_hat = anchor_;
+      if (preconditioned_ && moments_ == 0) observe_moment(v_hat);  // D_0 from F(X_0)
       break;
     case Variant::kOptimistic:
       if (!have_previous_) {
@@ -44,6 +55,7 @@ void ExtraGradientSolver::step(const Oracle& oracle) {
         previous_half_.copy_(oracle());
         previous_point_.copy_(anchor_);
         have_previous_ = true;
+        if (preconditioned_) observe_moment(previous_half_);  // D_0 from F(X_0)
       }
       v_hat = previous_half_;
       p_hat = previous_point_;
@@ -56,6 +68,7 @@ void ExtraGradientSolver::step(const Oracle& oracle) {
       }
       break;
   }
+  if (preconditioned_) apply_metric();
   torch::Tensor v_half, half_point;
   StepObservation o;
   for (;;) {
@@ -90,7 +103,24 @@ void ExtraGradientSolver::step(const Oracle& oracle) {
   previous_half_.copy_(v_half);
   previous_point_.copy_(half_point);
   have_previous_ = true;
+  if (preconditioned_) observe_moment(v_half);
   ++iteration_;
+}
+
+void ExtraGradientSolver::observe_moment(const torch::Tensor& v) {
+  torch::NoGradGuard no_grad;
+  const double beta2 = options_.beta2();
+  second_moment_.mul_(beta2).addcmul_(v, v, 1.0 - beta2);
+  ++moments_;
+}
+
+void ExtraGradientSolver::apply_metric() {
+  torch::NoGradGuard no_grad;
+  const double correction = 1.0 - std::pow(options_.beta2(), static_cast<double>(moments_));
+  // lr = base_lr / (sqrt(v / correction) + eps), elementwise: the same bits whatever the threads.
+  torch::Tensor denominator = (second_moment_ / correction).sqrt_().add_(options_.eps());
+  torch::div_out(lr_, base_lr_, denominator);
+  torch::reciprocal_out(inv_lr_, lr_);
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> ExtraGradientSolver::state() const {
@@ -101,6 +131,10 @@ std::vector<std::pair<std::string, torch::Tensor>> ExtraGradientSolver::state() 
   if (variant_ == Variant::kDualAveraging) {
     out.emplace_back("origin", origin_);
     out.emplace_back("sum", sum_);
+  }
+  if (preconditioned_) {
+    out.emplace_back("second_moment", second_moment_);
+    out.emplace_back("moments", torch::tensor({moments_}, torch::kInt64));
   }
   return out;
 }
@@ -114,6 +148,8 @@ void ExtraGradientSolver::load_state(
     if (name == "have_previous") have_previous_ = tensor.item<int64_t>() != 0;
     if (name == "origin" && origin_.defined()) origin_.copy_(tensor);
     if (name == "sum" && sum_.defined()) sum_.copy_(tensor);
+    if (name == "second_moment" && preconditioned_) second_moment_.copy_(tensor);
+    if (name == "moments" && preconditioned_) moments_ = tensor.item<int64_t>();
   }
 }
 

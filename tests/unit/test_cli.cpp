@@ -562,6 +562,26 @@ TEST_F(Cli, MaxBytesStopsAtTheBudgetAndResumesExactly) {
   }
 }
 
+// The preconditioner's second moment is part of the checkpoint: a resumed run continues exactly.
+TEST_F(Cli, PreconditionedQgenxResumesExactlyAndRefusesOtherSolvers) {
+  const std::string common =
+      "solve --game bilinear --noise absolute --solver qgenx --precondition adam --quantizer alq "
+      "--bits 4 --log-every 5 --seed 7 --no-progress ";
+  const std::string whole = (dir_ / "whole").string(), parts = (dir_ / "parts").string();
+  ASSERT_EQ(run(common + "--iters 60 --out " + whole).code, 0);
+  ASSERT_EQ(run(common + "--iters 30 --out " + parts).code, 0);
+  auto resumed = run(common + "--iters 60 --resume " + parts);
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_EQ(slurp(dir_ / "parts" / "metrics.jsonl"), slurp(dir_ / "whole" / "metrics.jsonl"));
+  expect_one_line_error(run("solve --game bilinear --solver extra-adam --precondition adam"),
+                        "--precondition applies to the extra-gradient family");
+  expect_one_line_error(run("solve --game bilinear --solver qgenx --precondition rms"),
+                        "unknown --precondition 'rms'");
+  expect_one_line_error(
+      run("solve --game bilinear --solver qgenx --variant dual-averaging --precondition adam"),
+      "cannot drive --variant dual-averaging");
+}
+
 TEST_F(Cli, ResumeRefusesAnotherGameOrShape) {
   const std::string out = (dir_ / "run").string();
   ASSERT_EQ(run("solve --game bilinear --iters 10 --no-progress --out " + out).code, 0);

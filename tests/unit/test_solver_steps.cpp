@@ -195,5 +195,44 @@ TEST(SolverStep, RejectsBadOptions) {
   }
 }
 
+TEST(SolverStep, ExtraGradientPreconditionedByAdamsSecondMoment) {
+  // beta2 0.9, eps 1e-8, constant step. Step 1: the second moment sees F(z0) = (1, -1) first, so
+  // D_0 = |F(z0)| + eps = 1 (bias-corrected): the plain EG step, z1 = (0.89, 1.09). Then it sees
+  // V_{1/2} = (1.1, -0.9): v = 0.9 * 0.1 + 0.1 * (1.21, 0.81) = (0.211, 0.171), corrected by
+  // 1 - 0.81, so step 2 moves x by 0.1 / sqrt(0.211 / 0.19) and y by 0.1 / sqrt(0.171 / 0.19)
+  // times its operator: z2 = (0.777663957, 1.172911366).
+  const auto options = SolverOptions().lr(kLr).beta2(0.9).precondition(Precondition::kAdam);
+  auto one = one_step("eg", options);
+  EXPECT_NEAR(one.x, 0.89, kTol);
+  EXPECT_NEAR(one.y, 1.09, kTol);
+  auto two = one_step("qgenx", options, 2);
+  EXPECT_NEAR(two.x, 0.777663957, kTol);
+  EXPECT_NEAR(two.y, 1.172911366, kTol);
+  EXPECT_EQ(two.calls, 4);
+}
+
+TEST(SolverStep, PreconditionOnlyWhereItMeansSomething) {
+  ScalarBilinear game;
+  const auto adam = SolverOptions().precondition(Precondition::kAdam);
+  for (const char* name : {"gda", "alt-gda", "extra-adam", "optimistic-adam"}) {
+    try {
+      make_solver(name, game.params(), game.players(), adam);
+      ADD_FAILURE() << name << " took --precondition adam";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--precondition applies to the extra-gradient family"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_THROW(make_solver("qgenx", game.params(), game.players(),
+                           SolverOptions(adam).variant(Variant::kDualAveraging)
+                               .step_size(StepSizeKind::kQgenx)),
+               Error);
+  EXPECT_THROW(parse_precondition("rmsprop"), Error);
+  for (const char* name : {"eg", "ogda", "qgenx"}) {
+    EXPECT_NO_THROW(make_solver(name, game.params(), game.players(), adam)) << name;
+  }
+}
+
 }  // namespace
 }  // namespace saddle

@@ -60,6 +60,7 @@ struct RunDefaults {
   std::optional<std::vector<std::string>> player_lr;  // NAME=LR, as --player-lr takes them
   std::optional<std::string> step_size;               // auto | qgenx | adagrad | constant
   std::optional<double> step_max;                     // auto's ceiling on gamma_t / gamma_0
+  std::optional<std::string> precondition;            // none | adam (eg, ogda, qgenx)
   std::optional<double> beta1;
   std::optional<double> beta2;
   std::optional<std::string> averaging;  // none | uniform | weighted | ema

@@ -7,6 +7,14 @@
 // Popov; its first step extrapolates with a real F(X_0)) or 0 (dual averaging, as analysed for
 // UnderGrad and QODA). "eg", "ogda" and "qgenx" are this one class, configured. The step rule may
 // take a smaller update than extrapolation (auto) and may redo an unstable extrapolation.
+//
+// With precondition adam every step runs in a per-coordinate metric D_t (the adaptive
+// extra-gradient of Gidel et al.'s Extra-Adam without its momentum, as Q-GenX's GAN experiments
+// pair the template with Adam): gamma_t's rate on coordinate i is lr_i / (sqrt(vhat_i) + eps),
+// vhat the bias-corrected exponential average (beta2) of the squared exchanged operators. D_t is
+// fixed within a step (extrapolation and update share it, as the template's analysis in a fixed
+// norm needs) and updated with V_{t+1/2} after it. The exchanged operators are bit-identical on
+// every rank, so is D_t.
 #pragma once
 
 #include <string>
@@ -35,6 +43,14 @@ class ExtraGradientSolver final : public Solver {
   bool have_previous_ = false;
   torch::Tensor origin_;  // X_0 (dual averaging)
   torch::Tensor sum_;     // sum_{s<=t} V_{s+1/2} (dual averaging)
+
+  // precondition adam: the second moment of the exchanged operators and how many it has seen.
+  void observe_moment(const torch::Tensor& v);
+  void apply_metric();  // lr_ = base_lr_ / (sqrt(vhat) + eps), and inv_lr_
+  bool preconditioned_ = false;
+  torch::Tensor base_lr_;
+  torch::Tensor second_moment_;
+  int64_t moments_ = 0;
 };
 
 }  // namespace saddle
