@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 
@@ -54,3 +55,30 @@ def require_fashion_mnist():
         print("skipped: Fashion-MNIST is not installed in %s (apt install dataset-fashion-mnist)"
               % FASHION_MNIST)
         sys.exit(SKIPPED)
+
+
+def pyplot():
+    """matplotlib's pyplot drawing to files, or None (saying so) where matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("no figure: matplotlib is not installed (apt-get install python3-matplotlib)")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def band(runs, x=0, y=-1):
+    """The seeds' curves (lists of points whose first field is the iteration) as one band: at
+    each iteration any seed recorded, the median of the points' field x, and the median, min and
+    max of their field y."""
+    xs, med, lo, hi = [], [], [], []
+    for i in sorted({p[0] for run in runs for p in run}):
+        at = [p for run in runs for p in run if p[0] == i]
+        values = [p[y] for p in at]
+        xs.append(statistics.median(p[x] for p in at))
+        med.append(statistics.median(values))
+        lo.append(min(values))
+        hi.append(max(values))
+    return xs, med, lo, hi

@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import sys
 
-from common import final_values, read_compare, require_fashion_mnist, run_saddle
+from common import band, final_values, pyplot, read_compare, require_fashion_mnist, run_saddle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = {
@@ -88,12 +88,8 @@ def main():
     if all(r["diverged"] == seeds for r in results):
         print("every exchange diverged on every seed")
         return 1
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no figure")
+    plt = pyplot()
+    if plt is None:
         return 0
     plot(results, settings, plt, os.path.join(args.out, "gan_exchanges.png"))
     return 0
@@ -106,18 +102,8 @@ def plot(results, settings, plt, path):
         if not runs:
             continue
         for ax, x in zip(axes, (0, 1)):
-            # Median and range over the seeds that reached each evaluation point.
-            points = sorted({p[0] for run in runs for p in run})
-            xs, med, lo, hi = [], [], [], []
-            for i in points:
-                at = [p for run in runs for p in run if p[0] == i]
-                if x == 1 and i == 0:
-                    continue  # nothing sent yet: no place on a log axis
-                xs.append(statistics.median([p[x] for p in at]))
-                values = [p[2] for p in at]
-                med.append(statistics.median(values))
-                lo.append(min(values))
-                hi.append(max(values))
+            # Nothing is sent before the first iteration: no place on a log axis of bytes.
+            xs, med, lo, hi = band([[p for p in run if x == 0 or p[0] > 0] for run in runs], x)
             line, = ax.plot(xs, med, "o-", label=r["row"])
             ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
     axes[0].set_xlabel("iteration")

@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
 """Issue 10, claim 5: the solvers on WGAN-GP at a fixed budget, each at the best rate of a sweep.
 
-Every solver that saddle has (gda, alt-gda, eg, ogda, extra-adam, optimistic-adam, and qgenx
-with its three variants) trains the same WGAN-GP (DCGAN-32 players, Fashion-MNIST) for the same
-number of iterations, fp32 exchange on one rank. Two stages, each one `saddle compare`:
+Every solver that saddle has (gda, alt-gda, eg, ogda, extra-adam, optimistic-adam, and qgenx's
+dual-averaging variant) trains the same WGAN-GP (DCGAN-32 players, Fashion-MNIST) for the same
+number of iterations, fp32 exchange on one rank. eg and ogda are qgenx's eg and optimistic
+variants (one class: `--solver eg` and `--solver qgenx --variant eg` take bit-identical steps), so
+they stand for those two. Two stages, one `saddle compare` per solver in each:
 
-  1. the sweep: each solver at three base rates (its family's default, half and twice it), one
-     seed; the best rate is the one with the lowest FID of the last iterate at the end;
+  1. the sweep: each solver at three base rates, one seed; the best rate is the one with the
+     lowest FID of the last iterate at the end;
   2. the best rate of each solver over the remaining seeds.
 
-The rates: the plain family (gda, alt-gda, eg, ogda, qgenx) sweeps --lr over 0.005, 0.01, 0.02
-(the table's default 0.01; eg, ogda and qgenx take the auto rule capped at --lr, qgenx's dual
-averaging its own rule); the Adam family sweeps the generator's rate over 2.5e-5, 5e-5, 1e-4 with
-the critic's ten times it (Gidel et al.'s 5e-5 / 5e-4 in the middle).
+The rates: gda, alt-gda, eg and ogda sweep --lr over 0.005, 0.01, 0.02 (the table's default 0.01;
+eg and ogda take the auto rule capped at --lr); the Adam family sweeps the generator's rate over
+2.5e-5, 1e-4, 4e-4 with the critic's ten times it (Gidel et al.'s 5e-5 / 5e-4 for long runs lies
+in between); dual averaging takes Q-GenX's rule, which divides gamma_0 by the root of the summed
+squared operators, so its sweep is 0.05, 0.5, 5.
 
 Prints the sweep and the final table (FID median [min, max] over seeds, wall time), writes
 OUT/results.json and, where matplotlib is installed, OUT/gan_solvers.png.
@@ -27,11 +30,12 @@ import statistics
 import subprocess
 import sys
 
-from common import final_values, read_compare, require_fashion_mnist, run_saddle
+from common import band, final_values, pyplot, read_compare, require_fashion_mnist, run_saddle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLAIN_RATES = [0.005, 0.01, 0.02]
-ADAM_RATES = [2.5e-5, 5e-5, 1e-4]
+ADAM_RATES = [2.5e-5, 1e-4, 4e-4]
+DA_RATES = [0.05, 0.5, 5.0]
 SOLVERS = {
     "gda": "--solver gda",
     "alt-gda": "--solver alt-gda",
@@ -39,10 +43,12 @@ SOLVERS = {
     "ogda": "--solver ogda",
     "extra-adam": "--solver extra-adam",
     "optimistic-adam": "--solver optimistic-adam",
-    "qgenx-eg": "--solver qgenx --variant eg",
-    "qgenx-optimistic": "--solver qgenx --variant optimistic",
     "qgenx-da": "--solver qgenx --variant dual-averaging",
 }
+
+
+def rates_of(solver):
+    return ADAM_RATES if "adam" in solver else DA_RATES if solver == "qgenx-da" else PLAIN_RATES
 
 
 def rate_flags(solver, rate):
@@ -56,7 +62,9 @@ def row_name(solver, rate):
 
 
 def compare(args, out, rows, first_seed, seeds):
-    if not (args.reuse and os.path.exists(os.path.join(out, "summary.json"))):
+    if not (args.reuse and os.path.exists(os.path.join(out, "summary.json")) and
+            sorted(r["name"] for r in read_compare(out, "fid")[0]["rows"]) ==
+            sorted(name for name, _ in rows)):
         command = [args.saddle, "compare", "--game", "wgan-gp", "--quantizer", "none",
                    "--iters", str(args.iters), "--seed", str(first_seed), "--seeds", str(seeds),
                    "--out", out, "--overwrite", "--log-level", "error", "--with", args.with_flags]
@@ -97,18 +105,17 @@ def main():
                         "--log-level", "warn"], check=True)
     args.with_flags = "%s --classifier %s" % (size, classifier)
 
-    # Stage 1: the sweep, one seed.
-    sweep_rows = []
-    for solver, flags in SOLVERS.items():
-        for rate in (ADAM_RATES if "adam" in solver else PLAIN_RATES):
-            sweep_rows.append((row_name(solver, rate), "%s %s" % (flags, rate_flags(solver, rate))))
-    sweep, sweep_curves = compare(args, os.path.join(args.out, "sweep"), sweep_rows, 0, 1)
-    by_name = {r["name"]: r for r in sweep["rows"]}
-    best = {}
+    # Stage 1: the sweep, one seed, one comparison per solver (--reuse keeps those already run).
+    by_name, sweep_curves, best = {}, {}, {}
     print("sweep (seed 0): FID at %d iterations for each base rate" % args.iters)
-    for solver in SOLVERS:
-        rates = ADAM_RATES if "adam" in solver else PLAIN_RATES
-        fids = {rate: final_values(by_name[row_name(solver, rate)], "fid")[0] for rate in rates}
+    for solver, flags in SOLVERS.items():
+        rows = [(row_name(solver, rate), "%s %s" % (flags, rate_flags(solver, rate)))
+                for rate in rates_of(solver)]
+        summary, curves = compare(args, os.path.join(args.out, "sweep", solver), rows, 0, 1)
+        by_name.update({r["name"]: r for r in summary["rows"]})
+        sweep_curves.update(curves)
+        fids = {rate: final_values(by_name[row_name(solver, rate)], "fid")[0]
+                for rate in rates_of(solver)}
         finished = {rate: fid for rate, fid in fids.items() if fid is not None}
         best[solver] = min(finished, key=finished.get) if finished else None
         print("  %-17s %s   best %s" % (solver, "  ".join(
@@ -150,18 +157,14 @@ def main():
             r["solver"], "-" if r["rate"] is None else "%g" % r["rate"], fid,
             "-" if r["seconds"] is None else "%.1f" % r["seconds"], r["diverged"], args.seeds))
     settings = {"iters": args.iters, "seeds": args.seeds, "size": size, "quick": args.quick,
-                "plain_rates": PLAIN_RATES, "adam_rates": ADAM_RATES}
+                "rates": {solver: rates_of(solver) for solver in SOLVERS}}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"settings": settings, "results": results}, f, indent=1)
     if all(r["rate"] is None for r in results):
         print("every solver diverged at every rate")
         return 1
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no figure")
+    plt = pyplot()
+    if plt is None:
         return 0
     plot(results, settings, plt, os.path.join(args.out, "gan_solvers.png"))
     return 0
@@ -173,12 +176,7 @@ def plot(results, settings, plt, path):
     for r in results:
         if r["rate"] is None or not r["curves"]:
             continue
-        runs = list(r["curves"].values())
-        iters = [i for i, _ in runs[0]]
-        table = [[dict(run).get(i) for run in runs] for i in iters]
-        med = [statistics.median([v for v in row if v is not None]) for row in table]
-        lo = [min(v for v in row if v is not None) for row in table]
-        hi = [max(v for v in row if v is not None) for row in table]
+        iters, med, lo, hi = band(list(r["curves"].values()))
         line, = axes[0].plot(iters, med, "o-", label="%s (%g)" % (r["solver"], r["rate"]))
         axes[0].fill_between(iters, lo, hi, color=line.get_color(), alpha=0.15)
         finished = [f for f in r["fids"] if f is not None]

@@ -25,7 +25,7 @@ import os
 import statistics
 import sys
 
-from common import final_values, read_compare, require_fashion_mnist, run_saddle
+from common import band, final_values, pyplot, read_compare, require_fashion_mnist, run_saddle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUANTIZERS = ["qsgd", "qsgd-inf", "nuq", "terngrad", "alq", "amq"]
@@ -149,12 +149,8 @@ def main():
         json.dump(results, f, indent=1)
     for failure in failures:
         print("MISSED: " + failure)
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no figure")
+    plt = pyplot()
+    if plt is None:
         return 1 if failures else 0
     plot(results, plt, os.path.join(args.out, "quantizers.png"))
     return 1 if failures else 0
@@ -180,10 +176,7 @@ def plot(results, plt, path):
         ax.legend(fontsize=7)
     ax = axes[2]
     for r in results["convergence"]:
-        runs = list(r["curves"].values())
-        iters = [i for i, _ in runs[0]]
-        table = [[dict(run).get(i) for run in runs] for i in iters]
-        med = [statistics.median([x for x in row if x is not None]) for row in table]
+        iters, med, _, _ = band(list(r["curves"].values()))
         ax.semilogy(iters, med, label=r["row"])
     s = results["settings"]
     ax.set_title("bilinear dim %d, qgenx, %d rank(s): 4 bits (TernGrad 2)" % (

@@ -23,7 +23,7 @@ import os
 import statistics
 import sys
 
-from common import run_saddle, slope
+from common import pyplot, run_saddle, slope
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ["eg", "optimistic", "dual-averaging"]
@@ -114,12 +114,8 @@ def main():
                    "curves": [{"noise": n, "exchange": e, "variant": v, "points": thinned(pts)}
                               for (n, e, v), pts in curves.items()]}, f, indent=1)
     missed = [r for r in results if r["checked"] and not r["holds"]]
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no figure")
+    plt = pyplot()
+    if plt is None:
         return 1 if missed else 0
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, noise in zip(axes, NOISES):

@@ -22,7 +22,7 @@ import os
 import statistics
 import sys
 
-from common import run_saddle
+from common import pyplot, run_saddle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = {
@@ -117,12 +117,8 @@ def main():
         print("not reached by any seed: " + ", ".join("%s K=%d" % (r["row"], r["ranks"])
                                                       for r in missed))
         return 1
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no figure")
+    plt = pyplot()
+    if plt is None:
         return 0
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for row in ROWS:

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 
-from common import run_saddle, slope
+from common import pyplot, run_saddle, slope
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LRS = [1e-3, 1e-2, 1e-1, 1, 10, 100]
@@ -148,13 +148,9 @@ def main():
 
 
 def plot(results, settings, dims, out):
-    try:
-        import matplotlib
-    except ImportError:
-        print("no figure: matplotlib is missing (apt-get install python3-matplotlib)")
+    plt = pyplot()
+    if plt is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     fig, axes = plt.subplots(len(settings), len(dims), figsize=(4.6 * len(dims),
                                                                  3.0 * len(settings)),
                              squeeze=False)

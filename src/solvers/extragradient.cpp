@@ -45,7 +45,7 @@ void ExtraGradientSolver::step(const Oracle& oracle) {
     case Variant::kExtraGradient:
       v_hat = oracle();
       p_hat = anchor_;
-      if (preconditioned_ && moments_ == 0) observe_moment(v_hat);  // D_0 from F(X_0)
+      if (preconditioned_) observe_moment(v_hat);
       break;
     case Variant::kOptimistic:
       if (!have_previous_) {
@@ -55,7 +55,7 @@ void ExtraGradientSolver::step(const Oracle& oracle) {
         previous_half_.copy_(oracle());
         previous_point_.copy_(anchor_);
         have_previous_ = true;
-        if (preconditioned_) observe_moment(previous_half_);  // D_0 from F(X_0)
+        if (preconditioned_) observe_moment(previous_half_);
       }
       v_hat = previous_half_;
       p_hat = previous_point_;
@@ -92,6 +92,11 @@ void ExtraGradientSolver::step(const Oracle& oracle) {
   }
   step_size_->observe(o);
   const double update = step_size_->update_scale();
+  if (preconditioned_) {
+    // The update's metric has seen the operator it moves by (as Adam's step sees its gradient).
+    observe_moment(v_half);
+    apply_metric();
+  }
   record_half_step(half_point, update);
   if (variant_ == Variant::kDualAveraging) {
     // X_{t+1} = X_0 - gamma_{t+1} sum_{s<=t} V_{s+1/2}, with the rule's next scale.
@@ -103,7 +108,6 @@ void ExtraGradientSolver::step(const Oracle& oracle) {
   previous_half_.copy_(v_half);
   previous_point_.copy_(half_point);
   have_previous_ = true;
-  if (preconditioned_) observe_moment(v_half);
   ++iteration_;
 }
 

@@ -196,18 +196,19 @@ TEST(SolverStep, RejectsBadOptions) {
 }
 
 TEST(SolverStep, ExtraGradientPreconditionedByAdamsSecondMoment) {
-  // beta2 0.9, eps 1e-8, constant step. Step 1: the second moment sees F(z0) = (1, -1) first, so
-  // D_0 = |F(z0)| + eps = 1 (bias-corrected): the plain EG step, z1 = (0.89, 1.09). Then it sees
-  // V_{1/2} = (1.1, -0.9): v = 0.9 * 0.1 + 0.1 * (1.21, 0.81) = (0.211, 0.171), corrected by
-  // 1 - 0.81, so step 2 moves x by 0.1 / sqrt(0.211 / 0.19) and y by 0.1 / sqrt(0.171 / 0.19)
-  // times its operator: z2 = (0.777663957, 1.172911366).
+  // beta2 0.9, eps 1e-8, constant step. The average sees F(z0) = (1, -1) before the
+  // extrapolation, so its metric is 1 (bias-corrected): half = (0.9, 1.1). It sees
+  // V_{1/2} = (1.1, -0.9) before the update: v = 0.9 * 0.1 + 0.1 * (1.21, 0.81) = (0.211, 0.171),
+  // corrected by 1 - 0.81, so x moves by 0.1 / sqrt(0.211 / 0.19) * 1.1 and y by
+  // 0.1 / sqrt(0.171 / 0.19) * 0.9: z1 = (0.895617366, 1.094868329). A second step, the same
+  // way: z2 = (0.787914977, 1.183794802).
   const auto options = SolverOptions().lr(kLr).beta2(0.9).precondition(Precondition::kAdam);
   auto one = one_step("eg", options);
-  EXPECT_NEAR(one.x, 0.89, kTol);
-  EXPECT_NEAR(one.y, 1.09, kTol);
+  EXPECT_NEAR(one.x, 0.895617366, kTol);
+  EXPECT_NEAR(one.y, 1.094868329, kTol);
   auto two = one_step("qgenx", options, 2);
-  EXPECT_NEAR(two.x, 0.777663957, kTol);
-  EXPECT_NEAR(two.y, 1.172911366, kTol);
+  EXPECT_NEAR(two.x, 0.787914977, kTol);
+  EXPECT_NEAR(two.y, 1.183794802, kTol);
   EXPECT_EQ(two.calls, 4);
 }
 

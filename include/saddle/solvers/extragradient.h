@@ -8,13 +8,15 @@
 // UnderGrad and QODA). "eg", "ogda" and "qgenx" are this one class, configured. The step rule may
 // take a smaller update than extrapolation (auto) and may redo an unstable extrapolation.
 //
-// With precondition adam every step runs in a per-coordinate metric D_t (the adaptive
-// extra-gradient of Gidel et al.'s Extra-Adam without its momentum, as Q-GenX's GAN experiments
-// pair the template with Adam): gamma_t's rate on coordinate i is lr_i / (sqrt(vhat_i) + eps),
-// vhat the bias-corrected exponential average (beta2) of the squared exchanged operators. D_t is
-// fixed within a step (extrapolation and update share it, as the template's analysis in a fixed
-// norm needs) and updated with V_{t+1/2} after it. The exchanged operators are bit-identical on
-// every rank, so is D_t.
+// With precondition adam each move runs in a per-coordinate metric (Extra-Adam's, Gidel et al.
+// 2019, without its momentum; Q-GenX's GAN experiments pair the template with Adam): coordinate i
+// moves by gamma_t lr_i / (sqrt(vhat_i) + eps), vhat the bias-corrected exponential average
+// (beta2) of the squared exchanged operators. As in Adam, the average has seen the operator a move
+// goes by before the move: the extrapolation's metric includes Vhat_t, the update's V_{t+1/2}. So
+// no coordinate moves by more than gamma_t lr_i / sqrt(1 - beta2), also where the operator had
+// been zero (a fixed metric from past operators alone moved such coordinates by lr / eps and
+// diverged on the first step on mog8). The exchanged operators are bit-identical on every rank, so
+// is the metric.
 #pragma once
 
 #include <string>
