@@ -26,7 +26,9 @@ ExtraGradientSolver::ExtraGradientSolver(torch::Tensor params, const std::vector
                "be rescaled by a metric that changes every step");
   if (preconditioned_) {
     base_lr_ = lr_.clone();
+    first_moment_ = torch::zeros_like(z_);
     second_moment_ = torch::zeros_like(z_);
+    direction_ = torch::empty_like(z_);
   }
   anchor_ = torch::empty_like(z_);
   previous_half_ = torch::zeros_like(z_);
@@ -73,7 +75,8 @@ void ExtraGradientSolver::step(const Oracle& oracle) {
   StepObservation o;
   for (;;) {
     const double scale = step_size_->scale();
-    if (variant_ != Variant::kDualAveraging) move(anchor_, v_hat, scale);  // X_{t+1/2}
+    // X_{t+1/2}
+    if (variant_ != Variant::kDualAveraging) move(anchor_, preconditioned_ ? direction_ : v_hat, scale);
     half_point = z_.clone();
     v_half = oracle();  // V_{t+1/2}
     const bool against_previous = variant_ != Variant::kDualAveraging;
@@ -103,7 +106,7 @@ void ExtraGradientSolver::step(const Oracle& oracle) {
     sum_.add_(v_half);
     move(origin_, sum_, step_size_->scale());
   } else {
-    move(anchor_, v_half, update);  // X_{t+1}
+    move(anchor_, preconditioned_ ? direction_ : v_half, update);  // X_{t+1}
   }
   previous_half_.copy_(v_half);
   previous_point_.copy_(half_point);
@@ -113,9 +116,13 @@ void ExtraGradientSolver::step(const Oracle& oracle) {
 
 void ExtraGradientSolver::observe_moment(const torch::Tensor& v) {
   torch::NoGradGuard no_grad;
-  const double beta2 = options_.beta2();
+  const double beta1 = options_.beta1(), beta2 = options_.beta2();
+  first_moment_.mul_(beta1).add_(v, 1.0 - beta1);
   second_moment_.mul_(beta2).addcmul_(v, v, 1.0 - beta2);
   ++moments_;
+  // The direction a move goes by: the bias-corrected first moment (v itself when beta1 = 0).
+  torch::div_out(direction_, first_moment_,
+                 1.0 - std::pow(beta1, static_cast<double>(moments_)));
 }
 
 void ExtraGradientSolver::apply_metric() {
@@ -137,6 +144,8 @@ std::vector<std::pair<std::string, torch::Tensor>> ExtraGradientSolver::state() 
     out.emplace_back("sum", sum_);
   }
   if (preconditioned_) {
+    out.emplace_back("first_moment", first_moment_);
+    out.emplace_back("direction", direction_);
     out.emplace_back("second_moment", second_moment_);
     out.emplace_back("moments", torch::tensor({moments_}, torch::kInt64));
   }
@@ -152,6 +161,8 @@ void ExtraGradientSolver::load_state(
     if (name == "have_previous") have_previous_ = tensor.item<int64_t>() != 0;
     if (name == "origin" && origin_.defined()) origin_.copy_(tensor);
     if (name == "sum" && sum_.defined()) sum_.copy_(tensor);
+    if (name == "first_moment" && preconditioned_) first_moment_.copy_(tensor);
+    if (name == "direction" && preconditioned_) direction_.copy_(tensor);
     if (name == "second_moment" && preconditioned_) second_moment_.copy_(tensor);
     if (name == "moments" && preconditioned_) moments_ = tensor.item<int64_t>();
   }

@@ -195,14 +195,14 @@ TEST(SolverStep, RejectsBadOptions) {
   }
 }
 
-TEST(SolverStep, ExtraGradientPreconditionedByAdamsSecondMoment) {
-  // beta2 0.9, eps 1e-8, constant step. The average sees F(z0) = (1, -1) before the
-  // extrapolation, so its metric is 1 (bias-corrected): half = (0.9, 1.1). It sees
-  // V_{1/2} = (1.1, -0.9) before the update: v = 0.9 * 0.1 + 0.1 * (1.21, 0.81) = (0.211, 0.171),
-  // corrected by 1 - 0.81, so x moves by 0.1 / sqrt(0.211 / 0.19) * 1.1 and y by
-  // 0.1 / sqrt(0.171 / 0.19) * 0.9: z1 = (0.895617366, 1.094868329). A second step, the same
-  // way: z2 = (0.787914977, 1.183794802).
-  const auto options = SolverOptions().lr(kLr).beta2(0.9).precondition(Precondition::kAdam);
+TEST(SolverStep, ExtraGradientPreconditionedByAdamsMoments) {
+  // beta2 0.9, eps 1e-8, constant step; first without momentum (beta1 0). The averages see
+  // F(z0) = (1, -1) before the extrapolation, so its metric is 1 (bias-corrected): half =
+  // (0.9, 1.1). They see V_{1/2} = (1.1, -0.9) before the update: v = 0.9 * 0.1 + 0.1 * (1.21,
+  // 0.81) = (0.211, 0.171), corrected by 1 - 0.81, so x moves by 0.1 / sqrt(0.211 / 0.19) * 1.1
+  // and y by 0.1 / sqrt(0.171 / 0.19) * 0.9: z1 = (0.895617366, 1.094868329). A second step, the
+  // same way: z2 = (0.787914977, 1.183794802).
+  auto options = SolverOptions().lr(kLr).beta1(0.0).beta2(0.9).precondition(Precondition::kAdam);
   auto one = one_step("eg", options);
   EXPECT_NEAR(one.x, 0.895617366, kTol);
   EXPECT_NEAR(one.y, 1.094868329, kTol);
@@ -210,6 +210,16 @@ TEST(SolverStep, ExtraGradientPreconditionedByAdamsSecondMoment) {
   EXPECT_NEAR(two.x, 0.787914977, kTol);
   EXPECT_NEAR(two.y, 1.183794802, kTol);
   EXPECT_EQ(two.calls, 4);
+  // With momentum (beta1 0.5) the update goes by the corrected average of F(z0) and V_{1/2},
+  // (0.25 + 0.55, -0.25 - 0.45) / 0.75 = (1.0667, -0.9333), in the same metric:
+  // z1 = (0.898780476, 1.098381971); z2 = (0.795552967, 1.193653431).
+  options.beta1(0.5);
+  one = one_step("eg", options);
+  EXPECT_NEAR(one.x, 0.898780476, kTol);
+  EXPECT_NEAR(one.y, 1.098381971, kTol);
+  two = one_step("eg", options, 2);
+  EXPECT_NEAR(two.x, 0.795552967, kTol);
+  EXPECT_NEAR(two.y, 1.193653431, kTol);
 }
 
 TEST(SolverStep, PreconditionOnlyWhereItMeansSomething) {
