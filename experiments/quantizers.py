@@ -35,6 +35,7 @@ CONVERGENCE_ROWS = {"fp32": "--solver qgenx --quantizer none",
 CONVERGENCE_ROWS.update({q: "--solver qgenx --quantizer %s --bits 4" % q
                          for q in QUANTIZERS if q != "terngrad"})
 TOLERANCE = 0.25
+TARGET = 1e-10  # convergence: distance_sq within this fraction of the start's
 
 
 def variance(args, game, flags):
@@ -69,10 +70,16 @@ def convergence(args):
     rows = []
     for row in summary["rows"]:
         finals = [v for v in final_values(row, "distance_sq") if v is not None]
+        # Per seed, the first record within TARGET of the start's distance (None: never).
+        reached = []
+        for points in curves[row["name"]].values():
+            hit = [i for i, d in points if d <= TARGET * points[0][1]]
+            reached.append(hit[0] if hit else None)
         rows.append({"row": row["name"], "flags": " ".join(row["flags"]),
                      "final_distance_sq": finals, "diverged": row["diverged"],
                      "bytes_sent": row["bytes_sent"]["median"],
                      "start_distance_sq": curves[row["name"]]["0"][0][1],
+                     "iterations_to_target": reached,
                      "curves": curves[row["name"]]})
     return rows
 
@@ -130,14 +137,16 @@ def main():
     rows = convergence(args)
     results["convergence"] = rows
     print("bilinear dim %d, qgenx on %d rank(s), no oracle noise, %d iterations, %d seeds: "
-          "distance_sq at the end, median [min, max]" % (args.dim, args.ranks, args.iters,
-                                                         args.seeds))
+          "distance_sq at the end, median [min, max]; iterations to %g of the start (median)"
+          % (args.dim, args.ranks, args.iters, args.seeds, TARGET))
     for r in rows:
         finals = r["final_distance_sq"]
         text = ("%.3g [%.3g, %.3g]" % (statistics.median(finals), min(finals), max(finals))
                 if finals else "-")
-        print("  %-10s %-32s %26s  %d diverged, %.0f bytes" % (
-            r["row"], r["flags"], text, r["diverged"], r["bytes_sent"] or 0))
+        hits = [h for h in r["iterations_to_target"] if h is not None]
+        print("  %-10s %-42s %26s %6s  %d diverged, %.0f bytes" % (
+            r["row"], r["flags"], text, "%d" % statistics.median(hits) if hits else "-",
+            r["diverged"], r["bytes_sent"] or 0))
         converged = (not r["diverged"] and finals and
                      statistics.median(finals) <= 1e-2 * r["start_distance_sq"])
         r["converged"] = bool(converged)
