@@ -52,7 +52,11 @@ TEST(GameTable, SolverDefaultsLayOverTheGames) {
   EXPECT_EQ(mog.game_options("extra-adam").latent, 2);
   EXPECT_EQ(mog.game_options("extra-adam").filters, 128);
   EXPECT_EQ(mog.solver_options("extra-adam").player_lr().at("generator"), 8e-3);
-  EXPECT_FALSE(mog.poor_pairing("qgenx").empty());
+  EXPECT_TRUE(mog.poor_pairing("qgenx").empty());  // in Adam's metric and momentum
+  EXPECT_EQ(mog.solver_options("qgenx").precondition(), Precondition::kAdam);
+  EXPECT_EQ(mog.solver_options("qgenx").step_size(), StepSizeKind::kConstant);
+  EXPECT_FALSE(mog.poor_pairing("eg").empty());
+  EXPECT_EQ(mog.solver_options("eg").precondition(), Precondition::kNone);
 
   // Every pairing's defaults make a valid solver (e.g. a ceiling only where the rule is auto).
   for (const auto& spec : game_specs()) {
