@@ -144,7 +144,8 @@ std::vector<std::pair<std::string, torch::Tensor>> Solver::state() const {
   return {{"iteration", torch::tensor({iteration_}, torch::kInt64)},
           {"step_size_state", rule_state},
           {"half_step", half_},
-          {"half_step_weight", torch::tensor({half_weight_}, torch::kFloat64)}};
+          {"half_step_weight", torch::tensor({half_weight_}, torch::kFloat64)},
+          {"non_finite_retries", torch::tensor({non_finite_retries_}, torch::kInt64)}};
 }
 
 void Solver::load_state(const std::vector<std::pair<std::string, torch::Tensor>>& state) {
@@ -157,6 +158,7 @@ void Solver::load_state(const std::vector<std::pair<std::string, torch::Tensor>>
     }
     if (name == "half_step") half_.copy_(tensor);
     if (name == "half_step_weight") half_weight_ = tensor.item<double>();
+    if (name == "non_finite_retries") non_finite_retries_ = tensor.item<int64_t>();
   }
 }
 

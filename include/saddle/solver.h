@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "saddle/error.h"
 #include "saddle/game.h"
 #include "saddle/step_size.h"
 
@@ -23,6 +24,20 @@ namespace saddle {
 // autograd enabled, so games may differentiate their losses inside it. Each call returns a tensor
 // the solver owns: a later call never overwrites it (extra-gradient keeps both).
 using Oracle = std::function<torch::Tensor()>;
+
+// Thrown by an Oracle when the operator at the current z is not finite on some rank: on every
+// rank alike (the exchange agrees on it), with the game's state as it was before the evaluation.
+// The extra-gradient family retries an extrapolation that met it with a shorter step; anywhere
+// else it ends the run (the runner reports it as a divergence at its iteration).
+class NonFiniteOracle : public Error {
+ public:
+  explicit NonFiniteOracle(int rank)
+      : Error("the operator on rank " + std::to_string(rank) + " is not finite"), rank_(rank) {}
+  int rank() const { return rank_; }
+
+ private:
+  int rank_;
+};
 
 // The choice of the extrapolation operator Vhat_t of the generalized extra-gradient template.
 enum class Variant {
@@ -89,6 +104,8 @@ class Solver {
   // extra-gradient family's guarantees averages these points (IterateAverage, averaging.h).
   const torch::Tensor& half_step() const { return half_; }
   double half_step_weight() const { return half_weight_; }
+  // Extrapolations redone with a shorter step because their operator was not finite.
+  int64_t non_finite_retries() const { return non_finite_retries_; }
 
   // Where the qgenx step rule reads the ranks' own operators: the sum over ranks of
   // ||V^k_now - V^k_before||^2 between the last two exchanged operators (against_previous), or of
@@ -122,6 +139,7 @@ class Solver {
   // Records the point and scale of the step that moved the iterate (half_step()).
   void record_half_step(const torch::Tensor& point, double weight);
 
+  int64_t non_finite_retries_ = 0;
   torch::Tensor z_;
   torch::Tensor lr_;      // per-coordinate base learning rate (each player's lr on its slice)
   torch::Tensor inv_lr_;  // 1 / lr_

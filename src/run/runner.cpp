@@ -454,20 +454,22 @@ class Runner {
     Ledger& ledger = exchange_.ledger();
     const auto start = Clock::now();
     const double j0 = energy_per_phase_ ? energy_.meter->joules() : 0.0;
+    // The game's state (batch-norm statistics, ...) before the evaluation: an evaluation that
+    // goes non-finite must not leave NaN in it for the solver's retry with a shorter step.
+    Game::State before = game_.state();
+    for (auto& entry : before) entry.second = entry.second.clone();
     torch::Tensor local = evaluate(generators_[0]);
     for (size_t r = 1; r < generators_.size(); ++r) local.add_(evaluate(generators_[r]));
     if (generators_.size() > 1) local.div_(static_cast<double>(generators_.size()));
     // Caught here, before the exchange, so the message names the cause rather than the codec.
     const bool finite = all_finite(local);
     ledger.seconds_compute += seconds_since(start);
-    // A non-finite operator is a divergence every rank agrees on: alone at once, with several
-    // ranks through the exchange, which tells every rank which rank it was.
-    auto non_finite = [this](int rank) {
-      return Diverged(diverged(current_ + 1, fmt::format("the operator on rank {} is not finite "
-                                                         "(a smaller learning rate may help)",
-                                                         rank))
-                          .what(),
-                      current_ + 1);
+    // A non-finite operator is an event every rank agrees on: alone at once, with several ranks
+    // through the exchange, which tells every rank which rank it was. The solver may retry with a
+    // shorter step (from the game's state before the evaluation); else loop() ends the run.
+    auto non_finite = [this, &before](int rank) {
+      game_.load_state(before);
+      return NonFiniteOracle(rank);
     };
     if (!finite && ranks_ == 1) throw non_finite(rank_);
     const double j1 = energy_per_phase_ ? energy_.meter->joules() : 0.0;
@@ -636,7 +638,14 @@ class Runner {
       current_ = t;
       const int64_t bytes_before = bytes_so_far();
       exchange_.begin_iteration(t);
-      solver_.step(oracle);
+      try {
+        solver_.step(oracle);
+      } catch (const NonFiniteOracle& e) {
+        throw Diverged(diverged(t + 1, fmt::format("{} (a smaller learning rate may help)",
+                                                   e.what()))
+                           .what(),
+                       t + 1);
+      }
       torch::Tensor z = game_.params();
       // Every rank holds the same z, so every rank detects this divergence at the same iteration.
       if (!torch::isfinite(z).all().item<bool>()) {
@@ -748,6 +757,7 @@ class Runner {
     summary["game"] = game_.name();
     summary["solver"] = solver_.name();
     summary["iterations"] = iterations;
+    summary["non_finite_retries"] = solver_.non_finite_retries();
     if (options_.byte_budget() > 0) {
       summary["byte_budget"] = options_.byte_budget();
       summary["budget_reached"] = result.budget_reached;

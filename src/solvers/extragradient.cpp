@@ -73,12 +73,22 @@ void ExtraGradientSolver::step(const Oracle& oracle) {
   if (preconditioned_) apply_metric();
   torch::Tensor v_half, half_point;
   StepObservation o;
+  double shorten = 1.0;  // < 1 after an extrapolation whose operator was not finite
+  int non_finite = 0;
   for (;;) {
-    const double scale = step_size_->scale();
+    const double scale = step_size_->scale() * shorten;
     // X_{t+1/2}
     if (variant_ != Variant::kDualAveraging) move(anchor_, preconditioned_ ? direction_ : v_hat, scale);
     half_point = z_.clone();
-    v_half = oracle();  // V_{t+1/2}
+    try {
+      v_half = oracle();  // V_{t+1/2}
+    } catch (const NonFiniteOracle&) {
+      // Dual averaging does not extrapolate: its point is the iterate itself.
+      if (variant_ == Variant::kDualAveraging || ++non_finite > kNonFiniteRetries) throw;
+      ++non_finite_retries_;
+      shorten *= kNonFiniteShrink;
+      continue;
+    }
     const bool against_previous = variant_ != Variant::kDualAveraging;
     o = measure(v_half, v_hat, against_previous);
     if (variant_ == Variant::kDualAveraging) {
@@ -94,7 +104,7 @@ void ExtraGradientSolver::step(const Oracle& oracle) {
     if (variant_ == Variant::kDualAveraging || !step_size_->retry_half_step(o)) break;
   }
   step_size_->observe(o);
-  const double update = step_size_->update_scale();
+  const double update = step_size_->update_scale() * shorten;
   if (preconditioned_) {
     // The update's metric has seen the operator it moves by (as Adam's step sees its gradient).
     observe_moment(v_half);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <limits>
 #include <string>
 #include <vector>
@@ -58,7 +59,9 @@ saddle::RunResult run_eg(saddle::Game& game, int64_t iterations, int64_t eval_ev
 
 TEST(Runner, NonFiniteOperatorIsADivergenceAtItsIteration) {
   for (const char* quantizer : {"none", "alq"}) {
-    PoisonedBilinear game(/*bad_call=*/6);  // extra-gradient: calls 5 and 6 belong to iteration 3
+    // Extra-gradient: calls 5 and 6 belong to iteration 3; call 5 is F(X_t), where no shorter
+    // step can help.
+    PoisonedBilinear game(/*bad_call=*/5);
     try {
       run_eg(game, 10, 0, quantizer);
       FAIL() << quantizer << ": no error";
@@ -69,6 +72,76 @@ TEST(Runner, NonFiniteOperatorIsADivergenceAtItsIteration) {
       EXPECT_NE(what.find("operator on rank 0 is not finite"), std::string::npos) << what;
     }
   }
+}
+
+// An extrapolation whose operator is not finite is redone with a quarter of the step: the run goes
+// on (one retry, counted in summary.json), and ends where it would have ended had the retry been
+// planned (the iterate is finite and moved towards the equilibrium).
+TEST(Runner, ANonFiniteExtrapolationIsRetriedWithAShorterStep) {
+  for (const char* quantizer : {"none", "alq"}) {
+    PoisonedBilinear game(/*bad_call=*/6);  // V_{t+1/2} of iteration 3
+    const saddle::RunResult result = run_eg(game, 10, 0, quantizer);
+    EXPECT_EQ(result.iterations, 10) << quantizer;
+    EXPECT_EQ(result.summary["non_finite_retries"], 1) << quantizer;
+    EXPECT_TRUE(torch::isfinite(game.params()).all().item<bool>());
+    EXPECT_LT(game.params().norm().item<double>(), std::sqrt(2.0));
+  }
+}
+
+// Every extrapolation of iteration 3 non-finite: after its retries the run ends as a divergence.
+class NanAfterBilinear final : public saddle::Game {
+ public:
+  explicit NanAfterBilinear(int from_call) : from_call_(from_call) {
+    init_params({saddle::Player{"x", saddle::Role::kMin, 0, 1},
+                 saddle::Player{"y", saddle::Role::kMax, 0, 1}},
+                torch::tensor({1.0f, 1.0f}));
+  }
+  std::string name() const override { return "nan-after-bilinear"; }
+  torch::Tensor operator_at(at::Generator&) override {
+    torch::Tensor f = torch::stack({params_[1], -params_[0]});
+    // Finite at X_t (the first call of iteration 3), then never again.
+    if (++calls_ >= from_call_ + 1) f[0] = std::numeric_limits<float>::quiet_NaN();
+    return f;
+  }
+  saddle::Metrics metrics() override { return {{"x", params_[0].item<double>()}}; }
+
+ private:
+  int from_call_;
+  int calls_ = 0;
+};
+
+TEST(Runner, ExtrapolationsThatStayNonFiniteEndTheRun) {
+  NanAfterBilinear game(/*from_call=*/5);
+  try {
+    run_eg(game, 10, 0, "none");
+    FAIL() << "no error";
+  } catch (const saddle::Diverged& e) {
+    EXPECT_EQ(e.iteration(), 3);
+    EXPECT_NE(std::string(e.what()).find("operator on rank 0 is not finite"), std::string::npos)
+        << e.what();
+  }
+}
+
+// With several ranks the failure on one rank is every rank's: all retry alike and end identical.
+TEST(Runner, EveryRankRetriesTheSameExtrapolation) {
+  saddle::InProcessGroup group(3);
+  std::vector<int64_t> retries(3, -1);
+  std::vector<bool> agree(3, false);
+  group.run([&](saddle::Communicator& comm) {
+    // Only rank 1's operator goes non-finite, at iteration 3's extrapolation.
+    PoisonedBilinear game(comm.rank() == 1 ? 6 : -1);
+    auto solver =
+        saddle::make_solver("eg", game.params(), game.players(), saddle::SolverOptions().lr(0.1));
+    saddle::Logger logger(saddle::LogLevel::kError);
+    saddle::Exchange exchange(
+        comm, saddle::ExchangeOptions().codec(saddle::CodecOptions().quantizer("alq")), logger);
+    const saddle::RunResult result = saddle::run(
+        game, *solver, exchange, saddle::RunOptions().iterations(10).progress(false), logger);
+    retries[comm.rank()] = solver->non_finite_retries();
+    agree[comm.rank()] = result.ranks_agree;
+  });
+  EXPECT_EQ(retries, std::vector<int64_t>({1, 1, 1}));
+  EXPECT_EQ(agree, std::vector<bool>({true, true, true}));
 }
 
 TEST(Runner, ReturnsEveryEvaluation) {

@@ -6,7 +6,11 @@
 // with Vhat_t = F(X_t) (extra-gradient, Korpelevich), V_{t-1/2} (optimistic / past extra-gradient,
 // Popov; its first step extrapolates with a real F(X_0)) or 0 (dual averaging, as analysed for
 // UnderGrad and QODA). "eg", "ogda" and "qgenx" are this one class, configured. The step rule may
-// take a smaller update than extrapolation (auto) and may redo an unstable extrapolation.
+// take a smaller update than extrapolation (auto) and may redo an unstable extrapolation. An
+// extrapolation whose operator is not finite (NonFiniteOracle: a GAN step that overshot) is
+// redone from X_t with a quarter of the step, up to kNonFiniteRetries times, and the update of
+// that iteration takes the same shortening; every rank sees the same failure, so every rank
+// retries alike.
 //
 // With precondition adam the template runs Adam's steps (Extra-Adam's, Gidel et al. 2019, when the
 // rule is constant; Q-GenX's GAN experiments pair the template with Adam): a move goes by mhat,
@@ -35,6 +39,8 @@ class ExtraGradientSolver final : public Solver {
   void step(const Oracle& oracle) override;
   int oracle_calls_per_step() const override { return variant_ == Variant::kExtraGradient ? 2 : 1; }
   Variant variant() const { return variant_; }
+  static constexpr int kNonFiniteRetries = 4;
+  static constexpr double kNonFiniteShrink = 0.25;
   std::vector<std::pair<std::string, torch::Tensor>> state() const override;
   void load_state(const std::vector<std::pair<std::string, torch::Tensor>>& state) override;
 
