@@ -28,10 +28,9 @@ int64_t parse_byte_count(const std::string& text, const std::string& flag) {
   }
   const std::string unit = text.substr(used);
   static const std::map<std::string, double> kUnits = {
-      {"", 1.0},          {"B", 1.0},        {"k", 1e3},          {"K", 1e3},
-      {"kB", 1e3},        {"KB", 1e3},       {"M", 1e6},          {"MB", 1e6},
-      {"G", 1e9},         {"GB", 1e9},       {"KiB", 1024.0},     {"MiB", 1048576.0},
-      {"GiB", 1073741824.0}};
+      {"", 1.0},       {"B", 1.0},         {"k", 1e3},           {"K", 1e3}, {"kB", 1e3},
+      {"KB", 1e3},     {"M", 1e6},         {"MB", 1e6},          {"G", 1e9}, {"GB", 1e9},
+      {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}};
   const auto it = kUnits.find(unit);
   SADDLE_CHECK(used > 0 && it != kUnits.end() && std::isfinite(value) && value >= 0 &&
                    value * it->second < 9e18,

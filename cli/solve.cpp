@@ -178,10 +178,9 @@ namespace {
 // nor the samples), and options each rank may set for itself.
 const std::set<std::string>& resume_free_options() {
   static const std::set<std::string> kFree = {
-      "iters",        "max-bytes",  "log-every",   "eval-every",       "log-level",
-      "checkpoint-every",
-      "no-progress",  "out",        "resume",      "config",           "overwrite",
-      "rank-timeout", "classifier", "fid-samples", "device",           "transport"};
+      "iters",       "max-bytes",   "log-every", "eval-every", "log-level", "checkpoint-every",
+      "no-progress", "out",         "resume",    "config",     "overwrite", "rank-timeout",
+      "classifier",  "fid-samples", "device",    "transport"};
   return kFree;
 }
 const std::set<std::string>& per_rank_options() {

@@ -251,8 +251,7 @@ std::unique_ptr<Solver> make_solver(const std::string& name, torch::Tensor param
   SADDLE_CHECK(options.precondition() == Precondition::kNone || extra_gradient,
                "--precondition applies to the extra-gradient family (eg, ogda, qgenx), not to "
                "--solver ",
-               name,
-               name.find("adam") != std::string::npos ? " (it has Adam's own)" : "");
+               name, name.find("adam") != std::string::npos ? " (it has Adam's own)" : "");
   return spec.make(std::move(params), players, options);
 }
 

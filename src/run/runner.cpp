@@ -641,10 +641,9 @@ class Runner {
       try {
         solver_.step(oracle);
       } catch (const NonFiniteOracle& e) {
-        throw Diverged(diverged(t + 1, fmt::format("{} (a smaller learning rate may help)",
-                                                   e.what()))
-                           .what(),
-                       t + 1);
+        throw Diverged(
+            diverged(t + 1, fmt::format("{} (a smaller learning rate may help)", e.what())).what(),
+            t + 1);
       }
       torch::Tensor z = game_.params();
       // Every rank holds the same z, so every rank detects this divergence at the same iteration.
@@ -719,10 +718,10 @@ class Runner {
   int64_t progress_done(int64_t done_to, int64_t first) const {
     int64_t done = done_to - first;
     if (options_.byte_budget() > 0) {
-      const double spent = static_cast<double>(bytes_so_far()) /
-                           static_cast<double>(options_.byte_budget());
-      done = std::max(done, static_cast<int64_t>(spent * static_cast<double>(
-                                                             options_.iterations() - first)));
+      const double spent =
+          static_cast<double>(bytes_so_far()) / static_cast<double>(options_.byte_budget());
+      done = std::max(
+          done, static_cast<int64_t>(spent * static_cast<double>(options_.iterations() - first)));
     }
     return std::min(done, options_.iterations() - first);
   }

@@ -78,7 +78,8 @@ void ExtraGradientSolver::step(const Oracle& oracle) {
   for (;;) {
     const double scale = step_size_->scale() * shorten;
     // X_{t+1/2}
-    if (variant_ != Variant::kDualAveraging) move(anchor_, preconditioned_ ? direction_ : v_hat, scale);
+    if (variant_ != Variant::kDualAveraging)
+      move(anchor_, preconditioned_ ? direction_ : v_hat, scale);
     half_point = z_.clone();
     try {
       v_half = oracle();  // V_{t+1/2}
@@ -131,8 +132,7 @@ void ExtraGradientSolver::observe_moment(const torch::Tensor& v) {
   second_moment_.mul_(beta2).addcmul_(v, v, 1.0 - beta2);
   ++moments_;
   // The direction a move goes by: the bias-corrected first moment (v itself when beta1 = 0).
-  torch::div_out(direction_, first_moment_,
-                 1.0 - std::pow(beta1, static_cast<double>(moments_)));
+  torch::div_out(direction_, first_moment_, 1.0 - std::pow(beta1, static_cast<double>(moments_)));
 }
 
 void ExtraGradientSolver::apply_metric() {

@@ -87,11 +87,10 @@ TEST(DistributedSolve, ByteBudgetStopsEveryRankAfterTheSameIteration) {
   GameOptions game_options;
   game_options.noise = "absolute";
   game_options.seed = 6;
-  const CodecOptions codec =
-      CodecOptions().quantizer("alq").bits(4).coder(CoderKind::kEntropy);
+  const CodecOptions codec = CodecOptions().quantizer("alq").bits(4).coder(CoderKind::kEntropy);
   const int64_t budget = 40000;
-  auto solved = solve(test_world(), game_options, "qgenx", SolverOptions().lr(0.3), codec,
-                      100000, 1, budget);
+  auto solved =
+      solve(test_world(), game_options, "qgenx", SolverOptions().lr(0.3), codec, 100000, 1, budget);
   EXPECT_TRUE(solved.result.budget_reached);
   EXPECT_TRUE(solved.result.ranks_agree);  // the same parameters, so the same iteration count
   EXPECT_LT(solved.result.iterations, 100000);

@@ -374,9 +374,10 @@ TEST_F(Cli, CompareOnWganGpPlotsFidOverSeeds) {
 // about eight times the iterations of fp32 ones, and the by-bytes plot ends at the budget.
 TEST_F(Cli, CompareAtAByteBudget) {
   const std::string out = (dir_ / "budget").string();
-  auto r = run("compare --dim 64 --seeds 2 --budget-bytes 64KiB --row 'fp32: --solver qgenx "
-               "--quantizer none' --row 'alq4: --solver qgenx --quantizer alq --bits 4' --out " +
-               out);
+  auto r =
+      run("compare --dim 64 --seeds 2 --budget-bytes 64KiB --row 'fp32: --solver qgenx "
+          "--quantizer none' --row 'alq4: --solver qgenx --quantizer alq --bits 4' --out " +
+          out);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("budget 64.0 KiB per row"), std::string::npos) << r.out;
   const auto summary = nlohmann::json::parse(slurp(out + "/summary.json"));

@@ -112,9 +112,9 @@ TEST(MogGame, PreconditionedQgenxPullsSamplesOntoTheModes) {
     options.batch = 64;
     options.seed = seed;
     MogGame game("mog8", options);
-    auto solver = make_solver("qgenx", game.params(), game.players(),
-                              SolverOptions().lr(2e-3).beta1(0.5).beta2(0.9)
-                                  .precondition(Precondition::kAdam));
+    auto solver = make_solver(
+        "qgenx", game.params(), game.players(),
+        SolverOptions().lr(2e-3).beta1(0.5).beta2(0.9).precondition(Precondition::kAdam));
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed + 1);
     Oracle oracle = [&]() { return game.operator_at(gen); };
     const double before = mean_distance_to_nearest_mode(game);

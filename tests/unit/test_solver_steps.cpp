@@ -235,10 +235,11 @@ TEST(SolverStep, PreconditionOnlyWhereItMeansSomething) {
           << e.what();
     }
   }
-  EXPECT_THROW(make_solver("qgenx", game.params(), game.players(),
-                           SolverOptions(adam).variant(Variant::kDualAveraging)
-                               .step_size(StepSizeKind::kQgenx)),
-               Error);
+  EXPECT_THROW(
+      make_solver(
+          "qgenx", game.params(), game.players(),
+          SolverOptions(adam).variant(Variant::kDualAveraging).step_size(StepSizeKind::kQgenx)),
+      Error);
   EXPECT_THROW(parse_precondition("rmsprop"), Error);
   for (const char* name : {"eg", "ogda", "qgenx"}) {
     EXPECT_NO_THROW(make_solver(name, game.params(), game.players(), adam)) << name;

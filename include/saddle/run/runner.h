@@ -86,7 +86,8 @@ struct RunOptions {
 };
 
 struct RunResult {
-  int64_t iterations = 0;  // those run (fewer than options.iterations when the byte budget ended it)
+  // Iterations run: fewer than options.iterations when the byte budget ended the run.
+  int64_t iterations = 0;
   bool budget_reached = false;  // the byte budget ended the run
   double wall_seconds = 0.0;
   Metrics final_metrics;       // the game's metrics, then "<name>_avg" for the averaged iterate
