@@ -1,4 +1,5 @@
 """What the experiment scripts share: launching saddle on K ranks, reading a comparison, the log-log slope fit."""
+import argparse
 import json
 import math
 import os
@@ -82,3 +83,42 @@ def band(runs, x=0, y=-1):
         lo.append(min(values))
         hi.append(max(values))
     return xs, med, lo, hi
+
+
+# The WGAN-GP experiments' two sizes: the test suite's, and the one committed (it fits 2 cores).
+GAN_QUICK = "--filters 4 --latent 8 --batch 8 --eval-every 3 --fid-samples 64"
+GAN_FULL = "--filters 16 --eval-every 100 --fid-samples 1000"
+
+
+def gan_arguments(doc, name):
+    """The WGAN-GP experiments' command line: --quick, --saddle, --out (runs/NAME), --classifier,
+    --reuse. Adds args.size (the game flags of the chosen size) and args.classifier (the file
+    given, else runs/fmnist_classifier.pt, or a one-epoch one in OUT with --quick)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the test suite's size")
+    parser.add_argument("--saddle", default=os.path.join(root, "build", "cli", "saddle"))
+    parser.add_argument("--out", default=os.path.join(root, "runs", name))
+    parser.add_argument("--classifier",
+                        help="FID classifier file (default: runs/fmnist_classifier.pt, or a "
+                        "one-epoch one in OUT with --quick; trained when missing)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read the comparisons already in OUT instead of running them again")
+    args = parser.parse_args()
+    args.size = GAN_QUICK if args.quick else GAN_FULL
+    if not args.classifier:
+        args.classifier = (os.path.join(args.out, "classifier.pt") if args.quick
+                           else os.path.join(root, "runs", "fmnist_classifier.pt"))
+    require_fashion_mnist()
+    os.makedirs(args.out, exist_ok=True)
+    return args
+
+
+def ensure_classifier(args):
+    """Trains the FID classifier into args.classifier when it is missing (1 epoch with --quick)."""
+    if os.path.exists(args.classifier):
+        return
+    epochs = "1" if args.quick else "3"
+    print("training the FID classifier (%s epoch(s)) into %s" % (epochs, args.classifier))
+    subprocess.run([args.saddle, "classifier", "--epochs", epochs, "--out", args.classifier,
+                    "--log-level", "warn"], check=True)

@@ -10,16 +10,14 @@ installed, OUT/gan_exchanges.png (FID against iterations and against bytes, a ba
   python3 experiments/gan_exchanges.py           # 16 filters, 300 iterations, FID on 1000 images, 2 seeds (10 minutes)
   python3 experiments/gan_exchanges.py --quick   # the test suite's size: 4 filters, 6 iterations
 """
-import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 
-from common import band, final_values, pyplot, read_compare, require_fashion_mnist, run_saddle
+from common import (band, ensure_classifier, final_values, gan_arguments, pyplot, read_compare,
+                    run_saddle)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = {
     "fp32": "--solver qgenx --quantizer none",
     "bf16": "--solver qgenx --quantizer bf16",
@@ -31,35 +29,13 @@ ROWS = {
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="the test suite's size")
-    parser.add_argument("--saddle", default=os.path.join(ROOT, "build", "cli", "saddle"))
-    parser.add_argument("--out", default=os.path.join(ROOT, "runs", "gan_exchanges"))
-    parser.add_argument("--classifier",
-                        help="FID classifier file (default: runs/fmnist_classifier.pt, or a "
-                        "one-epoch one in OUT with --quick; trained when missing)")
-    parser.add_argument("--reuse", action="store_true",
-                        help="read the comparison already in OUT instead of running it again")
-    args = parser.parse_args()
-    if args.quick:
-        iters, seeds = 6, 2
-        size = "--filters 4 --latent 8 --batch 8 --eval-every 3 --fid-samples 64"
-        classifier = args.classifier or os.path.join(args.out, "classifier.pt")
-    else:
-        iters, seeds = 300, 2
-        size = "--filters 16 --eval-every 100 --fid-samples 1000"
-        classifier = args.classifier or os.path.join(ROOT, "runs", "fmnist_classifier.pt")
-    require_fashion_mnist()
-    os.makedirs(args.out, exist_ok=True)
+    args = gan_arguments(__doc__, "gan_exchanges")
+    iters, seeds = (6, 2) if args.quick else (300, 2)
     if not (args.reuse and os.path.exists(os.path.join(args.out, "summary.json"))):
-        if not os.path.exists(classifier):
-            epochs = "1" if args.quick else "3"
-            print("training the FID classifier (%s epoch(s)) into %s" % (epochs, classifier))
-            subprocess.run([args.saddle, "classifier", "--epochs", epochs, "--out", classifier,
-                            "--log-level", "warn"], check=True)
+        ensure_classifier(args)
         command = [args.saddle, "compare", "--game", "wgan-gp", "--seeds", str(seeds), "--iters",
                    str(iters), "--out", args.out, "--overwrite", "--log-level", "error",
-                   "--with", "%s --classifier %s" % (size, classifier)]
+                   "--with", "%s --classifier %s" % (args.size, args.classifier)]
         for name, flags in ROWS.items():
             command += ["--row", "%s: %s" % (name, flags)]
         run_saddle(command, 2)
@@ -81,7 +57,7 @@ def main():
                                                 max(finished)) if finished else "-",
             "-" if row["bytes_sent"]["median"] is None else "%.0f" % row["bytes_sent"]["median"],
             row["diverged"], seeds))
-    settings = {"iters": iters, "seeds": seeds, "size": size, "ranks": summary["ranks"],
+    settings = {"iters": iters, "seeds": seeds, "size": args.size, "ranks": summary["ranks"],
                 "quick": args.quick}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"settings": settings, "results": results}, f, indent=1)

@@ -23,16 +23,14 @@ OUT/results.json and, where matplotlib is installed, OUT/gan_solvers.png.
   python3 experiments/gan_solvers.py           # 16 filters, 300 iterations, FID on 1000 images, 3 seeds
   python3 experiments/gan_solvers.py --quick   # the test suite's size: 4 filters, 6 iterations, 2 seeds
 """
-import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 
-from common import band, final_values, pyplot, read_compare, require_fashion_mnist, run_saddle
+from common import (band, ensure_classifier, final_values, gan_arguments, pyplot, read_compare,
+                    run_saddle)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLAIN_RATES = [0.005, 0.01, 0.02]
 ADAM_RATES = [1e-4, 4e-4, 1.6e-3]
 DA_RATES = [0.05, 0.5, 5.0]
@@ -78,32 +76,10 @@ def compare(args, out, rows, first_seed, seeds):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="the test suite's size")
-    parser.add_argument("--saddle", default=os.path.join(ROOT, "build", "cli", "saddle"))
-    parser.add_argument("--out", default=os.path.join(ROOT, "runs", "gan_solvers"))
-    parser.add_argument("--classifier",
-                        help="FID classifier file (default: runs/fmnist_classifier.pt, or a "
-                        "one-epoch one in OUT with --quick; trained when missing)")
-    parser.add_argument("--reuse", action="store_true",
-                        help="read the comparisons already in OUT instead of running them again")
-    args = parser.parse_args()
-    if args.quick:
-        args.iters, args.seeds = 6, 2
-        size = "--filters 4 --latent 8 --batch 8 --eval-every 3 --fid-samples 64"
-        classifier = args.classifier or os.path.join(args.out, "classifier.pt")
-    else:
-        args.iters, args.seeds = 300, 3
-        size = "--filters 16 --eval-every 100 --fid-samples 1000"
-        classifier = args.classifier or os.path.join(ROOT, "runs", "fmnist_classifier.pt")
-    require_fashion_mnist()
-    os.makedirs(args.out, exist_ok=True)
-    if not os.path.exists(classifier):
-        epochs = "1" if args.quick else "3"
-        print("training the FID classifier (%s epoch(s)) into %s" % (epochs, classifier))
-        subprocess.run([args.saddle, "classifier", "--epochs", epochs, "--out", classifier,
-                        "--log-level", "warn"], check=True)
-    args.with_flags = "%s --classifier %s" % (size, classifier)
+    args = gan_arguments(__doc__, "gan_solvers")
+    args.iters, args.seeds = (6, 2) if args.quick else (300, 3)
+    ensure_classifier(args)
+    args.with_flags = "%s --classifier %s" % (args.size, args.classifier)
 
     # Stage 1: the sweep, one seed, one comparison per solver (--reuse keeps those already run).
     by_name, sweep_curves, best = {}, {}, {}
@@ -156,7 +132,7 @@ def main():
         print("%-17s %8s %26s %9s %6d/%d" % (
             r["solver"], "-" if r["rate"] is None else "%g" % r["rate"], fid,
             "-" if r["seconds"] is None else "%.1f" % r["seconds"], r["diverged"], args.seeds))
-    settings = {"iters": args.iters, "seeds": args.seeds, "size": size, "quick": args.quick,
+    settings = {"iters": args.iters, "seeds": args.seeds, "size": args.size, "quick": args.quick,
                 "rates": {solver: rates_of(solver) for solver in SOLVERS}}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"settings": settings, "results": results}, f, indent=1)
