@@ -113,8 +113,8 @@ SolveCommand::SolveCommand(CLI::App& app)
               "grows)");
   binder_
       .add("precondition", precondition_,
-           "eg, ogda, qgenx: none | adam (each coordinate's step divided by the root of Adam's "
-           "second moment of the exchanged operators; uses --beta2 and --eps)")
+           "eg, ogda, qgenx: none | adam (Adam's momentum and metric on the exchanged "
+           "operators inside the extra-gradient template; uses --beta1, --beta2 and --eps)")
       ->default_str(kPerGame);
   binder_.add("beta1", beta1_, "Adam-family first-moment decay")->default_str(kPerGame);
   binder_.add("beta2", beta2_, "Adam-family second-moment decay")->default_str(kPerGame);

@@ -35,10 +35,6 @@ Precondition parse_precondition(const std::string& name) {
   throw Error("unknown --precondition '" + name + "' (expected none or adam)");
 }
 
-const char* precondition_name(Precondition precondition) {
-  return precondition == Precondition::kAdam ? "adam" : "none";
-}
-
 Solver::Solver(torch::Tensor params, const std::vector<Player>& players,
                const SolverOptions& options)
     : z_(std::move(params)),

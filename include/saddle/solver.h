@@ -53,11 +53,10 @@ const char* variant_name(Variant variant);
 // A per-coordinate metric for the extra-gradient family (eg, ogda, qgenx).
 enum class Precondition {
   kNone,  // every coordinate moves by its player's rate
-  kAdam,  // the rate divided by sqrt of Adam's bias-corrected second moment of the exchanged
-          // operators, plus eps (RMSprop's metric, without Adam's momentum)
+  kAdam,  // Adam's: moves go by the bias-corrected first moment of the exchanged operators, each
+          // coordinate's rate divided by the root of their second moment plus eps
 };
 Precondition parse_precondition(const std::string& name);  // "none" | "adam"
-const char* precondition_name(Precondition precondition);
 
 // Per-player learning rates by player name.
 using PlayerRates = std::map<std::string, double>;
@@ -74,7 +73,7 @@ struct SolverOptions {
   TORCH_ARG(double, step_max) = 0.0;
   // qgenx only.
   TORCH_ARG(Variant, variant) = Variant::kExtraGradient;
-  // eg, ogda, qgenx (not with dual averaging): per-coordinate metric; uses beta2 and eps.
+  // eg, ogda, qgenx (not with dual averaging): Adam's metric and momentum; uses the betas and eps.
   TORCH_ARG(Precondition, precondition) = Precondition::kNone;
   // Adam family (ExtraAdam, OptimisticAdam); beta2 and eps also drive precondition adam.
   TORCH_ARG(double, beta1) = 0.5;
@@ -94,6 +93,9 @@ class Solver {
   // One iteration t -> t+1.
   virtual void step(const Oracle& oracle) = 0;
   virtual int oracle_calls_per_step() const = 0;
+  // Whether step() catches NonFiniteOracle and retries (the runner then keeps the game's state
+  // from before each evaluation, to undo one that went non-finite).
+  virtual bool retries_non_finite() const { return false; }
 
   int64_t iteration() const { return iteration_; }
   const StepSize& step_size() const { return *step_size_; }

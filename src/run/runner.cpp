@@ -454,10 +454,13 @@ class Runner {
     Ledger& ledger = exchange_.ledger();
     const auto start = Clock::now();
     const double j0 = energy_per_phase_ ? energy_.meter->joules() : 0.0;
-    // The game's state (batch-norm statistics, ...) before the evaluation: an evaluation that
-    // goes non-finite must not leave NaN in it for the solver's retry with a shorter step.
-    Game::State before = game_.state();
-    for (auto& entry : before) entry.second = entry.second.clone();
+    // The game's state (batch-norm statistics, ...) before the evaluation, for a solver that
+    // retries: an evaluation that goes non-finite must not leave NaN in it for the retry.
+    Game::State before;
+    if (solver_.retries_non_finite()) {
+      before = game_.state();
+      for (auto& entry : before) entry.second = entry.second.clone();
+    }
     torch::Tensor local = evaluate(generators_[0]);
     for (size_t r = 1; r < generators_.size(); ++r) local.add_(evaluate(generators_[r]));
     if (generators_.size() > 1) local.div_(static_cast<double>(generators_.size()));
@@ -468,7 +471,7 @@ class Runner {
     // through the exchange, which tells every rank which rank it was. The solver may retry with a
     // shorter step (from the game's state before the evaluation); else loop() ends the run.
     auto non_finite = [this, &before](int rank) {
-      game_.load_state(before);
+      if (!before.empty()) game_.load_state(before);
       return NonFiniteOracle(rank);
     };
     if (!finite && ranks_ == 1) throw non_finite(rank_);

@@ -1,7 +1,5 @@
 #include "saddle/solvers/extragradient.h"
 
-#include <cmath>
-
 #include "saddle/error.h"
 
 namespace saddle {
@@ -26,9 +24,7 @@ ExtraGradientSolver::ExtraGradientSolver(torch::Tensor params, const std::vector
                "be rescaled by a metric that changes every step");
   if (preconditioned_) {
     base_lr_ = lr_.clone();
-    first_moment_ = torch::zeros_like(z_);
-    second_moment_ = torch::zeros_like(z_);
-    direction_ = torch::empty_like(z_);
+    adam_ = AdamMoments(z_, options.beta1(), options.beta2(), options.eps());
   }
   anchor_ = torch::empty_like(z_);
   previous_half_ = torch::zeros_like(z_);
@@ -127,20 +123,15 @@ void ExtraGradientSolver::step(const Oracle& oracle) {
 
 void ExtraGradientSolver::observe_moment(const torch::Tensor& v) {
   torch::NoGradGuard no_grad;
-  const double beta1 = options_.beta1(), beta2 = options_.beta2();
-  first_moment_.mul_(beta1).add_(v, 1.0 - beta1);
-  second_moment_.mul_(beta2).addcmul_(v, v, 1.0 - beta2);
-  ++moments_;
+  adam_.observe(v);
   // The direction a move goes by: the bias-corrected first moment (v itself when beta1 = 0).
-  torch::div_out(direction_, first_moment_, 1.0 - std::pow(beta1, static_cast<double>(moments_)));
+  direction_ = adam_.first();
 }
 
 void ExtraGradientSolver::apply_metric() {
   torch::NoGradGuard no_grad;
-  const double correction = 1.0 - std::pow(options_.beta2(), static_cast<double>(moments_));
-  // lr = base_lr / (sqrt(v / correction) + eps), elementwise: the same bits whatever the threads.
-  torch::Tensor denominator = (second_moment_ / correction).sqrt_().add_(options_.eps());
-  torch::div_out(lr_, base_lr_, denominator);
+  // lr = base_lr / (sqrt(vhat) + eps), elementwise: the same bits whatever the threads.
+  torch::div_out(lr_, base_lr_, adam_.denominator());
   torch::reciprocal_out(inv_lr_, lr_);
 }
 
@@ -153,12 +144,7 @@ std::vector<std::pair<std::string, torch::Tensor>> ExtraGradientSolver::state() 
     out.emplace_back("origin", origin_);
     out.emplace_back("sum", sum_);
   }
-  if (preconditioned_) {
-    out.emplace_back("first_moment", first_moment_);
-    out.emplace_back("direction", direction_);
-    out.emplace_back("second_moment", second_moment_);
-    out.emplace_back("moments", torch::tensor({moments_}, torch::kInt64));
-  }
+  if (preconditioned_) adam_.append_state(out);
   return out;
 }
 
@@ -171,10 +157,10 @@ void ExtraGradientSolver::load_state(
     if (name == "have_previous") have_previous_ = tensor.item<int64_t>() != 0;
     if (name == "origin" && origin_.defined()) origin_.copy_(tensor);
     if (name == "sum" && sum_.defined()) sum_.copy_(tensor);
-    if (name == "first_moment" && preconditioned_) first_moment_.copy_(tensor);
-    if (name == "direction" && preconditioned_) direction_.copy_(tensor);
-    if (name == "second_moment" && preconditioned_) second_moment_.copy_(tensor);
-    if (name == "moments" && preconditioned_) moments_ = tensor.item<int64_t>();
+  }
+  if (preconditioned_) {
+    adam_.load_state(state);
+    if (adam_.count() > 0) direction_ = adam_.first();
   }
 }
 

@@ -12,6 +12,29 @@ namespace saddle {
 
 enum class AdamExtrapolation { kExtraGradient, kOptimistic };
 
+// Adam's moment estimates of a sequence of operators (Kingma & Ba): m and v, exponential averages
+// (beta1, beta2) of g and g*g, and their bias corrections. AdamSolver's directions and the
+// extra-gradient family's --precondition adam both read them. Checkpointed as "m", "v", "updates".
+class AdamMoments {
+ public:
+  AdamMoments() = default;
+  AdamMoments(const torch::Tensor& like, double beta1, double beta2, double eps);
+  // Folds g into m and v.
+  void observe(const torch::Tensor& g);
+  int64_t count() const { return updates_; }
+  // m / (1 - beta1^n): the bias-corrected first moment.
+  torch::Tensor first() const;
+  // sqrt(v / (1 - beta2^n)) + eps: the per-coordinate scale a step is divided by.
+  torch::Tensor denominator() const;
+  void append_state(std::vector<std::pair<std::string, torch::Tensor>>& out) const;
+  void load_state(const std::vector<std::pair<std::string, torch::Tensor>>& state);
+
+ private:
+  double beta1_ = 0.0, beta2_ = 0.0, eps_ = 0.0;
+  torch::Tensor m_, v_;
+  int64_t updates_ = 0;
+};
+
 class AdamSolver final : public Solver {
  public:
   AdamSolver(torch::Tensor params, const std::vector<Player>& players, const SolverOptions& options,
@@ -30,8 +53,8 @@ class AdamSolver final : public Solver {
   bool optimistic() const { return extrapolation_ == AdamExtrapolation::kOptimistic; }
 
   AdamExtrapolation extrapolation_;
-  torch::Tensor m_, v_, anchor_, previous_direction_, previous_operator_;
-  int64_t updates_ = 0;
+  AdamMoments moments_;
+  torch::Tensor anchor_, previous_direction_, previous_operator_;
 };
 
 }  // namespace saddle

@@ -28,6 +28,7 @@
 #include <string>
 
 #include "saddle/solver.h"
+#include "saddle/solvers/adam.h"
 
 namespace saddle {
 
@@ -38,6 +39,7 @@ class ExtraGradientSolver final : public Solver {
   std::string name() const override { return name_; }
   void step(const Oracle& oracle) override;
   int oracle_calls_per_step() const override { return variant_ == Variant::kExtraGradient ? 2 : 1; }
+  bool retries_non_finite() const override { return variant_ != Variant::kDualAveraging; }
   Variant variant() const { return variant_; }
   static constexpr int kNonFiniteRetries = 4;
   static constexpr double kNonFiniteShrink = 0.25;
@@ -54,15 +56,13 @@ class ExtraGradientSolver final : public Solver {
   torch::Tensor origin_;  // X_0 (dual averaging)
   torch::Tensor sum_;     // sum_{s<=t} V_{s+1/2} (dual averaging)
 
-  // precondition adam: the second moment of the exchanged operators and how many it has seen.
+  // precondition adam: Adam's moments of the exchanged operators.
   void observe_moment(const torch::Tensor& v);
   void apply_metric();  // lr_ = base_lr_ / (sqrt(vhat) + eps), and inv_lr_
   bool preconditioned_ = false;
   torch::Tensor base_lr_;
-  torch::Tensor first_moment_;
-  torch::Tensor second_moment_;
+  AdamMoments adam_;
   torch::Tensor direction_;  // the bias-corrected first moment: what a move goes by
-  int64_t moments_ = 0;
 };
 
 }  // namespace saddle
