@@ -37,6 +37,7 @@ struct ExchangeFlags {
   std::string coder = "fixed";
   std::vector<std::string> level_schedule = {"0", "100", "2000"};
   int64_t level_every = 10000;
+  std::string collective = "auto";
   void add_to(ConfigBinder& binder);
 };
 

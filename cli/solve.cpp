@@ -59,6 +59,11 @@ void ExchangeFlags::add_to(ConfigBinder& binder) {
              "Iterations at which adaptive levels (alq, amq) are refit");
   binder.add("level-every", level_every,
              "After the schedule, refit adaptive levels every N iterations");
+  binder.add("collective", collective,
+             "How ranks average: allgather (each rank receives every rank's message) | two-phase "
+             "(quantized reduce-scatter then all-gather: about 2 messages' worth per rank whatever "
+             "the ranks, one more quantization) | auto (two-phase from " +
+                 std::to_string(kTwoPhaseFromRanks) + " ranks)");
 }
 
 ExchangeOptions exchange_options(const ExchangeFlags& flags, uint64_t seed) {
@@ -74,7 +79,9 @@ ExchangeOptions exchange_options(const ExchangeFlags& flags, uint64_t seed) {
   options.codec(codec)
       .level_schedule(parse_schedule(flags.level_schedule))
       .level_every(flags.level_every)
+      .collective(flags.collective)
       .seed(seed);
+  resolve_collective(flags.collective, 1);  // a bad name fails here, before any run
   return options;
 }
 
@@ -258,6 +265,13 @@ int SolveCommand::run(Communicator& comm) {
                       100.0 * result.bytes_sent_all / std::max<int64_t>(1, result.fp32_bytes_all),
                       result.fp32_bytes_all, result.summary["bits_per_coordinate"].get<double>());
     }
+    if (result.bytes_received_all > 0) {
+      table +=
+          fmt::format("  {:<24} {} ({}, {} per rank and exchange)\n", "bytes_received",
+                      result.bytes_received_all, result.summary["collective"].get<std::string>(),
+                      human_bytes(static_cast<int64_t>(
+                          result.summary["bytes_received_per_rank_exchange"].get<double>())));
+    }
     table += fmt::format("  {:<24} {}\n", "ranks_agree", result.ranks_agree ? "true" : "false");
     if (!result.samples_path.empty())
       table += fmt::format("  {:<24} {}\n", "samples", result.samples_path);
@@ -339,9 +353,10 @@ RunResult SolveCommand::execute(Communicator& comm) {
   config["step-size"] = step;
   config["ranks"] = comm.size();
   config["transport"] = where.transport();
+  config["collective"] = exchange.collective();
 
-  logger.info("{} on {} (dim {}), {} iterations, {} rank(s), exchange {}", solver_, game_,
-              game->dim(), iters_, comm.size(), exchange_.quantizer);
+  logger.info("{} on {} (dim {}), {} iterations, {} rank(s), exchange {} ({})", solver_, game_,
+              game->dim(), iters_, comm.size(), exchange_.quantizer, exchange.collective());
   return saddle::run(*game, *solver, exchange, run_options, logger, config);
 }
 

@@ -16,6 +16,12 @@ void check_message_bytes(const torch::Tensor& bytes, const char* what) {
   SADDLE_CHECK(bytes.is_contiguous(), what, ": non-contiguous tensor");
 }
 
+void check_alltoall_messages(const std::vector<torch::Tensor>& messages, int ranks) {
+  SADDLE_CHECK(static_cast<int>(messages.size()) == ranks, "alltoall_bytes: ", messages.size(),
+               " messages for ", ranks, " ranks (expected one per rank)");
+  for (const auto& m : messages) check_message_bytes(m, "alltoall_bytes");
+}
+
 }  // namespace saddle
 
 namespace saddle {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <exception>
 #include <string>
 
@@ -46,8 +47,20 @@ std::string format_levels(const Container& levels) {
 
 }  // namespace
 
+std::string resolve_collective(const std::string& spec, int ranks) {
+  SADDLE_CHECK(spec == "auto" || spec == "allgather" || spec == "two-phase",
+               "invalid --collective '", spec, "' (expected allgather, two-phase or auto)");
+  if (ranks <= 1) return "allgather";
+  if (spec == "auto") return ranks >= kTwoPhaseFromRanks ? "two-phase" : "allgather";
+  return spec;
+}
+
 Exchange::Exchange(Communicator& communicator, const ExchangeOptions& options, const Logger& logger)
-    : communicator_(communicator), options_(options), logger_(logger), codec_(options.codec()) {
+    : communicator_(communicator),
+      options_(options),
+      logger_(logger),
+      codec_(options.codec()),
+      collective_(resolve_collective(options.collective(), communicator.size())) {
   SADDLE_CHECK(options.level_every() >= 0, "level_every must be >= 0 (0: no periodic refit), got ",
                options.level_every());
   for (int64_t t : options.level_schedule()) {
@@ -79,7 +92,7 @@ std::vector<std::pair<std::string, torch::Tensor>> Exchange::state() const {
     std::memcpy(level_tensor.data_ptr<float>(), levels.data(), levels.size() * sizeof(float));
   torch::Tensor counters =
       torch::tensor({calls_, ledger_.bytes_sent, ledger_.bytes_received, ledger_.coordinates_sent,
-                     ledger_.exchanges, ledger_.level_updates},
+                     ledger_.exchanges, ledger_.level_updates, ledger_.bytes_all_ranks},
                     torch::kInt64);
   torch::Tensor seconds =
       torch::tensor({ledger_.seconds_encode, ledger_.seconds_communicate, ledger_.seconds_decode,
@@ -100,8 +113,8 @@ void Exchange::load_state(const std::vector<std::pair<std::string, torch::Tensor
       codec_.set_levels(std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel()));
       adapt_pending_ = false;
     } else if (name == "exchange_counters") {
-      SADDLE_CHECK(tensor.numel() == 6, "checkpoint: exchange counters have ", tensor.numel(),
-                   " entries, expected 6");
+      SADDLE_CHECK(tensor.numel() == 6 || tensor.numel() == 7,
+                   "checkpoint: exchange counters have ", tensor.numel(), " entries, expected 7");
       torch::Tensor t = tensor.to(torch::kInt64).contiguous();
       const int64_t* c = t.data_ptr<int64_t>();
       set_calls(c[0]);
@@ -110,6 +123,8 @@ void Exchange::load_state(const std::vector<std::pair<std::string, torch::Tensor
       ledger_.coordinates_sent = c[3];
       ledger_.exchanges = c[4];
       ledger_.level_updates = c[5];
+      // Checkpoints before the two-phase collective all-gathered: every rank saw every message.
+      ledger_.bytes_all_ranks = tensor.numel() == 7 ? c[6] : c[1] + c[2];
       if (!codec_.adaptive()) adapt_pending_ = false;
     } else if (name == "exchange_rank_operators" && keep_ranks_) {
       rank_last_ = tensor.clone();
@@ -124,22 +139,6 @@ void Exchange::load_state(const std::vector<std::pair<std::string, torch::Tensor
     }
   }
 }
-
-namespace {
-constexpr char kNonFinite[] = "saddle:non-finite";  // not a codec message: no magic, too short
-
-torch::Tensor non_finite_marker() {
-  torch::Tensor m = torch::empty({static_cast<int64_t>(sizeof kNonFinite - 1)}, torch::kUInt8);
-  std::memcpy(m.data_ptr(), kNonFinite, sizeof kNonFinite - 1);
-  return m;
-}
-
-bool is_non_finite_marker(const torch::Tensor& message) {
-  if (message.numel() != static_cast<int64_t>(sizeof kNonFinite - 1)) return false;
-  const torch::Tensor host = message.cpu().contiguous();
-  return std::memcmp(host.data_ptr(), kNonFinite, sizeof kNonFinite - 1) == 0;
-}
-}  // namespace
 
 // A device message through a host-memory transport: out through a pinned buffer (reused), the
 // gathered messages back to the device as one buffer.
@@ -170,16 +169,25 @@ void Exchange::keep_rank_operators(bool keep) {
   if (!keep) rank_last_ = rank_previous_ = torch::Tensor();
 }
 
+namespace {
+// sum over rows r of ||last[r] - previous[r]||^2 (against_previous, when there is a previous) or
+// of ||last[r]||^2, each row in the fixed order of detail/reduce.h.
+double sum_rank_squares(const torch::Tensor& last, const torch::Tensor& previous,
+                        bool against_previous) {
+  double total = 0.0;
+  for (int64_t r = 0; r < last.size(0); ++r) {
+    const bool paired = against_previous && previous.defined();
+    total += detail::fixed_order_sum_squares(last[r], paired ? previous[r] : torch::Tensor());
+  }
+  return total;
+}
+}  // namespace
+
 double Exchange::rank_sq_difference(bool against_previous) const {
   SADDLE_CHECK(keep_ranks_ && rank_last_.defined(),
                "Exchange::rank_sq_difference: the ranks' operators are not kept");
-  double total = 0.0;
-  for (int64_t r = 0; r < rank_last_.size(0); ++r) {
-    const bool paired = against_previous && rank_previous_.defined();
-    total += detail::fixed_order_sum_squares(rank_last_[r],
-                                             paired ? rank_previous_[r] : torch::Tensor());
-  }
-  return total;
+  if (collective_ == "two-phase") return against_previous ? chunk_sq_difference_ : chunk_sq_norm_;
+  return sum_rank_squares(rank_last_, rank_previous_, against_previous);
 }
 
 torch::Tensor Exchange::average(const torch::Tensor& local, bool local_finite) {
@@ -191,8 +199,6 @@ torch::Tensor Exchange::average(const torch::Tensor& local, bool local_finite) {
   SADDLE_CHECK(local.device().is_cpu() || local.device().is_cuda(), "Exchange::average: tensor on ",
                local.device(), " (expected a CPU or CUDA tensor)");
   const torch::Tensor input = local.contiguous();
-  const torch::Device device = input.device();
-  const int ranks = communicator_.size();
   const int me = communicator_.rank();
 
   if (adapt_pending_ && codec_.adaptive()) {
@@ -221,35 +227,105 @@ torch::Tensor Exchange::average(const torch::Tensor& local, bool local_finite) {
   }
   adapt_pending_ = false;
 
+  torch::Tensor average = collective_ == "two-phase" ? average_two_phase(input, local_finite)
+                                                     : average_allgather(input, local_finite);
+  ledger_.coordinates_sent += input.numel();
+  ++ledger_.exchanges;
+  ++calls_;
+  return average;
+}
+
+namespace {
+constexpr char kNonFinite[] = "saddle:non-finite";  // not a codec message: no magic, too short
+
+torch::Tensor non_finite_marker(const torch::Device& device) {
+  torch::Tensor m = torch::empty({static_cast<int64_t>(sizeof kNonFinite - 1)}, torch::kUInt8);
+  std::memcpy(m.data_ptr(), kNonFinite, sizeof kNonFinite - 1);
+  return m.to(device);
+}
+
+bool is_non_finite_marker(const torch::Tensor& message) {
+  if (message.numel() != static_cast<int64_t>(sizeof kNonFinite - 1)) return false;
+  const torch::Tensor host = message.cpu().contiguous();
+  return std::memcmp(host.data_ptr(), kNonFinite, sizeof kNonFinite - 1) == 0;
+}
+
+// Throws NonFiniteOperator naming the first rank whose message is the non-finite marker.
+void throw_if_non_finite(const std::vector<torch::Tensor>& messages) {
+  for (size_t r = 0; r < messages.size(); ++r) {
+    if (is_non_finite_marker(messages[r])) throw NonFiniteOperator(static_cast<int>(r));
+  }
+}
+
+int64_t total_bytes(const std::vector<torch::Tensor>& messages) {
+  int64_t total = 0;
+  for (const auto& m : messages) total += m.numel();
+  return total;
+}
+
+// What a two-phase owner sends before its codec message: how many bytes the ranks sent it in the
+// first phase (so every rank can count all ranks' bytes), and its chunk's sums for the qgenx step
+// rule (zero when unused).
+struct OwnerHeader {
+  int64_t first_phase_bytes = 0;
+  double sq_difference = 0.0;
+  double sq_norm = 0.0;
+};
+constexpr int64_t kOwnerHeaderBytes = 24;
+static_assert(sizeof(OwnerHeader) == kOwnerHeaderBytes, "OwnerHeader must be packed");
+
+// The stream of a two-phase quantization: disjoint from the all-gather's calls * K + rank, from
+// each other, and over (call, sender, owner). Bit 63 marks the two-phase streams, bit 62 the
+// second phase.
+uint64_t two_phase_stream(int64_t call, int ranks, int sender, int owner, bool second) {
+  const uint64_t k = static_cast<uint64_t>(ranks);
+  const uint64_t index = (static_cast<uint64_t>(call) * k + static_cast<uint64_t>(sender)) * k +
+                         static_cast<uint64_t>(owner);
+  return (uint64_t{1} << 63) | (second ? uint64_t{1} << 62 : 0) | index;
+}
+}  // namespace
+
+std::vector<torch::Tensor> Exchange::allgather_messages(const torch::Tensor& message) {
+  std::vector<torch::Tensor> messages = communicator_.device_collectives(message.device())
+                                            ? communicator_.allgather_bytes(message)
+                                            : allgather_staged(message);
+  SADDLE_CHECK(static_cast<int>(messages.size()) == communicator_.size(),
+               "allgather_bytes returned ", messages.size(), " messages for ", communicator_.size(),
+               " ranks");
+  return messages;
+}
+
+void Exchange::decode_from_ranks(const std::vector<torch::Tensor>& messages, torch::Tensor& out,
+                                 float weight) const {
+  try {
+    codec_.decode_average(messages, out, weight);
+  } catch (const MalformedMessage& e) {
+    if (e.index() == communicator_.rank()) {
+      throw Error(detail::concat("cannot decode this rank's own message: ", e.what()));
+    }
+    throw Error(detail::concat("malformed message from rank ", e.index(), ": ", e.what()));
+  }
+}
+
+torch::Tensor Exchange::average_allgather(const torch::Tensor& input, bool local_finite) {
+  const torch::Device device = input.device();
+  const int ranks = communicator_.size();
+  const int me = communicator_.rank();
   // Distinct streams for every (rank, call): ranks' quantization noise is independent.
   const uint64_t stream =
       static_cast<uint64_t>(calls_) * static_cast<uint64_t>(ranks) + static_cast<uint64_t>(me);
   auto start = Clock::now();
   // A rank whose operator is not finite sends a marker no codec message can be (those begin with
   // the codec's magic and are at least a header long) instead of a message.
-  torch::Tensor message = local_finite ? codec_.encode(input, options_.seed(), stream)
-                                       : non_finite_marker().to(device);
+  torch::Tensor message =
+      local_finite ? codec_.encode(input, options_.seed(), stream) : non_finite_marker(device);
   auto encoded = Clock::now();
-  std::vector<torch::Tensor> messages = communicator_.device_collectives(device)
-                                            ? communicator_.allgather_bytes(message)
-                                            : allgather_staged(message);
+  std::vector<torch::Tensor> messages = allgather_messages(message);
   auto gathered = Clock::now();
-  SADDLE_CHECK(static_cast<int>(messages.size()) == ranks, "allgather_bytes returned ",
-               messages.size(), " messages for ", ranks, " ranks");
-  for (int r = 0; r < ranks; ++r) {
-    if (is_non_finite_marker(messages[r])) throw NonFiniteOperator(r);
-  }
+  throw_if_non_finite(messages);
 
   torch::Tensor average = torch::empty({input.numel()}, input.options());
-  const float weight = 1.0f / static_cast<float>(ranks);
-  try {
-    codec_.decode_average(messages, average, weight);
-  } catch (const MalformedMessage& e) {
-    if (e.index() == me) {
-      throw Error(detail::concat("cannot decode this rank's own message: ", e.what()));
-    }
-    throw Error(detail::concat("malformed message from rank ", e.index(), ": ", e.what()));
-  }
+  decode_from_ranks(messages, average, 1.0f / static_cast<float>(ranks));
   if (keep_ranks_) {
     // Each rank's own decoded operator (weight 1), for the qgenx step rule.
     rank_previous_ = rank_last_.defined() ? rank_last_.to(device) : rank_last_;
@@ -266,12 +342,137 @@ torch::Tensor Exchange::average(const torch::Tensor& local, bool local_finite) {
   ledger_.seconds_communicate += seconds_between(encoded, gathered);
   ledger_.seconds_decode += seconds_between(gathered, decoded);
   ledger_.bytes_sent += message.numel();
+  ledger_.bytes_received += total_bytes(messages) - message.numel();
+  ledger_.bytes_all_ranks += total_bytes(messages);
+  return average;
+}
+
+torch::Tensor Exchange::average_two_phase(const torch::Tensor& input, bool local_finite) {
+  const torch::Device device = input.device();
+  const int ranks = communicator_.size();
+  const int me = communicator_.rank();
+  const int64_t dim = input.numel();
+  // Chunks of whole buckets, as even as the buckets allow (an owner may get none).
+  const int64_t bucket = codec_.options().bucket_size();
+  const int64_t buckets = (dim + bucket - 1) / bucket;
+  std::vector<int64_t> bounds(ranks + 1);
+  for (int r = 0; r <= ranks; ++r) bounds[r] = std::min(dim, buckets * r / ranks * bucket);
+  const auto chunk_of = [&](const torch::Tensor& v, int r) {
+    return v.narrow(0, bounds[r], bounds[r + 1] - bounds[r]);
+  };
+
+  // Phase 1: each chunk, quantized, to its owner (through host memory).
+  auto start = Clock::now();
+  // An empty chunk travels as an empty message: both ends know its length.
+  std::vector<torch::Tensor> pieces;
   for (int r = 0; r < ranks; ++r) {
-    if (r != me) ledger_.bytes_received += messages[r].numel();
+    const torch::Tensor part = chunk_of(input, r);
+    if (!local_finite) {
+      pieces.push_back(non_finite_marker(torch::kCPU));
+    } else if (part.numel() == 0) {
+      pieces.push_back(torch::empty({0}, torch::kUInt8));
+    } else {
+      const uint64_t stream = two_phase_stream(calls_, ranks, me, r, false);
+      pieces.push_back(codec_.encode(part, options_.seed(), stream).cpu());
+    }
   }
-  ledger_.coordinates_sent += input.numel();
-  ++ledger_.exchanges;
-  ++calls_;
+  auto encoded = Clock::now();
+  std::vector<torch::Tensor> received = communicator_.alltoall_bytes(pieces);
+  auto exchanged = Clock::now();
+  SADDLE_CHECK(static_cast<int>(received.size()) == ranks, "alltoall_bytes returned ",
+               received.size(), " messages for ", ranks, " ranks");
+  // A non-finite rank sent its marker to every owner: every rank throws here, together.
+  throw_if_non_finite(received);
+
+  // The owner's average of its chunk, in rank order.
+  const int64_t mine = bounds[me + 1] - bounds[me];
+  torch::Tensor chunk = torch::empty({mine}, input.options());
+  std::vector<torch::Tensor> on_device;
+  for (const auto& m : received) on_device.push_back(m.to(device));
+  if (mine > 0) {
+    decode_from_ranks(on_device, chunk, 1.0f / static_cast<float>(ranks));
+  } else {
+    for (int r = 0; r < ranks; ++r) {
+      SADDLE_CHECK(received[r].numel() == 0, "malformed message from rank ", r, ": ",
+                   received[r].numel(), " bytes for an empty chunk");
+    }
+  }
+  OwnerHeader header;
+  header.first_phase_bytes = total_bytes(received);
+  if (keep_ranks_) {
+    rank_previous_ = rank_last_.defined() ? rank_last_.to(device) : rank_last_;
+    rank_last_ = torch::empty({ranks, mine}, input.options());
+    for (int r = 0; r < ranks && mine > 0; ++r) {
+      torch::Tensor row = rank_last_[r];
+      decode_from_ranks({on_device[r]}, row, 1.0f);
+    }
+    header.sq_difference = sum_rank_squares(rank_last_, rank_previous_, true);
+    header.sq_norm = sum_rank_squares(rank_last_, rank_previous_, false);
+  }
+  synchronize(device);
+  auto reduced = Clock::now();
+
+  // Phase 2: the owner's chunk, quantized again, to every rank.
+  const torch::Tensor body =
+      mine > 0
+          ? codec_.encode(chunk, options_.seed(), two_phase_stream(calls_, ranks, me, me, true))
+          : torch::empty({0}, torch::TensorOptions().dtype(torch::kUInt8).device(device));
+  torch::Tensor message = torch::empty({kOwnerHeaderBytes + body.numel()},
+                                       torch::TensorOptions().dtype(torch::kUInt8).device(device));
+  torch::Tensor header_bytes = torch::empty({kOwnerHeaderBytes}, torch::kUInt8);
+  std::memcpy(header_bytes.data_ptr(), &header, kOwnerHeaderBytes);
+  message.narrow(0, 0, kOwnerHeaderBytes).copy_(header_bytes);
+  message.narrow(0, kOwnerHeaderBytes, body.numel()).copy_(body);
+  auto reencoded = Clock::now();
+  std::vector<torch::Tensor> owners = allgather_messages(message);
+  auto gathered = Clock::now();
+
+  torch::Tensor average = torch::empty({dim}, input.options());
+  int64_t first_phase_all = 0;
+  double sq_difference = 0.0, sq_norm = 0.0;
+  for (int r = 0; r < ranks; ++r) {
+    SADDLE_CHECK(owners[r].numel() >= kOwnerHeaderBytes, "malformed message from rank ", r, ": ",
+                 owners[r].numel(), " bytes, shorter than the two-phase header (",
+                 kOwnerHeaderBytes, ")");
+    OwnerHeader theirs;
+    const torch::Tensor host = owners[r].narrow(0, 0, kOwnerHeaderBytes).cpu().contiguous();
+    std::memcpy(&theirs, host.data_ptr(), kOwnerHeaderBytes);
+    SADDLE_CHECK(theirs.first_phase_bytes >= 0 && std::isfinite(theirs.sq_difference) &&
+                     std::isfinite(theirs.sq_norm),
+                 "malformed message from rank ", r, ": invalid two-phase header");
+    first_phase_all += theirs.first_phase_bytes;
+    sq_difference += theirs.sq_difference;
+    sq_norm += theirs.sq_norm;
+    torch::Tensor out = chunk_of(average, r);
+    const torch::Tensor payload =
+        owners[r].narrow(0, kOwnerHeaderBytes, owners[r].numel() - kOwnerHeaderBytes);
+    if (out.numel() == 0) {
+      SADDLE_CHECK(payload.numel() == 0, "malformed message from rank ", r, ": ", payload.numel(),
+                   " bytes for an empty chunk");
+      continue;
+    }
+    try {
+      codec_.decode_average({payload}, out, 1.0f);
+    } catch (const MalformedMessage& e) {
+      throw Error(detail::concat(r == me ? std::string("cannot decode this rank's own message")
+                                         : detail::concat("malformed message from rank ", r),
+                                 ": ", e.what()));
+    }
+  }
+  chunk_sq_difference_ = sq_difference;
+  chunk_sq_norm_ = sq_norm;
+  synchronize(device);
+  auto decoded = Clock::now();
+
+  ledger_.seconds_encode += seconds_between(start, encoded) + seconds_between(reduced, reencoded);
+  ledger_.seconds_communicate +=
+      seconds_between(encoded, exchanged) + seconds_between(reencoded, gathered);
+  ledger_.seconds_decode +=
+      seconds_between(exchanged, reduced) + seconds_between(gathered, decoded);
+  ledger_.bytes_sent += total_bytes(pieces) + message.numel();
+  ledger_.bytes_received +=
+      total_bytes(received) - received[me].numel() + total_bytes(owners) - message.numel();
+  ledger_.bytes_all_ranks += first_phase_all + total_bytes(owners);
   return average;
 }
 

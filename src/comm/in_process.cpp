@@ -79,6 +79,33 @@ class InProcessCommunicator final : public Communicator {
     });
   }
 
+  std::vector<torch::Tensor> alltoall_bytes(const std::vector<torch::Tensor>& messages) override {
+    check_alltoall_messages(messages, size());
+    // One deposit per rank: its messages end to end, after a table of their sizes.
+    const int ranks = size();
+    int64_t total = 0;
+    for (const auto& m : messages) total += m.numel();
+    torch::Tensor packed = torch::empty({8 * ranks + total}, torch::kUInt8);
+    auto* sizes = reinterpret_cast<int64_t*>(packed.data_ptr<uint8_t>());
+    int64_t offset = 8 * ranks;
+    for (int r = 0; r < ranks; ++r) {
+      sizes[r] = messages[r].numel();
+      packed.narrow(0, offset, sizes[r]).copy_(messages[r]);
+      offset += sizes[r];
+    }
+    const int me = rank_;
+    return collective("alltoall_bytes", packed, [me, ranks](const std::vector<torch::Tensor>& in) {
+      std::vector<torch::Tensor> received;
+      for (const auto& from : in) {
+        const auto* table = reinterpret_cast<const int64_t*>(from.data_ptr<uint8_t>());
+        int64_t start = 8 * ranks;
+        for (int r = 0; r < me; ++r) start += table[r];
+        received.push_back(from.narrow(0, start, table[me]).clone());
+      }
+      return received;
+    });
+  }
+
   void allreduce_sum(torch::Tensor& tensor) override {
     SADDLE_CHECK(tensor.defined(), "allreduce_sum: undefined tensor");
     const auto dtype = tensor.scalar_type();

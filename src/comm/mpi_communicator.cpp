@@ -156,6 +156,78 @@ class MpiCommunicator final : public Communicator {
     return messages;
   }
 
+  // Point to point, as MPI_Alltoallv does underneath: sizes first (so a rank that never arrives
+  // can be named), then each message in pieces of at most chunk_ bytes (no int-count limit).
+  std::vector<torch::Tensor> alltoall_bytes(const std::vector<torch::Tensor>& messages) override {
+    check_alltoall_messages(messages, size_);
+    std::vector<int64_t> mine(size_), sizes(size_);
+    for (int r = 0; r < size_; ++r) mine[r] = messages[r].numel();
+    sizes[rank_] = mine[rank_];
+    std::vector<MPI_Request> requests;
+    std::vector<int> from;
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      requests.emplace_back();
+      from.push_back(r);
+      check_mpi(MPI_Irecv(&sizes[r], 1, MPI_INT64_T, r, kAlltoallSizeTag, comm_, &requests.back()),
+                "MPI_Irecv");
+    }
+    const size_t receives = requests.size();
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      requests.emplace_back();
+      check_mpi(MPI_Isend(&mine[r], 1, MPI_INT64_T, r, kAlltoallSizeTag, comm_, &requests.back()),
+                "MPI_Isend");
+    }
+    const auto late_of = [&](size_t count) {
+      return [&, count]() {
+        std::string late;
+        for (size_t k = 0; k < count; ++k) {
+          int done = 0;
+          MPI_Test(&requests[k], &done, MPI_STATUS_IGNORE);
+          if (!done) late += (late.empty() ? "rank " : ", ") + std::to_string(from[k]);
+        }
+        return late;
+      };
+    };
+    wait(requests, "the two-phase exchange's all-to-all", late_of(receives));
+
+    std::vector<torch::Tensor> received(size_);
+    requests.clear();
+    from.clear();
+    for (int r = 0; r < size_; ++r) {
+      SADDLE_CHECK(sizes[r] >= 0, "alltoall_bytes: rank ", r, " announced ", sizes[r], " bytes");
+      if (r == rank_) {
+        received[r] = messages[r].clone();
+        continue;
+      }
+      received[r] = torch::empty({sizes[r]}, torch::kUInt8);
+      auto* out = received[r].data_ptr<uint8_t>();
+      for (int64_t start = 0; start < sizes[r]; start += chunk_) {
+        requests.emplace_back();
+        from.push_back(r);
+        const int count = static_cast<int>(std::min<int64_t>(chunk_, sizes[r] - start));
+        check_mpi(
+            MPI_Irecv(out + start, count, MPI_BYTE, r, kAlltoallDataTag, comm_, &requests.back()),
+            "MPI_Irecv");
+      }
+    }
+    const size_t pieces = requests.size();
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      const auto* in = messages[r].data_ptr<uint8_t>();
+      for (int64_t start = 0; start < mine[r]; start += chunk_) {
+        requests.emplace_back();
+        const int count = static_cast<int>(std::min<int64_t>(chunk_, mine[r] - start));
+        check_mpi(
+            MPI_Isend(in + start, count, MPI_BYTE, r, kAlltoallDataTag, comm_, &requests.back()),
+            "MPI_Isend");
+      }
+    }
+    wait(requests, "the two-phase exchange's all-to-all", late_of(pieces));
+    return received;
+  }
+
   void allreduce_sum(torch::Tensor& tensor) override {
     MPI_Datatype type = reduce_type(tensor);
     const bool exact = tensor.scalar_type() == torch::kInt64;
@@ -257,6 +329,8 @@ class MpiCommunicator final : public Communicator {
   std::deque<PendingFlag> pending_;  // deque: posted buffers keep their addresses
 
   static constexpr int kSizeTag = 7301;
+  static constexpr int kAlltoallSizeTag = 7302;
+  static constexpr int kAlltoallDataTag = 7303;
   static constexpr auto kSpinFor = std::chrono::milliseconds(20);
 
   // Completes `requests`, testing instead of blocking so that a rank that never arrives (stopped,

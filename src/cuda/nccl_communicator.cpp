@@ -111,6 +111,10 @@ class NcclCommunicator final : public Communicator {
     return out;
   }
 
+  // Host messages only (the exchange stages device chunks through host memory).
+  std::vector<torch::Tensor> alltoall_bytes(const std::vector<torch::Tensor>& messages) override {
+    return host_->alltoall_bytes(messages);
+  }
   void allreduce_sum(torch::Tensor& tensor) override { host_->allreduce_sum(tensor); }
   void broadcast_bytes(torch::Tensor& bytes, int root) override {
     host_->broadcast_bytes(bytes, root);

@@ -497,13 +497,20 @@ class Runner {
     return Error(fmt::format("diverged at iteration {}: {}{}", t, what, where));
   }
 
-  // Bytes and coordinates sent by all ranks, and whether any rank raised `flag`. Collective.
-  std::tuple<int64_t, int64_t, bool> total_bytes(bool flag = false) {
+  // Bytes sent and received and coordinates sent by all ranks, and whether any rank raised
+  // `flag`. Collective.
+  struct Totals {
+    int64_t bytes_sent = 0, bytes_received = 0, coordinates = 0;
+    bool flagged = false;
+  };
+  Totals totals(bool flag = false) {
     const Ledger& ledger = exchange_.ledger();
-    torch::Tensor counts = torch::tensor(
-        {ledger.bytes_sent, ledger.coordinates_sent, static_cast<int64_t>(flag)}, torch::kInt64);
+    torch::Tensor counts = torch::tensor({ledger.bytes_sent, ledger.bytes_received,
+                                          ledger.coordinates_sent, static_cast<int64_t>(flag)},
+                                         torch::kInt64);
     comm_.allreduce_sum(counts);
-    return {counts[0].item<int64_t>(), counts[1].item<int64_t>(), counts[2].item<int64_t>() > 0};
+    const int64_t* c = counts.data_ptr<int64_t>();
+    return {c[0], c[1], c[2], c[3] > 0};
   }
 
   // Runs `fn` with the game's parameters set to the averaged iterate (then restores them);
@@ -566,10 +573,9 @@ class Runner {
     }
     const double limit = comm_.timeout();
     if (evaluate && ranks_ > 1) comm_.set_timeout(0);
-    const auto [bytes_all, coords_all, rank0_not_finite] = total_bytes(!not_finite.empty());
+    const Totals all = totals(!not_finite.empty());
     comm_.set_timeout(limit);
-    (void)coords_all;
-    if (rank0_not_finite) {
+    if (all.flagged) {
       throw Diverged(
           diverged(t, rank_ == 0 ? not_finite : "a metric on rank 0 is not finite").what(), t);
     }
@@ -578,7 +584,8 @@ class Runner {
       line["iter"] = t;
       for (const auto& [name, value] : metrics) line[name] = value;
       line["step_scale"] = solver_.step_size().scale();
-      line["bytes_sent"] = bytes_all;
+      line["bytes_sent"] = all.bytes_sent;
+      line["bytes_received"] = all.bytes_received;
       metrics_.write(line);
       last_ = metrics;
       const auto shown_metric = find_metric(metrics, "distance_sq");
@@ -613,12 +620,8 @@ class Runner {
     save_checkpoint(path, c);
   }
 
-  // Bytes sent by all ranks so far: this rank's messages and those it received from every other
-  // rank (the same total on every rank, with no collective).
-  int64_t bytes_so_far() const {
-    const Ledger& ledger = exchange_.ledger();
-    return ledger.bytes_sent + ledger.bytes_received;
-  }
+  // Bytes sent by all ranks so far (the same total on every rank, with no collective).
+  int64_t bytes_so_far() const { return exchange_.ledger().bytes_all_ranks; }
   bool budget_spent() const {
     return options_.byte_budget() > 0 && bytes_so_far() >= options_.byte_budget();
   }
@@ -742,10 +745,10 @@ class Runner {
     result.samples_path = samples_path_;
     result.evaluations = std::move(evaluations_);
     if (energy_.meter) result.joules = energy_.meter->joules() - joules_at_start_;
-    const auto [bytes_all, coords_all, unused] = total_bytes();
-    (void)unused;
-    result.bytes_sent_all = bytes_all;
-    result.fp32_bytes_all = coords_all * 4;
+    const Totals all = totals();
+    result.bytes_sent_all = all.bytes_sent;
+    result.bytes_received_all = all.bytes_received;
+    result.fp32_bytes_all = all.coordinates * 4;
 
     // Ranks agree when every rank's parameter hash equals rank 0's.
     const uint64_t hash = tensor_hash(game_.params());
@@ -768,11 +771,18 @@ class Runner {
     for (const auto& [name, value] : last_) summary[name] = value;
     summary["ranks"] = ranks_;
     summary["ranks_agree"] = result.ranks_agree;
+    summary["collective"] = exchange_.collective();
     summary["bytes_sent"] = result.bytes_sent_all;
+    summary["bytes_received"] = result.bytes_received_all;
+    summary["bytes_received_per_rank_exchange"] =
+        ledger.exchanges > 0 ? static_cast<double>(result.bytes_received_all) /
+                                   static_cast<double>(ranks_ * ledger.exchanges)
+                             : 0.0;
     summary["bytes_sent_fp32"] = result.fp32_bytes_all;
     summary["bits_per_coordinate"] =
-        coords_all > 0 ? 8.0 * static_cast<double>(bytes_all) / static_cast<double>(coords_all)
-                       : 0.0;
+        all.coordinates > 0
+            ? 8.0 * static_cast<double>(all.bytes_sent) / static_cast<double>(all.coordinates)
+            : 0.0;
     summary["seconds"] = {{"compute", ledger.seconds_compute},
                           {"encode", ledger.seconds_encode},
                           {"communicate", ledger.seconds_communicate},

@@ -20,11 +20,13 @@ struct Solved {
 
 Solved solve(Communicator& comm, const GameOptions& game_options, const std::string& solver_name,
              const SolverOptions& solver_options, const CodecOptions& codec, int64_t iterations,
-             int64_t simulate_ranks = 1, int64_t byte_budget = 0) {
+             int64_t simulate_ranks = 1, int64_t byte_budget = 0,
+             const std::string& collective = "allgather") {
   auto game = make_game("bilinear", game_options);
   auto solver = make_solver(solver_name, game->params(), game->players(), solver_options);
   Logger logger(LogLevel::kWarn, comm.rank(), comm.size());
-  Exchange exchange(comm, ExchangeOptions().codec(codec).seed(game_options.seed), logger);
+  Exchange exchange(
+      comm, ExchangeOptions().codec(codec).seed(game_options.seed).collective(collective), logger);
   RunOptions options;
   options.iterations(iterations)
       .seed(game_options.seed)
@@ -65,39 +67,54 @@ TEST(DistributedSolve, Fp32MatchesOneProcessWithTheSameGlobalSamples) {
   EXPECT_TRUE(distributed.result.ranks_agree);
 }
 
-TEST(DistributedSolve, QgenxWithFourBitAlqConvergesOnDeterministicBilinear) {
+// Both collectives: the all-gather, and the two-phase exchange whose second quantization adds
+// noise that vanishes with the operator as the first's does.
+class Collectives : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Collectives, QgenxWithFourBitAlqConvergesOnDeterministicBilinear) {
   GameOptions game_options;
   game_options.dim = 64;
   game_options.seed = 1;
+  const bool two_phase = GetParam() == "two-phase";
+  // Two-phase: buckets of 32 coordinates, so that every rank owns a chunk of the 128.
+  const CodecOptions codec =
+      CodecOptions().quantizer("alq").bits(4).bucket_size(two_phase ? 32 : 1024);
   // Quantization noise is relative to the operator, so it vanishes at the equilibrium and the
   // constant-step generalized extra-gradient keeps its linear rate.
-  auto solved = solve(test_world(), game_options, "qgenx", SolverOptions().lr(0.5),
-                      CodecOptions().quantizer("alq").bits(4), 3000);
+  auto solved = solve(test_world(), game_options, "qgenx", SolverOptions().lr(0.5), codec, 3000, 1,
+                      0, GetParam());
   const double distance = *find_metric(solved.result.final_metrics, "distance_sq");
   if (test_world().rank() == 0) EXPECT_LE(distance, 1e-8);
   EXPECT_TRUE(solved.result.ranks_agree);
+  EXPECT_EQ(solved.result.summary["collective"].get<std::string>(),
+            test_world().size() > 1 ? GetParam() : "allgather");
   // 4 bits a coordinate plus the header and one norm per bucket: far below fp32's 32.
-  EXPECT_LT(solved.result.summary["bits_per_coordinate"].get<double>(), 7.0);
+  if (!two_phase) {
+    EXPECT_LT(solved.result.summary["bits_per_coordinate"].get<double>(), 7.0);
+  }
 }
 
 // A byte budget ends every rank after the same iteration, also when the ranks' messages differ in
-// size (an entropy coder): each rank counts its own message and those it received, the same
-// total everywhere, and the total passes the budget only at the last iteration.
-TEST(DistributedSolve, ByteBudgetStopsEveryRankAfterTheSameIteration) {
+// size (an entropy coder): every rank counts all ranks' bytes (all-gather: it sees every message;
+// two-phase: each owner's message says what it was sent), the same total everywhere, and the
+// total passes the budget only at the last iteration.
+TEST_P(Collectives, ByteBudgetStopsEveryRankAfterTheSameIteration) {
   GameOptions game_options;
   game_options.noise = "absolute";
   game_options.seed = 6;
-  const CodecOptions codec = CodecOptions().quantizer("alq").bits(4).coder(CoderKind::kEntropy);
-  const int64_t budget = 40000;
-  auto solved =
-      solve(test_world(), game_options, "qgenx", SolverOptions().lr(0.3), codec, 100000, 1, budget);
+  game_options.dim = 64;
+  const CodecOptions codec =
+      CodecOptions().quantizer("alq").bits(4).coder(CoderKind::kEntropy).bucket_size(32);
+  const int64_t budget = 80000;
+  auto solved = solve(test_world(), game_options, "qgenx", SolverOptions().lr(0.3), codec, 100000,
+                      1, budget, GetParam());
   EXPECT_TRUE(solved.result.budget_reached);
   EXPECT_TRUE(solved.result.ranks_agree);  // the same parameters, so the same iteration count
   EXPECT_LT(solved.result.iterations, 100000);
   EXPECT_GE(solved.result.bytes_sent_all, budget);
   // It stopped as soon as the total passed the budget: by less than about one iteration's bytes.
   const Ledger& ledger = solved.result.ledger;
-  EXPECT_EQ(ledger.bytes_sent + ledger.bytes_received, solved.result.bytes_sent_all);
+  EXPECT_EQ(ledger.bytes_all_ranks, solved.result.bytes_sent_all);
   const int64_t per_iteration = solved.result.bytes_sent_all / solved.result.iterations;
   EXPECT_LT(solved.result.bytes_sent_all - budget, 3 * per_iteration);
   // The iteration count is the same on every rank.
@@ -106,6 +123,12 @@ TEST(DistributedSolve, ByteBudgetStopsEveryRankAfterTheSameIteration) {
   test_world().allreduce_sum(total);
   EXPECT_EQ(total.item<int64_t>(), count.item<int64_t>() * test_world().size());
 }
+
+INSTANTIATE_TEST_SUITE_P(Exchange, Collectives, ::testing::Values("allgather", "two-phase"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param == "two-phase" ? std::string("TwoPhase")
+                                                            : std::string("Allgather");
+                         });
 
 }  // namespace
 }  // namespace saddle

@@ -57,6 +57,22 @@ void check_collectives(Communicator& comm) {
   EXPECT_TRUE(identical_on_all_ranks(comm, x64));
   EXPECT_TRUE(identical_on_all_ranks(comm, x32));
 
+  // All-to-all: rank s sends rank d a pattern of length 40 s + 7 d + 1 (rank 0 sends itself an
+  // empty message too), seeded by s * size + d.
+  std::vector<torch::Tensor> out;
+  const auto personal_length = [](int s, int d) {
+    return s == 0 && d == 0 ? 0 : 40 * s + 7 * d + 1;
+  };
+  for (int d = 0; d < size; ++d) out.push_back(pattern(rank * size + d, personal_length(rank, d)));
+  auto in = comm.alltoall_bytes(out);
+  ASSERT_EQ(static_cast<int>(in.size()), size);
+  for (int s = 0; s < size; ++s) {
+    EXPECT_TRUE(torch::equal(in[s], pattern(s * size + rank, personal_length(s, rank))))
+        << "all-to-all message from rank " << s;
+  }
+  out.pop_back();
+  EXPECT_THROW(comm.alltoall_bytes(out), Error);  // one message per rank, checked before sending
+
   const int root = size - 1;
   torch::Tensor bytes = rank == root ? pattern(root, 29) : torch::zeros({3}, torch::kUInt8);
   comm.broadcast_bytes(bytes, root);

@@ -247,6 +247,11 @@ class CorruptingCommunicator final : public Communicator {
     messages[victim_] = damage_(messages[victim_]);
     return messages;
   }
+  std::vector<torch::Tensor> alltoall_bytes(const std::vector<torch::Tensor>& messages) override {
+    auto received = inner_.alltoall_bytes(messages);
+    received[victim_] = damage_(received[victim_]);
+    return received;
+  }
   void allreduce_sum(torch::Tensor& tensor) override { inner_.allreduce_sum(tensor); }
   void broadcast_bytes(torch::Tensor& bytes, int root) override {
     inner_.broadcast_bytes(bytes, root);
@@ -313,6 +318,169 @@ TEST(Exchange, MismatchedLengthsAreReportedAsMalformed) {
   ASSERT_EQ(errors.size(), 2u);
   for (const auto& error : errors)
     EXPECT_NE(error.find("malformed message from rank"), std::string::npos);
+}
+
+// ---- The two-phase collective -------------------------------------------------------------
+
+ExchangeOptions two_phase(const CodecOptions& codec_options, int64_t bucket = 256) {
+  CodecOptions c = codec_options;
+  c.bucket_size(bucket);
+  return ExchangeOptions().codec(c).collective("two-phase");
+}
+
+TEST(TwoPhaseExchange, AutoPicksItFromEightRanksAndBadNamesAreRefused) {
+  EXPECT_EQ(resolve_collective("auto", 1), "allgather");
+  EXPECT_EQ(resolve_collective("auto", kTwoPhaseFromRanks - 1), "allgather");
+  EXPECT_EQ(resolve_collective("auto", kTwoPhaseFromRanks), "two-phase");
+  EXPECT_EQ(resolve_collective("two-phase", 1), "allgather");  // nothing to reduce
+  EXPECT_EQ(resolve_collective("two-phase", 2), "two-phase");
+  EXPECT_EQ(resolve_collective("allgather", 16), "allgather");
+  try {
+    resolve_collective("ring", 4);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "invalid --collective 'ring' (expected allgather, two-phase or auto)");
+  }
+}
+
+// With fp32 both phases are exact, and each owner adds the ranks' chunks in the all-gather's
+// order: the same bits as the all-gather, also where some owners get no bucket.
+TEST(TwoPhaseExchange, UnquantizedItIsTheAllgathersAverageBitForBit) {
+  for (int ranks : {2, 3, 5}) {
+    for (int64_t dim : {int64_t{100}, int64_t{1300}, int64_t{5000}}) {
+      const auto all = run_averages(ranks, ExchangeOptions().codec(codec("none")), dim, 1);
+      const auto two = run_averages(ranks, two_phase(codec("none")), dim, 1);
+      for (int r = 0; r < ranks; ++r) {
+        EXPECT_TRUE(torch::equal(two[r][0], all[0][0]))
+            << ranks << " ranks, dim " << dim << ": rank " << r << " differs";
+      }
+    }
+  }
+}
+
+// Quantized: identical on every rank, unbiased, and its variance is the all-gather's plus the
+// second quantization's, which the codec predicts from the averaged operator's statistics.
+TEST(TwoPhaseExchange, RanksAgreeItIsUnbiasedAndAddsThePredictedVariance) {
+  const int ranks = 4, calls = 400;
+  const int64_t dim = 4096;
+  const CodecOptions c = codec("qsgd", 4).bucket_size(256);
+  std::vector<Ledger> ledgers, gather_ledgers;
+  auto out = run_averages(ranks, two_phase(c).seed(3), dim, calls, &ledgers);
+  auto gathered =
+      run_averages(ranks, ExchangeOptions().codec(c).seed(3), dim, calls, &gather_ledgers);
+  for (int r = 1; r < ranks; ++r) {
+    for (int k = 0; k < calls; ++k) {
+      ASSERT_TRUE(torch::equal(out[r][k], out[0][k])) << "rank " << r << " call " << k;
+    }
+  }
+  const torch::Tensor exact = true_mean(ranks, dim);
+  const auto variance = [&](const std::vector<torch::Tensor>& samples) {
+    torch::Tensor s = torch::stack(samples).to(torch::kFloat64);
+    return std::make_pair(s.mean(0), s.var(0).sum().item<double>());
+  };
+  const auto [mean, total_var] = variance(out[0]);
+  const auto [gather_mean, gather_var] = variance(gathered[0]);
+  (void)gather_mean;
+  const double error_sq = (mean - exact).square().sum().item<double>();
+  EXPECT_LT(error_sq, 4.0 * total_var / calls) << "biased: |mean - exact|^2 = " << error_sq;
+
+  // The second quantization sees the first phase's average, distributed as the all-gather's
+  // output (chunks of whole buckets, the same codec): its variance, averaged over those outputs.
+  Codec reference(c);
+  double second = 0.0;
+  for (int k = 0; k < 100; ++k) {
+    second += reference.predicted_variance(reference.statistics(gathered[0][k])) / 100;
+  }
+  const double added = total_var - gather_var;
+  EXPECT_GT(added, 0.8 * second) << "two-phase " << total_var << ", all-gather " << gather_var;
+  EXPECT_LT(added, 1.3 * second) << "two-phase " << total_var << ", all-gather " << gather_var;
+
+  // Traffic: about 2 (K-1)/K messages' worth received per rank, against K-1 for the all-gather;
+  // every rank counts the same bytes for all ranks, and they are what the ranks sent.
+  int64_t sent = 0;
+  for (int r = 0; r < ranks; ++r) sent += ledgers[r].bytes_sent;
+  for (int r = 0; r < ranks; ++r) {
+    EXPECT_EQ(ledgers[r].bytes_all_ranks, sent);
+    const double ratio = static_cast<double>(ledgers[r].bytes_received) /
+                         static_cast<double>(gather_ledgers[r].bytes_received);
+    // 2 (K-1)/K / (K-1) = 2/K, plus the headers of the smaller messages.
+    EXPECT_GT(ratio, 2.0 / ranks) << "rank " << r;
+    EXPECT_LT(ratio, 2.0 / ranks + 0.06) << "rank " << r;
+    EXPECT_EQ(ledgers[r].coordinates_sent, calls * dim);
+  }
+}
+
+TEST(TwoPhaseExchange, ANonFiniteOperatorOnOneRankIsSeenByEveryRank) {
+  for (const char* q : {"alq", "none"}) {
+    InProcessGroup group(3);
+    Logger quiet(LogLevel::kError);
+    std::vector<int> seen(3, -1);
+    group.run([&](Communicator& comm) {
+      Exchange exchange(comm, two_phase(codec(q, 4), 16), quiet);
+      exchange.average(local_operator(comm.rank(), 64));
+      try {
+        exchange.average(local_operator(comm.rank(), 64), /*local_finite=*/comm.rank() != 2);
+      } catch (const NonFiniteOperator& e) {
+        seen[comm.rank()] = e.rank();
+      }
+    });
+    EXPECT_EQ(seen, std::vector<int>({2, 2, 2})) << q;
+  }
+}
+
+// The qgenx step rule's sums over ranks: each owner sums its chunk, the owners' sums travel with
+// their messages. Unquantized they are the all-gather's sums up to the order of addition.
+TEST(TwoPhaseExchange, RankDifferencesMatchTheAllgathers) {
+  const int ranks = 3;
+  const int64_t dim = 700;
+  std::vector<std::vector<double>> sums(2, std::vector<double>(ranks));
+  for (int mode = 0; mode < 2; ++mode) {
+    InProcessGroup group(ranks);
+    Logger quiet(LogLevel::kError);
+    group.run([&](Communicator& comm) {
+      const ExchangeOptions options =
+          mode == 0 ? ExchangeOptions().codec(codec("none")) : two_phase(codec("none"), 64);
+      Exchange exchange(comm, options, quiet);
+      exchange.keep_rank_operators(true);
+      exchange.average(local_operator(comm.rank(), dim));
+      const double norm = exchange.rank_sq_difference(false);
+      exchange.average(local_operator(comm.rank() + 10, dim));
+      sums[mode][comm.rank()] = exchange.rank_sq_difference(true) + 1e3 * norm;
+    });
+  }
+  for (int r = 0; r < ranks; ++r) {
+    EXPECT_EQ(sums[1][r], sums[1][0]) << "ranks must agree bit for bit";
+    EXPECT_NEAR(sums[1][r], sums[0][r], 1e-9 * sums[0][r]);
+  }
+}
+
+TEST(TwoPhaseExchange, AMalformedChunkNamesTheSendingRank) {
+  InProcessGroup group(3);
+  Logger quiet(LogLevel::kError);
+  std::mutex mutex;
+  std::vector<std::string> errors(3);
+  const auto body = [&](Communicator& comm) {
+    CorruptingCommunicator corrupting(
+        comm, 1, [](torch::Tensor m) { return m.narrow(0, 0, m.numel() / 2).clone(); });
+    Communicator& used = comm.rank() == 1 ? comm : static_cast<Communicator&>(corrupting);
+    Exchange exchange(used, two_phase(codec("qsgd"), 16), quiet);
+    try {
+      exchange.average(local_operator(comm.rank(), 64));
+    } catch (const Error& e) {
+      std::lock_guard<std::mutex> lock(mutex);
+      errors[comm.rank()] = e.what();
+      throw;  // as a program aborts the job: rank 1, in the second phase, is released
+    }
+  };
+  // The first rank to fail names rank 1 (the other may be released by the abort first).
+  try {
+    group.run(body);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("malformed message from rank 1: ", 0), 0u) << e.what();
+  }
+  // Rank 1 received the true messages: it is only released by the abort.
+  EXPECT_EQ(errors[1].find("malformed"), std::string::npos) << errors[1];
 }
 
 }  // namespace

@@ -39,6 +39,11 @@ class Communicator {
   // as views of one buffer, on the message's device.
   virtual std::vector<torch::Tensor> allgather_bytes(const torch::Tensor& message) = 0;
 
+  // Personalized exchange: messages[r] (1-D kUInt8 CPU, any size, empty allowed) goes to rank r.
+  // Returns the message each rank sent to this one, in rank order (this rank's own included).
+  // The two-phase exchange's first phase: each rank sends each owner its chunk.
+  virtual std::vector<torch::Tensor> alltoall_bytes(const std::vector<torch::Tensor>& messages) = 0;
+
   // Elementwise sum over ranks, in place, of a contiguous kFloat64, kFloat32 or kInt64 tensor.
   // Every rank gets the same bits (floating-point sums included): state refit from the sum, such
   // as adaptive quantization levels, must agree on all ranks.
@@ -94,6 +99,8 @@ std::string first_difference(const nlohmann::ordered_json& a, const nlohmann::or
 // For implementations: throws saddle::Error unless `bytes` is a defined, contiguous, 1-D kUInt8
 // CPU tensor; `what` names the collective in the message.
 void check_message_bytes(const torch::Tensor& bytes, const char* what);
+// The same for each of alltoall_bytes' messages, and that there is one per rank.
+void check_alltoall_messages(const std::vector<torch::Tensor>& messages, int ranks);
 
 // Size 1: collectives are identities.
 std::unique_ptr<Communicator> make_single_process_communicator();

@@ -1,12 +1,23 @@
 // Exchange: stage 2 of game -> exchange -> solver -> metrics. Turns each rank's local operator
-// estimate into the average of all ranks' estimates, identically on every rank:
-//   flatten -> bucket -> quantize -> encode -> allgather -> decode -> average.
+// estimate into the average of all ranks' estimates, identically on every rank, by one of two
+// collectives:
 //
-// Every rank decodes every rank's message (its own included) in rank order into a zeroed float32
-// buffer with weight 1/K, so all ranks return bit-identical averages and the solvers' iterates
-// never drift apart. Each rank's quantizer draws from its own random stream, a function of
-// (seed, rank, call index). Messages from other ranks are untrusted input: a decoding failure is
-// thrown as saddle::Error("malformed message from rank r: ...").
+//  - allgather: flatten -> bucket -> quantize -> encode -> allgather -> decode -> average. Every
+//    rank decodes every rank's message (its own included) in rank order with weight 1/K. Each rank
+//    receives (K-1) messages of d coordinates: traffic grows with K.
+//  - two-phase (quantized reduce-scatter, then all-gather): rank r owns the r-th of K contiguous,
+//    bucket-aligned chunks. Phase 1: each rank quantizes each chunk of its operator and sends it to
+//    the chunk's owner (all-to-all); the owner decodes the K pieces in rank order with weight 1/K.
+//    Phase 2: the owner quantizes that average again (unbiased, its own random stream) and the
+//    owners' messages are all-gathered; every rank decodes all of them. Each rank receives about
+//    2 (K-1)/K d coordinates' worth of messages whatever K, at the price of a second quantization
+//    (its variance adds to the first's; with quantizer none both phases are exact).
+//
+// Either way all ranks return bit-identical averages (every rank decodes the same bytes in the
+// same order), so the solvers' iterates never drift apart. Each quantization draws from its own
+// random stream, a function of (seed, rank, chunk, phase, call index). Messages from other ranks
+// are untrusted input: a decoding failure is thrown as saddle::Error("malformed message from rank
+// r: ...").
 //
 // With one rank the Exchange still encodes and decodes: a one-process run sees the same
 // quantization noise as a distributed one, and bytes_sent counts the encoded message (what this
@@ -37,14 +48,30 @@ struct ExchangeOptions {
   TORCH_ARG(int64_t, level_every) = 10000;
   // Seeds the quantizers' random streams (each rank and call gets its own stream).
   TORCH_ARG(uint64_t, seed) = 0;
+  // "allgather", "two-phase", or "auto": two-phase from kTwoPhaseFromRanks ranks on (see above).
+  TORCH_ARG(std::string, collective) = "auto";
 };
+
+// From this many ranks on, "auto" picks the two-phase collective: each rank then receives
+// 2 (K-1)/K instead of K-1 messages' worth, 4x less at K = 8, for one more quantization.
+constexpr int kTwoPhaseFromRanks = 8;
+
+// The collective `spec` ("allgather", "two-phase" or "auto") names for `ranks` ranks: "allgather"
+// or "two-phase" (one rank always all-gathers: there is nothing to reduce). Throws saddle::Error
+// for another name.
+std::string resolve_collective(const std::string& spec, int ranks);
 
 // Traffic and time of one rank, cumulative since the start of the run.
 struct Ledger {
-  // This rank's encoded messages (counted with one rank too, see above) and the other ranks'
-  // messages it received. The small statistics summed at level refits are not counted.
+  // This rank's encoded messages (counted with one rank too, see above; two-phase: its chunks,
+  // its own included, and its owner's message) and the other ranks' messages it received. The
+  // small statistics summed at level refits are not counted.
   int64_t bytes_sent = 0;
   int64_t bytes_received = 0;
+  // bytes_sent summed over all ranks: the same on every rank, with no collective (all-gather:
+  // every rank sees every message; two-phase: each owner's message tells how many bytes it was
+  // sent). A byte budget is spent against it.
+  int64_t bytes_all_ranks = 0;
   int64_t coordinates_sent = 0;  // float32 coordinates this rank has exchanged
   int64_t exchanges = 0;         // calls of average()
   int64_t level_updates = 0;     // refits of adaptive levels
@@ -115,20 +142,31 @@ class Exchange {
   void keep_rank_operators(bool keep);
   // The sum over ranks of ||V^k_last - V^k_previous||^2 (against_previous) or of ||V^k_last||^2,
   // in the fixed order of detail/reduce.h: the same bits on every rank. Needs keep_rank_operators.
+  // Two-phase: each owner sums over its chunk of every rank's decoded first-phase operator and
+  // sends the sums with its message; they are added in rank order.
   double rank_sq_difference(bool against_previous) const;
 
   const Ledger& ledger() const { return ledger_; }
   Ledger& ledger() { return ledger_; }
   Communicator& communicator() { return communicator_; }
   const Codec& codec() const { return codec_; }
+  // "allgather" or "two-phase", as resolved for this communicator's size.
+  const std::string& collective() const { return collective_; }
 
  private:
   std::vector<torch::Tensor> allgather_staged(const torch::Tensor& message);
+  std::vector<torch::Tensor> allgather_messages(const torch::Tensor& message);
+  torch::Tensor average_allgather(const torch::Tensor& input, bool local_finite);
+  torch::Tensor average_two_phase(const torch::Tensor& input, bool local_finite);
+  // Decodes `messages` into `out` with `weight`, naming a bad message's rank.
+  void decode_from_ranks(const std::vector<torch::Tensor>& messages, torch::Tensor& out,
+                         float weight) const;
 
   Communicator& communicator_;
   ExchangeOptions options_;
   const Logger& logger_;
   Codec codec_;
+  std::string collective_;
   Ledger ledger_;
   int64_t iteration_ = 0;
   int64_t calls_ = 0;
@@ -136,7 +174,10 @@ class Exchange {
   double predicted_variance_ = std::numeric_limits<double>::quiet_NaN();
   torch::Tensor pinned_;  // host staging of device messages for host transports
   bool keep_ranks_ = false;
-  torch::Tensor rank_last_, rank_previous_;  // [K, dim] decoded operators of the last two calls
+  // [K, dim] decoded operators of the last two calls; two-phase: [K, chunk] of this rank's chunk,
+  // and the owners' sums of the last call (against the previous call, and plain).
+  torch::Tensor rank_last_, rank_previous_;
+  double chunk_sq_difference_ = 0.0, chunk_sq_norm_ = 0.0;
 };
 
 }  // namespace saddle

@@ -93,6 +93,9 @@ struct RunResult {
   Metrics final_metrics;       // the game's metrics, then "<name>_avg" for the averaged iterate
   Ledger ledger;               // this rank's traffic and time
   int64_t bytes_sent_all = 0;  // over all ranks
+  // Messages delivered to a rank from another, over all ranks: what crossed the wire (an
+  // all-gather delivers each message K-1 times).
+  int64_t bytes_received_all = 0;
   int64_t fp32_bytes_all = 0;  // what sending raw float32 would have cost, over all ranks
   int ranks = 1;
   bool ranks_agree = true;   // identical parameter hash on every rank at the end
