@@ -132,7 +132,10 @@ SolveCommand::SolveCommand(CLI::App& app)
       ->default_str(kPerGame);
   binder_.add("ema-decay", ema_decay_, "Decay of the exponential moving average")
       ->default_str(kPerGame);
-  binder_.add("dim", game_options_.dim, "Analytic games: dimension of each player");
+  binder_
+      .add("dim", game_options_.dim,
+           "Analytic games: dimension of each player (10; separable: 500000)")
+      ->default_str(kPerGame);
   binder_.add("condition", game_options_.condition, "Analytic games: condition number (>= 1)");
   binder_.add("noise", game_options_.noise,
               "Stochastic oracle: none | absolute | relative | finite-sum");
@@ -241,6 +244,7 @@ void SolveCommand::apply_game_defaults(const Logger& logger) {
   take("latent", game_options_.latent, applied.latent, defaults.latent);
   take("filters", game_options_.filters, applied.filters, defaults.filters);
   take("gan-loss", game_options_.gan_loss, applied.gan_loss, defaults.gan_loss);
+  take("dim", game_options_.dim, applied.dim, defaults.dim);
   if (!applied.describe().empty()) {
     logger.info("{} with {}: the game's defaults {} (flags override them)", game_, solver_,
                 applied.describe());

@@ -40,6 +40,17 @@ const std::vector<Case>& cases() {
        Expect::kConverge, 1e-2},
       {"bilinear", "qgenx", SolverOptions().lr(0.5).variant(Variant::kOptimistic), 2000,
        Expect::kConverge, 1e-8},
+      // Separable bilinear: the same couplings on a diagonal. The extra-gradient family behaves
+      // as on the dense game; per-coordinate (Adam) steps and Q-GenX's never-growing rule settle
+      // more slowly on the weakest couplings.
+      {"separable", "gda", SolverOptions().lr(0.1), 1000, Expect::kDiverge, 0},
+      {"separable", "alt-gda", SolverOptions().lr(0.1), 2000, Expect::kBounded, 0},
+      {"separable", "eg", SolverOptions().lr(0.5), 2000, Expect::kConverge, 1e-8},
+      {"separable", "ogda", SolverOptions().lr(0.5), 2000, Expect::kConverge, 1e-8},
+      {"separable", "extra-adam", SolverOptions().lr(0.03), 2500, Expect::kConverge, 1e-2},
+      {"separable", "optimistic-adam", SolverOptions().lr(0.01), 5000, Expect::kConverge, 1e-2},
+      {"separable", "qgenx", SolverOptions().lr(1.0).step_size(StepSizeKind::kQgenx), 5000,
+       Expect::kConverge, 1e-2},
       // Quadratic: strongly monotone; every solver converges linearly (far below float noise of
       // the start in a few thousand steps). The Adam family needs a long second-moment memory
       // to keep shrinking its steps as the operator vanishes.

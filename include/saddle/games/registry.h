@@ -69,6 +69,7 @@ struct RunDefaults {
   std::optional<int64_t> latent;
   std::optional<int64_t> filters;
   std::optional<std::string> gan_loss;
+  std::optional<int64_t> dim;  // analytic games: each player's dimension
 
   // These defaults with every field that `over` sets replaced by `over`'s.
   RunDefaults with(const RunDefaults& over) const;
@@ -109,7 +110,7 @@ struct GameSpec {
   // SolverOptions() with `solver`'s defaults on this game: learning rate, step rule (the
   // solver's own when the table names none) and Adam decays.
   SolverOptions solver_options(const std::string& solver) const;
-  // GameOptions() with this game's defaults for `solver` (batch, latent, width, GAN loss).
+  // GameOptions() with this game's defaults for `solver` (batch, latent, width, GAN loss, dim).
   GameOptions game_options(const std::string& solver) const;
 };
 

@@ -1,0 +1,69 @@
+#include "saddle/games/separable.h"
+
+#include <cmath>
+
+#include "saddle/device.h"
+#include "saddle/error.h"
+
+namespace saddle {
+
+SeparableBilinearGame::SeparableBilinearGame(const GameOptions& options)
+    : options_(options), noise_(parse_noise(options.noise)) {
+  SADDLE_CHECK(options.dim > 0, "invalid --dim ", options.dim, " (must be > 0)");
+  SADDLE_CHECK(options.condition >= 1.0 && std::isfinite(options.condition), "invalid --condition ",
+               options.condition, " (must be >= 1)");
+  SADDLE_CHECK(options.noise_scale >= 0.0 && std::isfinite(options.noise_scale),
+               "invalid --noise-scale ", options.noise_scale, " (must be >= 0)");
+  SADDLE_CHECK(noise_ != NoiseKind::kFiniteSum,
+               "the separable game has no finite-sum oracle (--noise none, absolute or relative)");
+  SADDLE_CHECK(options.batch >= 0, "invalid --batch ", options.batch, " (must be >= 0; 0: 1)");
+  if (options_.batch == 0) options_.batch = 1;
+  const int64_t n = options.dim;
+  // a, z* and z0 in float64 on the CPU, then float32 on the device (about 24 bytes a coordinate).
+  check_memory(8.0 * 5.0 * static_cast<double>(n), torch::kCPU,
+               "--dim " + std::to_string(n) + " (building the game)");
+  check_memory(4.0 * 5.0 * static_cast<double>(n), options.device, "--dim " + std::to_string(n));
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(options.seed);
+  const torch::Tensor order = torch::randperm(n, gen, torch::kInt64);
+  const torch::Tensor a = spectrum(n, options.condition).index_select(0, order);
+  const torch::Tensor z_star = torch::randn({2 * n}, gen, torch::kFloat64);
+  const torch::Tensor z0 = torch::randn({2 * n}, gen, torch::kFloat64);
+  coupling_ = a.to(options.device, torch::kFloat32);
+  z_star_ = z_star.to(options.device, torch::kFloat32);
+  init_params({Player{"x", Role::kMin, 0, n}, Player{"y", Role::kMax, 0, n}},
+              z0.to(options.device, torch::kFloat32));
+}
+
+torch::Tensor SeparableBilinearGame::exact_operator() const {
+  const int64_t n = options_.dim;
+  const torch::Tensor d = params_ - z_star_;
+  torch::Tensor f = torch::empty_like(params_);
+  torch::Tensor top = f.narrow(0, 0, n), bottom = f.narrow(0, n, n);
+  torch::mul_out(top, coupling_, d.narrow(0, n, n));
+  torch::mul_out(bottom, coupling_, d.narrow(0, 0, n)).neg_();
+  return f;
+}
+
+torch::Tensor SeparableBilinearGame::operator_at(at::Generator& gen) {
+  torch::NoGradGuard no_grad;
+  const double scale = options_.noise_scale / std::sqrt(static_cast<double>(options_.batch));
+  torch::Tensor f = exact_operator();
+  switch (noise_) {
+    case NoiseKind::kAbsolute:
+      return f.add_(torch::randn({dim()}, gen, torch::kFloat32).to(device()), scale);
+    case NoiseKind::kRelative:
+      // F * (1 + scale xi): unbiased, vanishing at the equilibrium.
+      return f.addcmul(f, torch::randn({dim()}, gen, torch::kFloat32).to(device()), scale);
+    default: return f;
+  }
+}
+
+Metrics SeparableBilinearGame::metrics() {
+  torch::NoGradGuard no_grad;
+  const double op = exact_operator().to(torch::kFloat64).square().sum().item<double>();
+  const double dist =
+      (params_.to(torch::kFloat64) - z_star_.to(torch::kFloat64)).square().sum().item<double>();
+  return {{"operator_norm_sq", op}, {"distance_sq", dist}};
+}
+
+}  // namespace saddle
