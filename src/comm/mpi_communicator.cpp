@@ -74,157 +74,52 @@ class MpiCommunicator final : public Communicator {
   int local_rank() const override { return local_rank_; }
   int local_size() const override { return local_size_; }
 
+  // Every message travels point to point (what MPI_Allgatherv and MPI_Alltoallv do underneath,
+  // with the same bytes per rank): sizes first, then the bytes in pieces of at most chunk_ (no
+  // int-count limit), so that a rank whose bytes never arrive (stopped, crashed, cut off) can be
+  // named by the others.
   std::vector<torch::Tensor> allgather_bytes(const torch::Tensor& message) override {
     check_message_bytes(message, "allgather_bytes");
-    int64_t mine = message.numel();
-    // The sizes travel point to point, so that a rank that never arrives can be named.
-    std::vector<int64_t> sizes(size_);
-    sizes[rank_] = mine;
-    std::vector<MPI_Request> requests;
-    std::vector<int> from;
-    for (int r = 0; r < size_; ++r) {
-      if (r == rank_) continue;
-      requests.emplace_back();
-      from.push_back(r);
-      check_mpi(MPI_Irecv(&sizes[r], 1, MPI_INT64_T, r, kSizeTag, comm_, &requests.back()),
-                "MPI_Irecv");
-    }
-    const size_t receives = requests.size();
-    for (int r = 0; r < size_; ++r) {
-      if (r == rank_) continue;
-      requests.emplace_back();
-      check_mpi(MPI_Isend(&mine, 1, MPI_INT64_T, r, kSizeTag, comm_, &requests.back()),
-                "MPI_Isend");
-    }
-    wait(requests, "the exchange's all-gather", [&]() {
-      std::string late;
-      for (size_t k = 0; k < receives; ++k) {
-        int done = 0;
-        MPI_Test(&requests[k], &done, MPI_STATUS_IGNORE);
-        if (!done) late += (late.empty() ? "rank " : ", ") + std::to_string(from[k]);
-      }
-      return late;
-    });
+    const char* what = "the exchange's all-gather";
+    const std::vector<int64_t> sizes =
+        exchange_sizes(std::vector<int64_t>(size_, message.numel()), what);
     std::vector<int64_t> offsets(size_ + 1, 0);
-    for (int r = 0; r < size_; ++r) {
-      SADDLE_CHECK(sizes[r] >= 0, "allgather_bytes: rank ", r, " announced ", sizes[r], " bytes");
-      offsets[r + 1] = offsets[r] + sizes[r];
-    }
-    const int64_t largest = *std::max_element(sizes.begin(), sizes.end());
+    for (int r = 0; r < size_; ++r) offsets[r + 1] = offsets[r] + sizes[r];
     torch::Tensor all = torch::empty({offsets[size_]}, torch::kUInt8);
     auto* out = all.data_ptr<uint8_t>();
     const auto* in = message.data_ptr<uint8_t>();
-
-    std::vector<int> counts(size_), displs(size_);
-    if (offsets[size_] <= chunk_) {
-      // Common case: one MPI_Iallgatherv straight into the result.
-      for (int r = 0; r < size_; ++r) {
-        counts[r] = static_cast<int>(sizes[r]);
-        displs[r] = static_cast<int>(offsets[r]);
-      }
-      std::vector<MPI_Request> request(1);
-      check_mpi(MPI_Iallgatherv(in, counts[rank_], MPI_BYTE, out, counts.data(), displs.data(),
-                                MPI_BYTE, comm_, &request[0]),
-                "MPI_Iallgatherv");
-      wait(request, "the exchange's all-gather");
-    } else {
-      // Too large for int counts/displacements: rounds in which every rank sends at most
-      // `per_rank` bytes into a staging buffer, then copies land at their final offsets.
-      const int64_t per_rank = std::max<int64_t>(1, chunk_ / size_);
-      const int64_t rounds = (largest + per_rank - 1) / per_rank;
-      std::vector<uint8_t> staging(static_cast<size_t>(per_rank * size_));
-      for (int64_t round = 0; round < rounds; ++round) {
-        const int64_t start = round * per_rank;
-        for (int r = 0; r < size_; ++r) {
-          counts[r] = static_cast<int>(std::clamp<int64_t>(sizes[r] - start, 0, per_rank));
-          displs[r] = static_cast<int>(r * per_rank);
-        }
-        std::vector<MPI_Request> request(1);
-        check_mpi(
-            MPI_Iallgatherv(in + std::min(start, mine), counts[rank_], MPI_BYTE, staging.data(),
-                            counts.data(), displs.data(), MPI_BYTE, comm_, &request[0]),
-            "MPI_Iallgatherv");
-        wait(request, "the exchange's all-gather");
-        for (int r = 0; r < size_; ++r) {
-          std::copy_n(staging.data() + displs[r], counts[r], out + offsets[r] + start);
-        }
-      }
+    std::copy_n(in, sizes[rank_], out + offsets[rank_]);
+    std::vector<Transfer> sends, receives;
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      receives.push_back({r, out + offsets[r], sizes[r]});
+      sends.push_back({r, const_cast<uint8_t*>(in), sizes[rank_]});
     }
+    transfer(sends, receives, what);
     std::vector<torch::Tensor> messages;
     messages.reserve(size_);
     for (int r = 0; r < size_; ++r) messages.push_back(all.narrow(0, offsets[r], sizes[r]));
     return messages;
   }
 
-  // Point to point, as MPI_Alltoallv does underneath: sizes first (so a rank that never arrives
-  // can be named), then each message in pieces of at most chunk_ bytes (no int-count limit).
   std::vector<torch::Tensor> alltoall_bytes(const std::vector<torch::Tensor>& messages) override {
     check_alltoall_messages(messages, size_);
-    std::vector<int64_t> mine(size_), sizes(size_);
+    const char* what = "the two-phase exchange's all-to-all";
+    std::vector<int64_t> mine(size_);
     for (int r = 0; r < size_; ++r) mine[r] = messages[r].numel();
-    sizes[rank_] = mine[rank_];
-    std::vector<MPI_Request> requests;
-    std::vector<int> from;
-    for (int r = 0; r < size_; ++r) {
-      if (r == rank_) continue;
-      requests.emplace_back();
-      from.push_back(r);
-      check_mpi(MPI_Irecv(&sizes[r], 1, MPI_INT64_T, r, kAlltoallSizeTag, comm_, &requests.back()),
-                "MPI_Irecv");
-    }
-    const size_t receives = requests.size();
-    for (int r = 0; r < size_; ++r) {
-      if (r == rank_) continue;
-      requests.emplace_back();
-      check_mpi(MPI_Isend(&mine[r], 1, MPI_INT64_T, r, kAlltoallSizeTag, comm_, &requests.back()),
-                "MPI_Isend");
-    }
-    const auto late_of = [&](size_t count) {
-      return [&, count]() {
-        std::string late;
-        for (size_t k = 0; k < count; ++k) {
-          int done = 0;
-          MPI_Test(&requests[k], &done, MPI_STATUS_IGNORE);
-          if (!done) late += (late.empty() ? "rank " : ", ") + std::to_string(from[k]);
-        }
-        return late;
-      };
-    };
-    wait(requests, "the two-phase exchange's all-to-all", late_of(receives));
-
+    const std::vector<int64_t> sizes = exchange_sizes(mine, what);
     std::vector<torch::Tensor> received(size_);
-    requests.clear();
-    from.clear();
+    std::vector<Transfer> sends, receives;
     for (int r = 0; r < size_; ++r) {
-      SADDLE_CHECK(sizes[r] >= 0, "alltoall_bytes: rank ", r, " announced ", sizes[r], " bytes");
       if (r == rank_) {
         received[r] = messages[r].clone();
         continue;
       }
       received[r] = torch::empty({sizes[r]}, torch::kUInt8);
-      auto* out = received[r].data_ptr<uint8_t>();
-      for (int64_t start = 0; start < sizes[r]; start += chunk_) {
-        requests.emplace_back();
-        from.push_back(r);
-        const int count = static_cast<int>(std::min<int64_t>(chunk_, sizes[r] - start));
-        check_mpi(
-            MPI_Irecv(out + start, count, MPI_BYTE, r, kAlltoallDataTag, comm_, &requests.back()),
-            "MPI_Irecv");
-      }
+      receives.push_back({r, received[r].data_ptr<uint8_t>(), sizes[r]});
+      sends.push_back({r, messages[r].data_ptr<uint8_t>(), mine[r]});
     }
-    const size_t pieces = requests.size();
-    for (int r = 0; r < size_; ++r) {
-      if (r == rank_) continue;
-      const auto* in = messages[r].data_ptr<uint8_t>();
-      for (int64_t start = 0; start < mine[r]; start += chunk_) {
-        requests.emplace_back();
-        const int count = static_cast<int>(std::min<int64_t>(chunk_, mine[r] - start));
-        check_mpi(
-            MPI_Isend(in + start, count, MPI_BYTE, r, kAlltoallDataTag, comm_, &requests.back()),
-            "MPI_Isend");
-      }
-    }
-    wait(requests, "the two-phase exchange's all-to-all", late_of(pieces));
+    transfer(sends, receives, what);
     return received;
   }
 
@@ -329,8 +224,84 @@ class MpiCommunicator final : public Communicator {
   std::deque<PendingFlag> pending_;  // deque: posted buffers keep their addresses
 
   static constexpr int kSizeTag = 7301;
-  static constexpr int kAlltoallSizeTag = 7302;
-  static constexpr int kAlltoallDataTag = 7303;
+  static constexpr int kDataTag = 7302;
+
+  struct Transfer {
+    int peer;
+    uint8_t* data;
+    int64_t size;
+  };
+
+  // Sends mine[r] to every other rank r and returns what each rank sent this one (this rank's own
+  // entry: mine[rank_]). A negative size is refused.
+  std::vector<int64_t> exchange_sizes(std::vector<int64_t> mine, const char* what) {
+    std::vector<int64_t> sizes(size_);
+    sizes[rank_] = mine[rank_];
+    std::vector<MPI_Request> requests;
+    std::vector<int> from;
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      requests.emplace_back();
+      from.push_back(r);
+      check_mpi(MPI_Irecv(&sizes[r], 1, MPI_INT64_T, r, kSizeTag, comm_, &requests.back()),
+                "MPI_Irecv");
+    }
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      requests.emplace_back();
+      check_mpi(MPI_Isend(&mine[r], 1, MPI_INT64_T, r, kSizeTag, comm_, &requests.back()),
+                "MPI_Isend");
+    }
+    wait(requests, what, late_ranks(requests, from));
+    for (int r = 0; r < size_; ++r) {
+      SADDLE_CHECK(sizes[r] >= 0, what, ": rank ", r, " announced ", sizes[r], " bytes");
+    }
+    return sizes;
+  }
+
+  // Posts every receive, then every send, in pieces of at most chunk_ bytes, and completes them.
+  void transfer(const std::vector<Transfer>& sends, const std::vector<Transfer>& receives,
+                const char* what) {
+    std::vector<MPI_Request> requests;
+    std::vector<int> from;
+    for (const Transfer& t : receives) {
+      for (int64_t start = 0; start < t.size; start += chunk_) {
+        requests.emplace_back();
+        from.push_back(t.peer);
+        const int count = static_cast<int>(std::min<int64_t>(chunk_, t.size - start));
+        check_mpi(
+            MPI_Irecv(t.data + start, count, MPI_BYTE, t.peer, kDataTag, comm_, &requests.back()),
+            "MPI_Irecv");
+      }
+    }
+    for (const Transfer& t : sends) {
+      for (int64_t start = 0; start < t.size; start += chunk_) {
+        requests.emplace_back();
+        const int count = static_cast<int>(std::min<int64_t>(chunk_, t.size - start));
+        check_mpi(
+            MPI_Isend(t.data + start, count, MPI_BYTE, t.peer, kDataTag, comm_, &requests.back()),
+            "MPI_Isend");
+      }
+    }
+    wait(requests, what, late_ranks(requests, from));
+  }
+
+  // The ranks whose receives, the first from.size() of `requests`, are not complete: "rank 2, 3".
+  static std::function<std::string()> late_ranks(std::vector<MPI_Request>& requests,
+                                                 const std::vector<int>& from) {
+    return [&requests, &from]() {
+      std::string late;
+      int last = -1;
+      for (size_t k = 0; k < from.size(); ++k) {
+        int done = 0;
+        MPI_Test(&requests[k], &done, MPI_STATUS_IGNORE);
+        if (done || from[k] == last) continue;
+        late += (late.empty() ? "rank " : ", ") + std::to_string(from[k]);
+        last = from[k];
+      }
+      return late;
+    };
+  }
   static constexpr auto kSpinFor = std::chrono::milliseconds(20);
 
   // Completes `requests`, testing instead of blocking so that a rank that never arrives (stopped,

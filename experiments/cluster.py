@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Issue 11: the exchange on an emulated cluster, and traffic against the number of ranks.
+
+Cluster runs: scripts/cluster.sh makes H network namespaces ("hosts", one rank each) joined
+through a bridge, each host's link limited by tc to a rate, and runs `saddle solve` under mpirun
+over TCP on those links, so every byte of the exchange crosses a rate-limited link. For each
+(game, hosts, rate, exchange, collective) it reads rank 0's summary.json: seconds per iteration,
+split by the ledger's phases (compute, encode, communicate, decode), and the bytes each rank
+received per exchange. The H100 projection replaces the compute phase by the iteration time
+measured on one H100 (issue 8: WGAN-GP 64 filters, 21.6 ms) and keeps the measured exchange.
+
+Traffic runs (no namespaces): K = 2..16 ranks on this machine (oversubscribed), the separable
+game, 4-bit ALQ, both collectives: bytes received per rank and exchange against K.
+
+  sudo python3 experiments/cluster.py               # everything (about 25 minutes on 2 cores)
+  sudo python3 experiments/cluster.py --quick       # the test suite's size: 2 hosts, a small game
+  python3 experiments/cluster.py --traffic-only     # only the traffic against K (no root needed)
+
+Writes OUT/results.json and, where matplotlib is installed, OUT/cluster.png and OUT/traffic.png.
+Exits 77 (skipped) in --quick mode where namespaces cannot be made (not root, no iproute2).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+from common import SKIPPED, pyplot, require_fashion_mnist
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLUSTER = os.path.join(ROOT, "scripts", "cluster.sh")
+H100_WGAN_ITERATION_S = 0.0216  # issue 8: WGAN-GP, 64 filters, one H100, fp32
+
+EXCHANGES = {
+    "fp32": "--quantizer none",
+    "bf16": "--quantizer bf16",
+    "alq8": "--quantizer alq --bits 8",
+    "alq4": "--quantizer alq --bits 4",
+}
+
+
+def solve_args(game, iters, exchange, collective, out):
+    args = ["solve", "--solver", "qgenx", "--iters", str(iters), "--out", out, "--overwrite",
+            "--no-progress", "--log-level", "error", "--collective", collective,
+            "--checkpoint-every", "0"] + EXCHANGES[exchange].split()
+    if game == "wgan-gp":
+        return args + ["--game", "wgan-gp", "--filters", "64", "--eval-every", "0"]
+    return args + ["--game", "separable"] + (["--dim", str(game)] if isinstance(game, int) else [])
+
+
+def cluster_run(saddle, out, game, hosts, rate, exchange, collective, iters):
+    run_dir = os.path.join(out, "runs", "%s_h%d_%s_%s_%s" % (game, hosts, rate, exchange, collective))
+    command = ["bash", CLUSTER, "--hosts", str(hosts), "--rate", rate, "--", saddle] + solve_args(
+        game, iters, exchange, collective, run_dir)
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        sys.exit("cluster run failed (%s): %s" % (" ".join(command), done.stderr.strip()[-2000:]))
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    n = summary["iterations"]
+    phases = {k: v / n for k, v in summary["seconds"].items()}
+    exchange_s = phases["encode"] + phases["communicate"] + phases["decode"]
+    row = {"game": "wgan-gp" if game == "wgan-gp" else "separable", "hosts": hosts, "rate": rate,
+           "exchange": exchange, "collective": summary["collective"], "iterations": n,
+           "seconds_per_iteration": summary["wall_seconds"] / n, "phases": phases,
+           "exchange_seconds_per_iteration": exchange_s,
+           "bytes_received_per_rank_exchange": summary["bytes_received_per_rank_exchange"],
+           "bits_per_coordinate": summary["bits_per_coordinate"],
+           "ranks_agree": summary["ranks_agree"]}
+    if game == "wgan-gp":
+        row["h100_projection_seconds"] = H100_WGAN_ITERATION_S + phases["communicate"]
+    return row
+
+
+def traffic_run(saddle, out, ranks, collective, dim):
+    run_dir = os.path.join(out, "traffic", "k%d_%s" % (ranks, collective))
+    command = ["mpirun", "-np", str(ranks), "--oversubscribe", "--bind-to", "none"] + (
+        ["--allow-run-as-root"] if os.geteuid() == 0 else []) + [saddle] + solve_args(
+        dim, 3, "alq4", collective, run_dir)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
+                   env=dict(os.environ, OMP_NUM_THREADS="1"))
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["ranks_agree"], run_dir
+    return {"ranks": ranks, "collective": collective, "dim": 2 * dim,
+            "bytes_received_per_rank_exchange": summary["bytes_received_per_rank_exchange"]}
+
+
+def ratio(rows, pick, numerator, denominator, field):
+    a = [r for r in rows if pick(r) and r["exchange"] == numerator]
+    b = [r for r in rows if pick(r) and r["exchange"] == denominator]
+    return a[0][field] / b[0][field] if a and b else None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the test suite's size")
+    parser.add_argument("--traffic-only", action="store_true", help="only the traffic against K")
+    parser.add_argument("--saddle", default=os.path.join(ROOT, "build", "cli", "saddle"))
+    parser.add_argument("--out", default=os.path.join(ROOT, "runs", "cluster"))
+    parser.add_argument("--reuse", action="store_true", help="reuse results.json's cluster rows")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    results_path = os.path.join(args.out, "results.json")
+
+    cluster_rows = []
+    if not args.traffic_only:
+        check = subprocess.run(["bash", CLUSTER, "--check"], capture_output=True, text=True)
+        if check.returncode != 0:
+            print((check.stderr or check.stdout).strip())
+            if args.quick:
+                sys.exit(SKIPPED)
+            sys.exit("cannot emulate a cluster here (run as root)")
+        if args.reuse and os.path.exists(results_path):
+            with open(results_path) as f:
+                cluster_rows = json.load(f)["cluster"]
+        elif args.quick:
+            for exchange in ("fp32", "alq4"):
+                for collective in ("allgather", "two-phase"):
+                    cluster_rows.append(cluster_run(args.saddle, args.out, 20000, 2, "1gbit",
+                                                    exchange, collective, 4))
+        else:
+            for hosts in (2, 4):
+                for rate in ("100mbit", "1gbit", "10gbit"):
+                    for exchange in EXCHANGES:
+                        for collective in (("allgather", "two-phase") if hosts == 4 else ("allgather",)):
+                            print("separable, %d hosts, %s, %s, %s" % (hosts, rate, exchange, collective), flush=True)
+                            cluster_rows.append(cluster_run(args.saddle, args.out, "separable", hosts, rate,
+                                                            exchange, collective, 10))
+            require_fashion_mnist()
+            for rate in ("100mbit", "1gbit"):
+                for exchange in ("fp32", "alq4"):
+                    for collective in ("allgather", "two-phase"):
+                        print("wgan-gp, 4 hosts, %s, %s, %s" % (rate, exchange, collective), flush=True)
+                        cluster_rows.append(cluster_run(args.saddle, args.out, "wgan-gp", 4, rate,
+                                                        exchange, collective, 6))
+        for r in cluster_rows:
+            if not r["ranks_agree"]:
+                sys.exit("ranks disagree in %s" % r)
+
+    traffic = []
+    sizes = (2, 4) if args.quick else (2, 4, 8, 12, 16)
+    for ranks in sizes:
+        for collective in ("allgather", "two-phase"):
+            traffic.append(traffic_run(args.saddle, args.out, ranks, collective, 2000 if args.quick else 50000))
+
+    print("\n%-9s %5s %7s %5s %9s | %9s %9s %9s %9s | %9s %8s" % (
+        "game", "hosts", "rate", "exch", "collect", "s/iter", "compute", "exchange", "comm", "recv/rank",
+        "H100 est"))
+    for r in cluster_rows:
+        p = r["phases"]
+        print("%-9s %5d %7s %5s %9s | %9.3f %9.3f %9.3f %9.3f | %8.2fM %8s" % (
+            r["game"], r["hosts"], r["rate"], r["exchange"], r["collective"], r["seconds_per_iteration"],
+            p["compute"], r["exchange_seconds_per_iteration"], p["communicate"],
+            r["bytes_received_per_rank_exchange"] / 1e6,
+            "%.3f" % r["h100_projection_seconds"] if "h100_projection_seconds" in r else ""))
+    print("\ntraffic per rank and exchange (4-bit ALQ, %d coordinates):" % traffic[0]["dim"])
+    for ranks in sizes:
+        row = {t["collective"]: t["bytes_received_per_rank_exchange"] for t in traffic if t["ranks"] == ranks}
+        print("  K = %2d: allgather %9.0f B, two-phase %9.0f B" % (ranks, row["allgather"], row["two-phase"]))
+
+    verdicts = {}
+    for rate in ("100mbit", "1gbit"):
+        for collective in ("allgather", "two-phase"):
+            pick = lambda r: r["game"] == "wgan-gp" and r["rate"] == rate and r["collective"] == collective
+            verdicts["wgan_%s_%s_exchange_speedup" % (rate, collective)] = ratio(
+                cluster_rows, pick, "fp32", "alq4", "exchange_seconds_per_iteration")
+            verdicts["wgan_%s_%s_iteration_speedup" % (rate, collective)] = ratio(
+                cluster_rows, pick, "fp32", "alq4", "seconds_per_iteration")
+    verdicts = {k: v for k, v in verdicts.items() if v is not None}
+    for k, v in verdicts.items():
+        print("%s: %.2fx" % (k, v))
+
+    with open(results_path, "w") as f:
+        json.dump({"cluster": cluster_rows, "traffic": traffic, "verdicts": verdicts}, f, indent=1)
+    print("wrote", results_path)
+
+    plt = pyplot()
+    if plt is None:
+        return
+    if cluster_rows:
+        fig, ax = plt.subplots(figsize=(11, 4.5))
+        labels, bottoms = [], []
+        colors = {"compute": "#999999", "encode": "#4c72b0", "communicate": "#dd8452", "decode": "#55a868"}
+        for i, r in enumerate(cluster_rows):
+            labels.append("%s %dh %s\n%s %s" % (r["game"][:4], r["hosts"], r["rate"], r["exchange"],
+                                                "2p" if r["collective"] == "two-phase" else "ag"))
+            bottom = 0.0
+            for phase in ("compute", "encode", "communicate", "decode"):
+                ax.bar(i, r["phases"][phase], bottom=bottom, color=colors[phase],
+                       label=phase if i == 0 else None)
+                bottom += r["phases"][phase]
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, rotation=90, fontsize=6)
+        ax.set_yscale("log")
+        ax.set_ylabel("seconds per iteration (rank 0's ledger)")
+        ax.set_title("qgenx on an emulated cluster (tc-limited links, one rank per host)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(args.out, "cluster.png"), dpi=120)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for collective in ("allgather", "two-phase"):
+        pts = [(t["ranks"], t["bytes_received_per_rank_exchange"] / 1e6) for t in traffic
+               if t["collective"] == collective]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=collective)
+    ax.set_xlabel("ranks K")
+    ax.set_ylabel("MB received per rank and exchange")
+    ax.set_title("4-bit ALQ, %d coordinates" % traffic[0]["dim"])
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "traffic.png"), dpi=120)
+    print("wrote", os.path.join(args.out, "traffic.png"))
+
+
+if __name__ == "__main__":
+    main()
