@@ -49,13 +49,14 @@ def solve_args(game, iters, exchange, collective, out):
     return args + ["--game", "separable"] + (["--dim", str(game)] if isinstance(game, int) else [])
 
 
-def cluster_run(saddle, out, game, hosts, rate, exchange, collective, iters):
+def cluster_run(saddle, out, game, hosts, rate, exchange, collective, iters, reuse=False):
     run_dir = os.path.join(out, "runs", "%s_h%d_%s_%s_%s" % (game, hosts, rate, exchange, collective))
     command = ["bash", CLUSTER, "--hosts", str(hosts), "--rate", rate, "--", saddle] + solve_args(
         game, iters, exchange, collective, run_dir)
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        sys.exit("cluster run failed (%s): %s" % (" ".join(command), done.stderr.strip()[-2000:]))
+    if not (reuse and os.path.exists(os.path.join(run_dir, "summary.json"))):
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            sys.exit("cluster run failed (%s): %s" % (" ".join(command), done.stderr.strip()[-2000:]))
     with open(os.path.join(run_dir, "summary.json")) as f:
         summary = json.load(f)
     n = summary["iterations"]
@@ -99,7 +100,7 @@ def main():
     parser.add_argument("--traffic-only", action="store_true", help="only the traffic against K")
     parser.add_argument("--saddle", default=os.path.join(ROOT, "build", "cli", "saddle"))
     parser.add_argument("--out", default=os.path.join(ROOT, "runs", "cluster"))
-    parser.add_argument("--reuse", action="store_true", help="reuse results.json's cluster rows")
+    parser.add_argument("--reuse", action="store_true", help="reuse the runs already in OUT/runs")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     results_path = os.path.join(args.out, "results.json")
@@ -112,10 +113,7 @@ def main():
             if args.quick:
                 sys.exit(SKIPPED)
             sys.exit("cannot emulate a cluster here (run as root)")
-        if args.reuse and os.path.exists(results_path):
-            with open(results_path) as f:
-                cluster_rows = json.load(f)["cluster"]
-        elif args.quick:
+        if args.quick:
             for exchange in ("fp32", "alq4"):
                 for collective in ("allgather", "two-phase"):
                     cluster_rows.append(cluster_run(args.saddle, args.out, 20000, 2, "1gbit",
@@ -127,14 +125,14 @@ def main():
                         for collective in (("allgather", "two-phase") if hosts == 4 else ("allgather",)):
                             print("separable, %d hosts, %s, %s, %s" % (hosts, rate, exchange, collective), flush=True)
                             cluster_rows.append(cluster_run(args.saddle, args.out, "separable", hosts, rate,
-                                                            exchange, collective, 10))
+                                                            exchange, collective, 10, args.reuse))
             require_fashion_mnist()
             for rate in ("100mbit", "1gbit"):
                 for exchange in ("fp32", "alq4"):
                     for collective in ("allgather", "two-phase"):
                         print("wgan-gp, 4 hosts, %s, %s, %s" % (rate, exchange, collective), flush=True)
                         cluster_rows.append(cluster_run(args.saddle, args.out, "wgan-gp", 4, rate,
-                                                        exchange, collective, 6))
+                                                        exchange, collective, 6, args.reuse))
         for r in cluster_rows:
             if not r["ranks_agree"]:
                 sys.exit("ranks disagree in %s" % r)

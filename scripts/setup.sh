@@ -23,7 +23,9 @@ packages=(build-essential cmake ninja-build ccache pkg-config
           libfmt-dev libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
           zlib1g-dev libstb-dev dataset-fashion-mnist
           # experiments/*.py, their figures, and the notebooks the test suite executes headless
-          python3 python3-matplotlib python3-pandas python3-ipykernel jupyter-nbconvert)
+          python3 python3-matplotlib python3-pandas python3-ipykernel jupyter-nbconvert
+          # scripts/cluster.sh: network namespaces and tc rate limits (the emulated-cluster tests)
+          iproute2)
 [ "$flavour" = pip ] && packages+=(python3-venv)
 missing=()
 for p in "${packages[@]}"; do

@@ -29,15 +29,20 @@ torch::Tensor spectrum(int64_t d, double condition) {
   return torch::logspace(-std::log10(condition), 0.0, d, 10.0, torch::kFloat64);
 }
 
-AffineGame::AffineGame(const GameOptions& options)
-    : options_(options), noise_(parse_noise(options.noise)) {
+GameOptions checked_analytic_options(GameOptions options) {
   SADDLE_CHECK(options.dim > 0, "invalid --dim ", options.dim, " (must be > 0)");
   SADDLE_CHECK(options.condition >= 1.0 && std::isfinite(options.condition), "invalid --condition ",
                options.condition, " (must be >= 1)");
   SADDLE_CHECK(options.noise_scale >= 0.0 && std::isfinite(options.noise_scale),
                "invalid --noise-scale ", options.noise_scale, " (must be >= 0)");
   SADDLE_CHECK(options.batch >= 0, "invalid --batch ", options.batch, " (must be >= 0; 0: 1)");
-  if (options_.batch == 0) options_.batch = 1;
+  parse_noise(options.noise);
+  if (options.batch == 0) options.batch = 1;
+  return options;
+}
+
+AffineGame::AffineGame(const GameOptions& options)
+    : options_(checked_analytic_options(options)), noise_(parse_noise(options.noise)) {
   SADDLE_CHECK(noise_ != NoiseKind::kFiniteSum || options.samples > 1, "invalid --samples ",
                options.samples, " (a finite sum needs at least 2)");
   // The games hold dense (2 dim)^2 matrices, one per finite-sum sample, built in float64 on the

@@ -8,16 +8,9 @@
 namespace saddle {
 
 SeparableBilinearGame::SeparableBilinearGame(const GameOptions& options)
-    : options_(options), noise_(parse_noise(options.noise)) {
-  SADDLE_CHECK(options.dim > 0, "invalid --dim ", options.dim, " (must be > 0)");
-  SADDLE_CHECK(options.condition >= 1.0 && std::isfinite(options.condition), "invalid --condition ",
-               options.condition, " (must be >= 1)");
-  SADDLE_CHECK(options.noise_scale >= 0.0 && std::isfinite(options.noise_scale),
-               "invalid --noise-scale ", options.noise_scale, " (must be >= 0)");
+    : options_(checked_analytic_options(options)), noise_(parse_noise(options.noise)) {
   SADDLE_CHECK(noise_ != NoiseKind::kFiniteSum,
                "the separable game has no finite-sum oracle (--noise none, absolute or relative)");
-  SADDLE_CHECK(options.batch >= 0, "invalid --batch ", options.batch, " (must be >= 0; 0: 1)");
-  if (options_.batch == 0) options_.batch = 1;
   const int64_t n = options.dim;
   // a, z* and z0 in float64 on the CPU, then float32 on the device (about 24 bytes a coordinate).
   check_memory(8.0 * 5.0 * static_cast<double>(n), torch::kCPU,

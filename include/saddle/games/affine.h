@@ -37,6 +37,10 @@ class AffineGame : public Game {
   torch::Tensor sample_m_, sample_q_;
 };
 
+// `options` with its analytic-game fields checked (dim, condition, noise, noise scale, batch;
+// saddle::Error naming the flag) and batch 0 resolved to 1.
+GameOptions checked_analytic_options(GameOptions options);
+
 // Orthogonal d x d matrix from the QR decomposition of a Gaussian one.
 torch::Tensor random_orthogonal(int64_t d, at::Generator& gen);
 // d values spaced geometrically from 1/condition to 1.
