@@ -69,12 +69,12 @@ cleanup() {
   for ((h = 0; h < hosts; h++)); do
     local ns
     ns=$(ns_name "$h")
-    if ip netns list 2>/dev/null | grep -qw "$ns"; then
+    if [[ -e "/run/netns/$ns" ]]; then
       ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
       ip netns delete "$ns" 2>/dev/null || true
     fi
   done
-  if ip netns list 2>/dev/null | grep -qw "$control"; then
+  if [[ -e "/run/netns/$control" ]]; then
     ip netns pids "$control" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
     ip netns delete "$control" 2>/dev/null || true
   fi
@@ -190,8 +190,8 @@ ranks_started() {
   done
 }
 # OpenMPI 4.1's launch through the namespaces stalls now and then (about 1 in 40 here: a daemon
-# never reports back); such a launch is killed and tried again, up to 3 times. A stall is a job
-# that has not started a rank on every host within 20 s.
+# never reports back, though its launch command succeeded); such a launch is killed and tried
+# again, up to 4 times. A stall is a job that has not started a rank on every host within 10 s.
 for ((attempt = 1; ; attempt++)); do
   start=$(date +%s.%N)
   ip netns exec "$control" mpirun --allow-run-as-root --oversubscribe --bind-to none \
@@ -203,7 +203,7 @@ for ((attempt = 1; ; attempt++)); do
     "$@" &
   job=$!
   stalled=1
-  for ((tick = 0; tick < 200; tick++)); do
+  for ((tick = 0; tick < 100; tick++)); do
     if ! kill -0 "$job" 2>/dev/null || ranks_started; then stalled=0; break; fi
     sleep 0.1
   done
@@ -214,8 +214,8 @@ for ((attempt = 1; ; attempt++)); do
   done
   ip netns pids "$control" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
   wait "$job" 2>/dev/null || true
-  [[ $attempt -lt 3 ]] || { echo "cluster.sh: mpirun did not start the ranks in 3 tries" >&2; exit 1; }
-  echo "cluster.sh: mpirun's launch stalled (no rank on some host after 20 s); trying again" >&2
+  [[ $attempt -lt 4 ]] || { echo "cluster.sh: mpirun did not start the ranks in 4 tries" >&2; exit 1; }
+  echo "cluster.sh: mpirun's launch stalled (no rank on some host after 10 s); trying again" >&2
 done
 fault_at=""
 if [[ -n "$fault" ]]; then
