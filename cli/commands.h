@@ -38,6 +38,7 @@ struct ExchangeFlags {
   std::vector<std::string> level_schedule = {"0", "100", "2000"};
   int64_t level_every = 10000;
   std::string collective = "auto";
+  int second_bits = 8;
   void add_to(ConfigBinder& binder);
 };
 

@@ -64,6 +64,9 @@ void ExchangeFlags::add_to(ConfigBinder& binder) {
              "(quantized reduce-scatter then all-gather: about 2 messages' worth per rank whatever "
              "the ranks, one more quantization) | auto (two-phase from " +
                  std::to_string(kTwoPhaseFromRanks) + " ranks)");
+  binder.add("second-bits", second_bits,
+             "two-phase: bits of the owners' second quantization (its noise is not averaged over "
+             "ranks, so it takes more bits than the first; level quantizers, 2..8)");
 }
 
 ExchangeOptions exchange_options(const ExchangeFlags& flags, uint64_t seed) {
@@ -80,6 +83,7 @@ ExchangeOptions exchange_options(const ExchangeFlags& flags, uint64_t seed) {
       .level_schedule(parse_schedule(flags.level_schedule))
       .level_every(flags.level_every)
       .collective(flags.collective)
+      .second_bits(flags.second_bits)
       .seed(seed);
   resolve_collective(flags.collective, 1);  // a bad name fails here, before any run
   return options;

@@ -178,25 +178,32 @@ def main():
     if plt is None:
         return
     if cluster_rows:
-        fig, ax = plt.subplots(figsize=(11, 4.5))
-        labels, bottoms = [], []
+        # One panel per (game, hosts), linear axes: seconds per iteration split by phase.
+        groups = []
+        for r in cluster_rows:
+            if (r["game"], r["hosts"]) not in groups:
+                groups.append((r["game"], r["hosts"]))
+        fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 4.8), squeeze=False)
         colors = {"compute": "#999999", "encode": "#4c72b0", "communicate": "#dd8452", "decode": "#55a868"}
-        for i, r in enumerate(cluster_rows):
-            labels.append("%s %dh %s\n%s %s" % (r["game"][:4], r["hosts"], r["rate"], r["exchange"],
-                                                "2p" if r["collective"] == "two-phase" else "ag"))
-            bottom = 0.0
-            for phase in ("compute", "encode", "communicate", "decode"):
-                ax.bar(i, r["phases"][phase], bottom=bottom, color=colors[phase],
-                       label=phase if i == 0 else None)
-                bottom += r["phases"][phase]
-        ax.set_xticks(range(len(labels)))
-        ax.set_xticklabels(labels, rotation=90, fontsize=6)
-        ax.set_yscale("log")
-        ax.set_ylabel("seconds per iteration (rank 0's ledger)")
-        ax.set_title("qgenx on an emulated cluster (tc-limited links, one rank per host)")
-        ax.legend()
+        for ax, (game, hosts) in zip(axes[0], groups):
+            rows = [r for r in cluster_rows if r["game"] == game and r["hosts"] == hosts]
+            labels = []
+            for i, r in enumerate(rows):
+                labels.append("%s %s %s" % (r["rate"], r["exchange"],
+                                            "2p" if r["collective"] == "two-phase" else "ag"))
+                bottom = 0.0
+                for phase in ("compute", "encode", "communicate", "decode"):
+                    ax.bar(i, r["phases"][phase], bottom=bottom, color=colors[phase],
+                           label=phase if i == 0 else None)
+                    bottom += r["phases"][phase]
+            ax.set_xticks(range(len(labels)))
+            ax.set_xticklabels(labels, rotation=90, fontsize=7)
+            ax.set_title("%s, %d hosts" % (game, hosts))
+            ax.set_ylabel("seconds per iteration (rank 0's ledger)")
+        axes[0][0].legend()
+        fig.suptitle("qgenx on an emulated cluster (tc-limited links, one rank per host; ag: all-gather, 2p: two-phase)")
         fig.tight_layout()
-        fig.savefig(os.path.join(args.out, "cluster.png"), dpi=120)
+        fig.savefig(os.path.join(args.out, "cluster.png"), dpi=110)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for collective in ("allgather", "two-phase"):
         pts = [(t["ranks"], t["bytes_received_per_rank_exchange"] / 1e6) for t in traffic

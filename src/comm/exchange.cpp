@@ -55,11 +55,20 @@ std::string resolve_collective(const std::string& spec, int ranks) {
   return spec;
 }
 
+namespace {
+CodecOptions second_codec_options(const ExchangeOptions& options) {
+  SADDLE_CHECK(options.second_bits() >= 2 && options.second_bits() <= 8, "invalid --second-bits ",
+               options.second_bits(), " (2..8)");
+  return CodecOptions(options.codec()).bits(options.second_bits());
+}
+}  // namespace
+
 Exchange::Exchange(Communicator& communicator, const ExchangeOptions& options, const Logger& logger)
     : communicator_(communicator),
       options_(options),
       logger_(logger),
       codec_(options.codec()),
+      second_codec_(second_codec_options(options)),
       collective_(resolve_collective(options.collective(), communicator.size())) {
   SADDLE_CHECK(options.level_every() >= 0, "level_every must be >= 0 (0: no periodic refit), got ",
                options.level_every());
@@ -98,9 +107,16 @@ std::vector<std::pair<std::string, torch::Tensor>> Exchange::state() const {
       torch::tensor({ledger_.seconds_encode, ledger_.seconds_communicate, ledger_.seconds_decode,
                      ledger_.seconds_compute, predicted_variance_},
                     torch::kFloat64);
-  std::vector<std::pair<std::string, torch::Tensor>> out = {{"exchange_levels", level_tensor},
-                                                            {"exchange_counters", counters},
-                                                            {"exchange_seconds", seconds}};
+  const std::vector<float>& second = second_codec_.levels();
+  torch::Tensor second_tensor =
+      torch::empty({static_cast<int64_t>(second.size())}, torch::kFloat32);
+  if (!second.empty())
+    std::memcpy(second_tensor.data_ptr<float>(), second.data(), second.size() * sizeof(float));
+  std::vector<std::pair<std::string, torch::Tensor>> out = {
+      {"exchange_levels", level_tensor},
+      {"exchange_second_levels", second_tensor},
+      {"exchange_counters", counters},
+      {"exchange_seconds", seconds}};
   // The qgenx step rule compares the next operators with these.
   if (keep_ranks_ && rank_last_.defined()) out.emplace_back("exchange_rank_operators", rank_last_);
   return out;
@@ -112,6 +128,10 @@ void Exchange::load_state(const std::vector<std::pair<std::string, torch::Tensor
       torch::Tensor t = tensor.to(torch::kFloat32).contiguous();
       codec_.set_levels(std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel()));
       adapt_pending_ = false;
+    } else if (name == "exchange_second_levels" && tensor.numel() > 0 && second_codec_.adaptive()) {
+      torch::Tensor t = tensor.to(torch::kFloat32).contiguous();
+      second_codec_.set_levels(
+          std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel()));
     } else if (name == "exchange_counters") {
       SADDLE_CHECK(tensor.numel() == 6 || tensor.numel() == 7,
                    "checkpoint: exchange counters have ", tensor.numel(), " entries, expected 7");
@@ -213,7 +233,10 @@ torch::Tensor Exchange::average(const torch::Tensor& local, bool local_finite) {
     communicator_.allreduce_sum(statistics);
     auto reduced = Clock::now();
     ledger_.seconds_communicate += seconds_between(summed, reduced);
-    if (statistics[0].sum().item<double>() > 0) predicted_variance_ = codec_.adapt(statistics);
+    if (statistics[0].sum().item<double>() > 0) {
+      predicted_variance_ = codec_.adapt(statistics);
+      if (collective_ == "two-phase") second_codec_.adapt(statistics);
+    }
     ledger_.seconds_encode += seconds_between(reduced, Clock::now());
     ++ledger_.level_updates;
     // The statistics' third row sums v_i^2 over every coordinate of every rank: the variance as a
@@ -414,9 +437,9 @@ torch::Tensor Exchange::average_two_phase(const torch::Tensor& input, bool local
 
   // Phase 2: the owner's chunk, quantized again, to every rank.
   const torch::Tensor body =
-      mine > 0
-          ? codec_.encode(chunk, options_.seed(), two_phase_stream(calls_, ranks, me, me, true))
-          : torch::empty({0}, torch::TensorOptions().dtype(torch::kUInt8).device(device));
+      mine > 0 ? second_codec_.encode(chunk, options_.seed(),
+                                      two_phase_stream(calls_, ranks, me, me, true))
+               : torch::empty({0}, torch::TensorOptions().dtype(torch::kUInt8).device(device));
   torch::Tensor message = torch::empty({kOwnerHeaderBytes + body.numel()},
                                        torch::TensorOptions().dtype(torch::kUInt8).device(device));
   torch::Tensor header_bytes = torch::empty({kOwnerHeaderBytes}, torch::kUInt8);
@@ -452,7 +475,7 @@ torch::Tensor Exchange::average_two_phase(const torch::Tensor& input, bool local
       continue;
     }
     try {
-      codec_.decode_average({payload}, out, 1.0f);
+      second_codec_.decode_average({payload}, out, 1.0f);
     } catch (const MalformedMessage& e) {
       throw Error(detail::concat(r == me ? std::string("cannot decode this rank's own message")
                                          : detail::concat("malformed message from rank ", r),

@@ -11,7 +11,8 @@
 //    Phase 2: the owner quantizes that average again (unbiased, its own random stream) and the
 //    owners' messages are all-gathered; every rank decodes all of them. Each rank receives about
 //    2 (K-1)/K d coordinates' worth of messages whatever K, at the price of a second quantization
-//    (its variance adds to the first's; with quantizer none both phases are exact).
+//    (its variance adds to the first's, so it uses more bits: ExchangeOptions::second_bits; with
+//    quantizer none both phases are exact).
 //
 // Either way all ranks return bit-identical averages (every rank decodes the same bytes in the
 // same order), so the solvers' iterates never drift apart. Each quantization draws from its own
@@ -50,6 +51,11 @@ struct ExchangeOptions {
   TORCH_ARG(uint64_t, seed) = 0;
   // "allgather", "two-phase", or "auto": two-phase from kTwoPhaseFromRanks ranks on (see above).
   TORCH_ARG(std::string, collective) = "auto";
+  // Bits of the two-phase exchange's second quantization (the owners' averages; level
+  // quantizers): its noise reaches every rank unaveraged, where the first phase's K independent
+  // quantizations are averaged, so at equal bits it would add about K times the all-gather's
+  // variance. 8 bits make it small (its levels are fit from the same statistics).
+  TORCH_ARG(int, second_bits) = 8;
 };
 
 // From this many ranks on, "auto" picks the two-phase collective: each rank then receives
@@ -150,6 +156,8 @@ class Exchange {
   Ledger& ledger() { return ledger_; }
   Communicator& communicator() { return communicator_; }
   const Codec& codec() const { return codec_; }
+  // The two-phase exchange's second quantization (the codec with second_bits).
+  const Codec& second_codec() const { return second_codec_; }
   // "allgather" or "two-phase", as resolved for this communicator's size.
   const std::string& collective() const { return collective_; }
 
@@ -166,6 +174,7 @@ class Exchange {
   ExchangeOptions options_;
   const Logger& logger_;
   Codec codec_;
+  Codec second_codec_;
   std::string collective_;
   Ledger ledger_;
   int64_t iteration_ = 0;
