@@ -44,6 +44,7 @@ struct Outcome {
   int64_t iterations = 0;
   double seconds = 0.0;
   int64_t bytes = 0;
+  int64_t received = 0;  // what crossed the wire, all ranks
   Metrics final_metrics;
   std::vector<nlohmann::ordered_json> records;
 };
@@ -402,6 +403,7 @@ int CompareCommand::run(Communicator& comm) {
         o.iterations = r.iterations;
         o.seconds = r.wall_seconds;
         o.bytes = r.bytes_sent_all;
+        o.received = r.bytes_received_all;
         o.final_metrics = r.final_metrics;
       } catch (const Diverged& e) {
         // A divergence every rank saw at the same iteration: recorded, and the next row runs.
@@ -443,11 +445,16 @@ int CompareCommand::run(Communicator& comm) {
       headline.metric, headline.lower_is_better ? "lower" : "higher");
   table += fmt::format("{:<20} {:>6} {:>32} ", "row", "iters", headline.metric);
   if (any_avg) table += fmt::format("{:>32} ", avg);
-  table += fmt::format("{:>11} {:>8}  {}\n", "bytes sent", "seconds", "runs");
+  // With several ranks also what crossed the wire: an all-gather delivers each message K - 1
+  // times, a two-phase exchange sends more than it delivers.
+  const bool wire = comm.size() > 1;
+  table += fmt::format("{:>11} ", "bytes sent");
+  if (wire) table += fmt::format("{:>11} ", "received");
+  table += fmt::format("{:>8}  {}\n", "seconds", "runs");
   nlohmann::ordered_json summary_rows = nlohmann::ordered_json::array();
   for (const Row& row : rows) {
     const std::vector<Outcome>& runs = results[row.name];
-    std::vector<double> last, averaged, bytes, seconds, iters;
+    std::vector<double> last, averaged, bytes, received, seconds, iters;
     int diverged = 0;
     nlohmann::ordered_json per_seed = nlohmann::ordered_json::array();
     for (const Outcome& o : runs) {
@@ -456,6 +463,7 @@ int CompareCommand::run(Communicator& comm) {
       averaged.push_back(o.diverged ? std::nan("") : metric_of(o.final_metrics, avg));
       if (!o.diverged) {
         bytes.push_back(static_cast<double>(o.bytes));
+        received.push_back(static_cast<double>(o.received));
         seconds.push_back(o.seconds);
         iters.push_back(static_cast<double>(o.iterations));
       }
@@ -466,6 +474,7 @@ int CompareCommand::run(Communicator& comm) {
       s["iterations"] = o.iterations;
       s["seconds"] = o.seconds;
       s["bytes_sent"] = o.bytes;
+      s["bytes_received"] = o.received;
       nlohmann::ordered_json m = nlohmann::ordered_json::object();
       for (const auto& [name, value] : o.final_metrics) {
         if (std::isfinite(value)) m[name] = value;
@@ -485,12 +494,14 @@ int CompareCommand::run(Communicator& comm) {
                          iters.empty() ? std::string("-") : fmt::format("{:.0f}", median(iters)),
                          spread(last));
     if (any_avg) table += fmt::format("{:>32} ", spread(averaged));
-    table += fmt::format("{:>11} {:>8}  {}\n",
-                         bytes.empty() ? std::string("-")
-                                       : human_bytes(static_cast<int64_t>(median(bytes))),
-                         seconds.empty() ? std::string("-")
-                                         : fmt::format("{:.2f}", median(seconds)),
-                         result);
+    const auto bytes_cell = [](const std::vector<double>& v) {
+      return v.empty() ? std::string("-") : human_bytes(static_cast<int64_t>(median(v)));
+    };
+    table += fmt::format("{:>11} ", bytes_cell(bytes));
+    if (wire) table += fmt::format("{:>11} ", bytes_cell(received));
+    table += fmt::format(
+        "{:>8}  {}\n", seconds.empty() ? std::string("-") : fmt::format("{:.2f}", median(seconds)),
+        result);
     nlohmann::ordered_json r;
     r["name"] = row.name;
     r["flags"] = row.flags;
@@ -506,6 +517,7 @@ int CompareCommand::run(Communicator& comm) {
     if (any_avg) r[avg] = stats(averaged);
     r["iterations"] = stats(iters);
     r["bytes_sent"] = stats(bytes);
+    r["bytes_received"] = stats(received);
     r["seconds"] = stats(seconds);
     r["diverged"] = diverged;
     r["seeds"] = per_seed;

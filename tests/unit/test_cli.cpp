@@ -223,6 +223,12 @@ TEST_F(Cli, UnknownGameOrSolver) {
   expect_one_line_error(run("solve --game chess --iters 10"), "unknown game 'chess'");
   expect_one_line_error(run("solve --solver sgd --iters 10"), "unknown solver 'sgd'");
   expect_one_line_error(run("solve --quantizer zip --iters 10"), "zip");
+  expect_one_line_error(run("solve --collective ring --iters 10"),
+                        "invalid --collective 'ring' (expected allgather, two-phase or auto)");
+  expect_one_line_error(run("solve --collective two-phase --second-bits 9 --iters 10"),
+                        "invalid --second-bits 9 (2..8)");
+  expect_one_line_error(run("solve --game separable --noise finite-sum --iters 10"),
+                        "the separable game has no finite-sum oracle");
   expect_one_line_error(run("solve --frobnicate 3"), "frobnicate");
 }
 
