@@ -105,7 +105,7 @@ std::vector<std::pair<std::string, torch::Tensor>> Exchange::state() const {
                     torch::kInt64);
   torch::Tensor seconds =
       torch::tensor({ledger_.seconds_encode, ledger_.seconds_communicate, ledger_.seconds_decode,
-                     ledger_.seconds_compute, predicted_variance_},
+                     ledger_.seconds_compute, predicted_variance_, ledger_.seconds_wait},
                     torch::kFloat64);
   const std::vector<float>& second = second_codec_.levels();
   torch::Tensor second_tensor =
@@ -148,7 +148,7 @@ void Exchange::load_state(const std::vector<std::pair<std::string, torch::Tensor
       if (!codec_.adaptive()) adapt_pending_ = false;
     } else if (name == "exchange_rank_operators" && keep_ranks_) {
       rank_last_ = tensor.clone();
-    } else if (name == "exchange_seconds" && tensor.numel() == 5) {
+    } else if (name == "exchange_seconds" && (tensor.numel() == 5 || tensor.numel() == 6)) {
       torch::Tensor t = tensor.to(torch::kFloat64).contiguous();
       const double* c = t.data_ptr<double>();
       ledger_.seconds_encode = c[0];
@@ -156,6 +156,7 @@ void Exchange::load_state(const std::vector<std::pair<std::string, torch::Tensor
       ledger_.seconds_decode = c[2];
       ledger_.seconds_compute = c[3];
       predicted_variance_ = c[4];
+      ledger_.seconds_wait = tensor.numel() == 6 ? c[5] : 0.0;
     }
   }
 }
@@ -318,6 +319,12 @@ std::vector<torch::Tensor> Exchange::allgather_messages(const torch::Tensor& mes
   return messages;
 }
 
+void Exchange::book_communication(double seconds) {
+  const double wait = std::min(seconds, communicator_.last_wait_seconds());
+  ledger_.seconds_wait += wait;
+  ledger_.seconds_communicate += seconds - wait;
+}
+
 void Exchange::decode_from_ranks(const std::vector<torch::Tensor>& messages, torch::Tensor& out,
                                  float weight) const {
   try {
@@ -362,7 +369,7 @@ torch::Tensor Exchange::average_allgather(const torch::Tensor& input, bool local
   auto decoded = Clock::now();
 
   ledger_.seconds_encode += seconds_between(start, encoded);
-  ledger_.seconds_communicate += seconds_between(encoded, gathered);
+  book_communication(seconds_between(encoded, gathered));
   ledger_.seconds_decode += seconds_between(gathered, decoded);
   ledger_.bytes_sent += message.numel();
   ledger_.bytes_received += total_bytes(messages) - message.numel();
@@ -402,6 +409,7 @@ torch::Tensor Exchange::average_two_phase(const torch::Tensor& input, bool local
   auto encoded = Clock::now();
   std::vector<torch::Tensor> received = communicator_.alltoall_bytes(pieces);
   auto exchanged = Clock::now();
+  book_communication(seconds_between(encoded, exchanged));
   SADDLE_CHECK(static_cast<int>(received.size()) == ranks, "alltoall_bytes returned ",
                received.size(), " messages for ", ranks, " ranks");
   // A non-finite rank sent its marker to every owner: every rank throws here, together.
@@ -488,8 +496,7 @@ torch::Tensor Exchange::average_two_phase(const torch::Tensor& input, bool local
   auto decoded = Clock::now();
 
   ledger_.seconds_encode += seconds_between(start, encoded) + seconds_between(reduced, reencoded);
-  ledger_.seconds_communicate +=
-      seconds_between(encoded, exchanged) + seconds_between(reencoded, gathered);
+  book_communication(seconds_between(reencoded, gathered));
   ledger_.seconds_decode +=
       seconds_between(exchanged, reduced) + seconds_between(gathered, decoded);
   ledger_.bytes_sent += total_bytes(pieces) + message.numel();

@@ -183,6 +183,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   double timeout() const override { return timeout_; }
+  double last_wait_seconds() const override { return last_wait_; }
 
   void post_flag(bool flag) override {
     pending_.push_back(PendingFlag{flag ? 1 : 0, 0, MPI_REQUEST_NULL});
@@ -216,6 +217,7 @@ class MpiCommunicator final : public Communicator {
   int local_rank_ = 0;
   int local_size_ = 1;
   double timeout_ = 0.0;
+  double last_wait_ = 0.0;  // the last exchange_sizes(): waiting for every rank to arrive
   struct PendingFlag {
     int in;
     int out;
@@ -235,6 +237,7 @@ class MpiCommunicator final : public Communicator {
   // Sends mine[r] to every other rank r and returns what each rank sent this one (this rank's own
   // entry: mine[rank_]). A negative size is refused.
   std::vector<int64_t> exchange_sizes(std::vector<int64_t> mine, const char* what) {
+    const auto start = std::chrono::steady_clock::now();
     std::vector<int64_t> sizes(size_);
     sizes[rank_] = mine[rank_];
     std::vector<MPI_Request> requests;
@@ -253,6 +256,7 @@ class MpiCommunicator final : public Communicator {
                 "MPI_Isend");
     }
     wait(requests, what, late_ranks(requests, from));
+    last_wait_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     for (int r = 0; r < size_; ++r) {
       SADDLE_CHECK(sizes[r] >= 0, what, ": rank ", r, " announced ", sizes[r], " bytes");
     }

@@ -76,7 +76,8 @@ class NcclCommunicator final : public Communicator {
   }
 
   std::vector<torch::Tensor> allgather_bytes(const torch::Tensor& message) override {
-    if (message.device().is_cpu()) return host_->allgather_bytes(message);
+    last_on_host_ = message.device().is_cpu();
+    if (last_on_host_) return host_->allgather_bytes(message);
     SADDLE_CHECK(message.device() == device_, "allgather_bytes: message on ", message.device(),
                  ", the NCCL communicator runs on ", device_.str());
     SADDLE_CHECK(
@@ -113,7 +114,12 @@ class NcclCommunicator final : public Communicator {
 
   // Host messages only (the exchange stages device chunks through host memory).
   std::vector<torch::Tensor> alltoall_bytes(const std::vector<torch::Tensor>& messages) override {
+    last_on_host_ = true;
     return host_->alltoall_bytes(messages);
+  }
+  // NCCL's own collectives do not tell waiting from moving: 0 for them.
+  double last_wait_seconds() const override {
+    return last_on_host_ ? host_->last_wait_seconds() : 0.0;
   }
   void allreduce_sum(torch::Tensor& tensor) override { host_->allreduce_sum(tensor); }
   void broadcast_bytes(torch::Tensor& bytes, int root) override {
@@ -189,6 +195,7 @@ class NcclCommunicator final : public Communicator {
                                "failed); aborting the job"));
   }
 
+  bool last_on_host_ = false;  // whether the last gather went through the host communicator
   Communicator* host_;
   torch::Device device_;
   double timeout_;

@@ -786,6 +786,7 @@ class Runner {
     summary["seconds"] = {{"compute", ledger.seconds_compute},
                           {"encode", ledger.seconds_encode},
                           {"communicate", ledger.seconds_communicate},
+                          {"wait", ledger.seconds_wait},
                           {"decode", ledger.seconds_decode}};
     summary["device"] = describe_device(device_);
     summary["precision"] = precision_name(options_.precision());

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "mpi_test_env.h"
@@ -100,6 +102,27 @@ TEST(MpiExchange, GpuAndCpuRanksAgree) {
     torch::Tensor average = exchange.average(local_operator(comm.rank(), 3000).to(device));
     ASSERT_EQ(average.device(), device);
     ASSERT_TRUE(identical_on_all_ranks(comm, average.cpu())) << "iteration " << t;
+  }
+}
+
+// A rank that reaches the exchange late is the others' wait, not their communication: the ledger
+// books the round of sizes (every rank arrived) apart from moving the bytes, for both collectives.
+TEST(MpiExchange, WaitingForALateRankIsBookedApart) {
+  Communicator& comm = test_world();
+  if (comm.size() < 2) GTEST_SKIP() << "needs two ranks";
+  Logger quiet(LogLevel::kError);
+  for (const char* collective : {"allgather", "two-phase"}) {
+    Exchange exchange(comm, ExchangeOptions().collective(collective), quiet);
+    const torch::Tensor local = local_operator(comm.rank(), 4096);
+    exchange.average(local);  // connections set up
+    const Ledger before = exchange.ledger();
+    if (comm.rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    exchange.average(local);
+    const Ledger& after = exchange.ledger();
+    if (comm.rank() == 0) {
+      EXPECT_GT(after.seconds_wait - before.seconds_wait, 0.3) << collective;
+      EXPECT_LT(after.seconds_communicate - before.seconds_communicate, 0.3) << collective;
+    }
   }
 }
 

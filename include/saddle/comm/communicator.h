@@ -44,6 +44,12 @@ class Communicator {
   // The two-phase exchange's first phase: each rank sends each owner its chunk.
   virtual std::vector<torch::Tensor> alltoall_bytes(const std::vector<torch::Tensor>& messages) = 0;
 
+  // Seconds the last allgather_bytes or alltoall_bytes spent waiting for the other ranks to
+  // arrive (its round of sizes), as opposed to moving the bytes; 0 where not measured. The
+  // ledger books it apart: ranks that reach an exchange at different times (load imbalance,
+  // cores shared) are not a cost of the link.
+  virtual double last_wait_seconds() const { return 0.0; }
+
   // Elementwise sum over ranks, in place, of a contiguous kFloat64, kFloat32 or kInt64 tensor.
   // Every rank gets the same bits (floating-point sums included): state refit from the sum, such
   // as adaptive quantization levels, must agree on all ranks.

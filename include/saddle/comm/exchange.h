@@ -82,7 +82,8 @@ struct Ledger {
   int64_t exchanges = 0;         // calls of average()
   int64_t level_updates = 0;     // refits of adaptive levels
   double seconds_encode = 0.0;
-  double seconds_communicate = 0.0;
+  double seconds_communicate = 0.0;  // moving the bytes
+  double seconds_wait = 0.0;         // in an exchange, waiting for the other ranks to arrive
   double seconds_decode = 0.0;
   double seconds_compute = 0.0;  // operator evaluation, recorded by the runner
   // Energy of the two phases on a GPU (NVML), recorded by the runner; 0 where not attributed.
@@ -164,6 +165,8 @@ class Exchange {
  private:
   std::vector<torch::Tensor> allgather_staged(const torch::Tensor& message);
   std::vector<torch::Tensor> allgather_messages(const torch::Tensor& message);
+  // Books `seconds` of a collective: the communicator's wait for the other ranks apart.
+  void book_communication(double seconds);
   torch::Tensor average_allgather(const torch::Tensor& input, bool local_finite);
   torch::Tensor average_two_phase(const torch::Tensor& input, bool local_finite);
   // Decodes `messages` into `out` with `weight`, naming a bad message's rank.
