@@ -61,8 +61,8 @@ void ExchangeFlags::add_to(ConfigBinder& binder) {
              "After the schedule, refit adaptive levels every N iterations");
   binder.add("collective", collective,
              "How ranks average: allgather (each rank receives every rank's message) | two-phase "
-             "(quantized reduce-scatter then all-gather: about 2 messages' worth per rank whatever "
-             "the ranks, one more quantization) | auto (two-phase from " +
+             "(quantized reduce-scatter then all-gather: per rank, under one message at --bits and "
+             "one at --second-bits whatever the ranks) | auto (two-phase from " +
                  std::to_string(kTwoPhaseFromRanks) + " ranks)");
   binder.add("second-bits", second_bits,
              "two-phase: bits of the owners' second quantization (its noise is not averaged over "

@@ -41,6 +41,21 @@ GameOptions checked_analytic_options(GameOptions options) {
   return options;
 }
 
+torch::Tensor add_oracle_noise(torch::Tensor f, NoiseKind kind, double scale, at::Generator& gen) {
+  if (kind != NoiseKind::kAbsolute && kind != NoiseKind::kRelative) return f;
+  const torch::Tensor xi = torch::randn({f.numel()}, gen, torch::kFloat32).to(f.device());
+  if (kind == NoiseKind::kAbsolute) return f.add_(xi, scale);
+  return f.addcmul(f, xi, scale);
+}
+
+Metrics analytic_metrics(const torch::Tensor& exact_operator, const torch::Tensor& z,
+                         const torch::Tensor& z_star) {
+  const double op = exact_operator.to(torch::kFloat64).square().sum().item<double>();
+  const double dist =
+      (z.to(torch::kFloat64) - z_star.to(torch::kFloat64)).square().sum().item<double>();
+  return {{"operator_norm_sq", op}, {"distance_sq", dist}};
+}
+
 AffineGame::AffineGame(const GameOptions& options)
     : options_(checked_analytic_options(options)), noise_(parse_noise(options.noise)) {
   SADDLE_CHECK(noise_ != NoiseKind::kFiniteSum || options.samples > 1, "invalid --samples ",
@@ -87,17 +102,10 @@ torch::Tensor AffineGame::operator_at(at::Generator& gen) {
   const double batch = static_cast<double>(options_.batch);
   switch (noise_) {
     case NoiseKind::kNone: return exact_operator(params_);
-    case NoiseKind::kAbsolute: {
-      // The mean of `batch` draws of F + scale * xi, xi ~ N(0, I).
-      torch::Tensor xi = torch::randn({dim()}, gen, torch::kFloat32).to(device());
-      return exact_operator(params_).add_(xi, scale / std::sqrt(batch));
-    }
-    case NoiseKind::kRelative: {
-      // F ⊙ (1 + scale * xi): unbiased, and its variance vanishes at the equilibrium.
-      torch::Tensor xi = torch::randn({dim()}, gen, torch::kFloat32).to(device());
-      torch::Tensor f = exact_operator(params_);
-      return f.addcmul(f, xi, scale / std::sqrt(batch));
-    }
+    case NoiseKind::kAbsolute:
+    case NoiseKind::kRelative:
+      // The mean of `batch` draws: the noise scale over sqrt(batch).
+      return add_oracle_noise(exact_operator(params_), noise_, scale / std::sqrt(batch), gen);
     case NoiseKind::kFiniteSum: {
       // The mean of M_s z + q_s over `batch` drawn samples s: one matrix-vector product per draw,
       // on views of the stored matrices (a gather of the drawn [d, d] matrices would copy them).
@@ -117,10 +125,7 @@ torch::Tensor AffineGame::operator_at(at::Generator& gen) {
 
 Metrics AffineGame::metrics() {
   torch::NoGradGuard no_grad;
-  const double op = exact_operator(params_).to(torch::kFloat64).square().sum().item<double>();
-  const double dist =
-      (params_.to(torch::kFloat64) - z_star_.to(torch::kFloat64)).square().sum().item<double>();
-  return {{"operator_norm_sq", op}, {"distance_sq", dist}};
+  return analytic_metrics(exact_operator(params_), params_, z_star_);
 }
 
 }  // namespace saddle

@@ -40,23 +40,12 @@ torch::Tensor SeparableBilinearGame::exact_operator() const {
 torch::Tensor SeparableBilinearGame::operator_at(at::Generator& gen) {
   torch::NoGradGuard no_grad;
   const double scale = options_.noise_scale / std::sqrt(static_cast<double>(options_.batch));
-  torch::Tensor f = exact_operator();
-  switch (noise_) {
-    case NoiseKind::kAbsolute:
-      return f.add_(torch::randn({dim()}, gen, torch::kFloat32).to(device()), scale);
-    case NoiseKind::kRelative:
-      // F * (1 + scale xi): unbiased, vanishing at the equilibrium.
-      return f.addcmul(f, torch::randn({dim()}, gen, torch::kFloat32).to(device()), scale);
-    default: return f;
-  }
+  return add_oracle_noise(exact_operator(), noise_, scale, gen);
 }
 
 Metrics SeparableBilinearGame::metrics() {
   torch::NoGradGuard no_grad;
-  const double op = exact_operator().to(torch::kFloat64).square().sum().item<double>();
-  const double dist =
-      (params_.to(torch::kFloat64) - z_star_.to(torch::kFloat64)).square().sum().item<double>();
-  return {{"operator_norm_sq", op}, {"distance_sq", dist}};
+  return analytic_metrics(exact_operator(), params_, z_star_);
 }
 
 }  // namespace saddle

@@ -56,6 +56,19 @@ std::string resolve_collective(const std::string& spec, int ranks) {
 }
 
 namespace {
+// Adaptive levels as a checkpoint tensor, and back.
+torch::Tensor levels_tensor(const std::vector<float>& levels) {
+  torch::Tensor out = torch::empty({static_cast<int64_t>(levels.size())}, torch::kFloat32);
+  if (!levels.empty())
+    std::memcpy(out.data_ptr<float>(), levels.data(), levels.size() * sizeof(float));
+  return out;
+}
+
+std::vector<float> levels_of(const torch::Tensor& tensor) {
+  const torch::Tensor t = tensor.to(torch::kFloat32).contiguous();
+  return std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+}
+
 CodecOptions second_codec_options(const ExchangeOptions& options) {
   SADDLE_CHECK(options.second_bits() >= 2 && options.second_bits() <= 8, "invalid --second-bits ",
                options.second_bits(), " (2..8)");
@@ -95,10 +108,6 @@ void Exchange::set_calls(int64_t calls) {
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> Exchange::state() const {
-  const std::vector<float>& levels = codec_.levels();
-  torch::Tensor level_tensor = torch::empty({static_cast<int64_t>(levels.size())}, torch::kFloat32);
-  if (!levels.empty())
-    std::memcpy(level_tensor.data_ptr<float>(), levels.data(), levels.size() * sizeof(float));
   torch::Tensor counters =
       torch::tensor({calls_, ledger_.bytes_sent, ledger_.bytes_received, ledger_.coordinates_sent,
                      ledger_.exchanges, ledger_.level_updates, ledger_.bytes_all_ranks},
@@ -107,14 +116,9 @@ std::vector<std::pair<std::string, torch::Tensor>> Exchange::state() const {
       torch::tensor({ledger_.seconds_encode, ledger_.seconds_communicate, ledger_.seconds_decode,
                      ledger_.seconds_compute, predicted_variance_, ledger_.seconds_wait},
                     torch::kFloat64);
-  const std::vector<float>& second = second_codec_.levels();
-  torch::Tensor second_tensor =
-      torch::empty({static_cast<int64_t>(second.size())}, torch::kFloat32);
-  if (!second.empty())
-    std::memcpy(second_tensor.data_ptr<float>(), second.data(), second.size() * sizeof(float));
   std::vector<std::pair<std::string, torch::Tensor>> out = {
-      {"exchange_levels", level_tensor},
-      {"exchange_second_levels", second_tensor},
+      {"exchange_levels", levels_tensor(codec_.levels())},
+      {"exchange_second_levels", levels_tensor(second_codec_.levels())},
       {"exchange_counters", counters},
       {"exchange_seconds", seconds}};
   // The qgenx step rule compares the next operators with these.
@@ -125,13 +129,10 @@ std::vector<std::pair<std::string, torch::Tensor>> Exchange::state() const {
 void Exchange::load_state(const std::vector<std::pair<std::string, torch::Tensor>>& state) {
   for (const auto& [name, tensor] : state) {
     if (name == "exchange_levels" && tensor.numel() > 0 && codec_.adaptive()) {
-      torch::Tensor t = tensor.to(torch::kFloat32).contiguous();
-      codec_.set_levels(std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel()));
+      codec_.set_levels(levels_of(tensor));
       adapt_pending_ = false;
     } else if (name == "exchange_second_levels" && tensor.numel() > 0 && second_codec_.adaptive()) {
-      torch::Tensor t = tensor.to(torch::kFloat32).contiguous();
-      second_codec_.set_levels(
-          std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel()));
+      second_codec_.set_levels(levels_of(tensor));
     } else if (name == "exchange_counters") {
       SADDLE_CHECK(tensor.numel() == 6 || tensor.numel() == 7,
                    "checkpoint: exchange counters have ", tensor.numel(), " entries, expected 7");
@@ -325,15 +326,16 @@ void Exchange::book_communication(double seconds) {
   ledger_.seconds_communicate += seconds - wait;
 }
 
-void Exchange::decode_from_ranks(const std::vector<torch::Tensor>& messages, torch::Tensor& out,
-                                 float weight) const {
+void Exchange::decode_from_ranks(const Codec& codec, const std::vector<torch::Tensor>& messages,
+                                 torch::Tensor& out, float weight, int first_rank) const {
   try {
-    codec_.decode_average(messages, out, weight);
+    codec.decode_average(messages, out, weight);
   } catch (const MalformedMessage& e) {
-    if (e.index() == communicator_.rank()) {
+    const int sender = first_rank + e.index();
+    if (sender == communicator_.rank()) {
       throw Error(detail::concat("cannot decode this rank's own message: ", e.what()));
     }
-    throw Error(detail::concat("malformed message from rank ", e.index(), ": ", e.what()));
+    throw Error(detail::concat("malformed message from rank ", sender, ": ", e.what()));
   }
 }
 
@@ -355,7 +357,7 @@ torch::Tensor Exchange::average_allgather(const torch::Tensor& input, bool local
   throw_if_non_finite(messages);
 
   torch::Tensor average = torch::empty({input.numel()}, input.options());
-  decode_from_ranks(messages, average, 1.0f / static_cast<float>(ranks));
+  decode_from_ranks(codec_, messages, average, 1.0f / static_cast<float>(ranks));
   if (keep_ranks_) {
     // Each rank's own decoded operator (weight 1), for the qgenx step rule.
     rank_previous_ = rank_last_.defined() ? rank_last_.to(device) : rank_last_;
@@ -421,7 +423,7 @@ torch::Tensor Exchange::average_two_phase(const torch::Tensor& input, bool local
   std::vector<torch::Tensor> on_device;
   for (const auto& m : received) on_device.push_back(m.to(device));
   if (mine > 0) {
-    decode_from_ranks(on_device, chunk, 1.0f / static_cast<float>(ranks));
+    decode_from_ranks(codec_, on_device, chunk, 1.0f / static_cast<float>(ranks));
   } else {
     for (int r = 0; r < ranks; ++r) {
       SADDLE_CHECK(received[r].numel() == 0, "malformed message from rank ", r, ": ",
@@ -435,7 +437,7 @@ torch::Tensor Exchange::average_two_phase(const torch::Tensor& input, bool local
     rank_last_ = torch::empty({ranks, mine}, input.options());
     for (int r = 0; r < ranks && mine > 0; ++r) {
       torch::Tensor row = rank_last_[r];
-      decode_from_ranks({on_device[r]}, row, 1.0f);
+      codec_.decode_average({on_device[r]}, row, 1.0f);  // validated by the decode above
     }
     header.sq_difference = sum_rank_squares(rank_last_, rank_previous_, true);
     header.sq_norm = sum_rank_squares(rank_last_, rank_previous_, false);
@@ -459,15 +461,19 @@ torch::Tensor Exchange::average_two_phase(const torch::Tensor& input, bool local
   auto gathered = Clock::now();
 
   torch::Tensor average = torch::empty({dim}, input.options());
-  int64_t first_phase_all = 0;
-  double sq_difference = 0.0, sq_norm = 0.0;
+  std::vector<torch::Tensor> header_views;
   for (int r = 0; r < ranks; ++r) {
     SADDLE_CHECK(owners[r].numel() >= kOwnerHeaderBytes, "malformed message from rank ", r, ": ",
                  owners[r].numel(), " bytes, shorter than the two-phase header (",
                  kOwnerHeaderBytes, ")");
+    header_views.push_back(owners[r].narrow(0, 0, kOwnerHeaderBytes));
+  }
+  const torch::Tensor headers = torch::stack(header_views).cpu().contiguous();  // one copy
+  int64_t first_phase_all = 0;
+  double sq_difference = 0.0, sq_norm = 0.0;
+  for (int r = 0; r < ranks; ++r) {
     OwnerHeader theirs;
-    const torch::Tensor host = owners[r].narrow(0, 0, kOwnerHeaderBytes).cpu().contiguous();
-    std::memcpy(&theirs, host.data_ptr(), kOwnerHeaderBytes);
+    std::memcpy(&theirs, headers[r].data_ptr(), kOwnerHeaderBytes);
     SADDLE_CHECK(theirs.first_phase_bytes >= 0 && std::isfinite(theirs.sq_difference) &&
                      std::isfinite(theirs.sq_norm),
                  "malformed message from rank ", r, ": invalid two-phase header");
@@ -482,13 +488,7 @@ torch::Tensor Exchange::average_two_phase(const torch::Tensor& input, bool local
                    " bytes for an empty chunk");
       continue;
     }
-    try {
-      second_codec_.decode_average({payload}, out, 1.0f);
-    } catch (const MalformedMessage& e) {
-      throw Error(detail::concat(r == me ? std::string("cannot decode this rank's own message")
-                                         : detail::concat("malformed message from rank ", r),
-                                 ": ", e.what()));
-    }
+    decode_from_ranks(second_codec_, {payload}, out, 1.0f, r);
   }
   chunk_sq_difference_ = sq_difference;
   chunk_sq_norm_ = sq_norm;

@@ -9,10 +9,10 @@
 //    bucket-aligned chunks. Phase 1: each rank quantizes each chunk of its operator and sends it to
 //    the chunk's owner (all-to-all); the owner decodes the K pieces in rank order with weight 1/K.
 //    Phase 2: the owner quantizes that average again (unbiased, its own random stream) and the
-//    owners' messages are all-gathered; every rank decodes all of them. Each rank receives about
-//    2 (K-1)/K d coordinates' worth of messages whatever K, at the price of a second quantization
-//    (its variance adds to the first's, so it uses more bits: ExchangeOptions::second_bits; with
-//    quantizer none both phases are exact).
+//    owners' messages are all-gathered; every rank decodes all of them. Each rank receives
+//    (K-1)/K of one first-phase and one second-phase message whatever K, at the price of a second
+//    quantization (its variance adds to the first's, so it uses more bits:
+//    ExchangeOptions::second_bits; with quantizer none both phases are exact).
 //
 // Either way all ranks return bit-identical averages (every rank decodes the same bytes in the
 // same order), so the solvers' iterates never drift apart. Each quantization draws from its own
@@ -59,7 +59,8 @@ struct ExchangeOptions {
 };
 
 // From this many ranks on, "auto" picks the two-phase collective: each rank then receives
-// 2 (K-1)/K instead of K-1 messages' worth, 4x less at K = 8, for one more quantization.
+// (K-1)/K (b + second_bits)/b instead of K-1 b-bit messages' worth (2.7x less at K = 8 and
+// 4 bits), for one more quantization.
 constexpr int kTwoPhaseFromRanks = 8;
 
 // The collective `spec` ("allgather", "two-phase" or "auto") names for `ranks` ranks: "allgather"
@@ -169,9 +170,10 @@ class Exchange {
   void book_communication(double seconds);
   torch::Tensor average_allgather(const torch::Tensor& input, bool local_finite);
   torch::Tensor average_two_phase(const torch::Tensor& input, bool local_finite);
-  // Decodes `messages` into `out` with `weight`, naming a bad message's rank.
-  void decode_from_ranks(const std::vector<torch::Tensor>& messages, torch::Tensor& out,
-                         float weight) const;
+  // Decodes `messages` (from ranks first_rank, first_rank + 1, ...) into `out` with `weight`,
+  // naming a bad message's rank.
+  void decode_from_ranks(const Codec& codec, const std::vector<torch::Tensor>& messages,
+                         torch::Tensor& out, float weight, int first_rank = 0) const;
 
   Communicator& communicator_;
   ExchangeOptions options_;

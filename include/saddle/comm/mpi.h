@@ -25,8 +25,8 @@
 namespace saddle {
 
 struct MpiOptions {
-  // Largest number of bytes (elements for allreduce_sum) handed to one MPI call: MPI counts and
-  // displacements are `int`, so larger messages are split into rounds of at most this size.
+  // Largest number of bytes (elements for allreduce_sum) handed to one MPI call: MPI counts are
+  // `int`, so larger messages travel in pieces of at most this size.
   // Lower it only to exercise the chunked path in tests.
   TORCH_ARG(int64_t, max_chunk) = std::numeric_limits<int>::max();
 };

@@ -41,6 +41,14 @@ class AffineGame : public Game {
 // saddle::Error naming the flag) and batch 0 resolved to 1.
 GameOptions checked_analytic_options(GameOptions options);
 
+// The analytic games' oracle noise on the exact operator f (in place): absolute, f + scale xi;
+// relative, f (1 + scale xi), unbiased and vanishing at the equilibrium; xi ~ N(0, I) drawn from
+// `gen` on the CPU. `scale` is the noise scale over sqrt(batch). Other kinds return f.
+torch::Tensor add_oracle_noise(torch::Tensor f, NoiseKind kind, double scale, at::Generator& gen);
+// The analytic games' metrics: ||F(z)||^2 of the exact operator and ||z - z*||^2, in float64.
+Metrics analytic_metrics(const torch::Tensor& exact_operator, const torch::Tensor& z,
+                         const torch::Tensor& z_star);
+
 // Orthogonal d x d matrix from the QR decomposition of a Gaussian one.
 torch::Tensor random_orthogonal(int64_t d, at::Generator& gen);
 // d values spaced geometrically from 1/condition to 1.
