@@ -12,13 +12,16 @@
 #                          default 1gbit; "none": no limit)
 #     --delay DELAY        one-way latency added at each host's link (tc netem, where the kernel
 #                          has it; default 0)
-#     --fault kill:H:S     S seconds after the start, kill every process of host H (its ranks)
-#     --fault cut:H:S      S seconds after the start, take host H's link down
+#     --fault kill:H:S     S seconds after the ranks started, kill host H's ranks (not its daemon)
+#     --fault cut:H:S      S seconds after the ranks started, take host H's link down
 #     --check              only check that namespaces can be made here (exit 0), or say why not
 #                          (exit 77)
 #
-# PROGRAM runs with OMP_NUM_THREADS=1 unless set. The exit status is mpirun's; with --fault, a
-# line "fault: ... job ended X s after the fault" tells how long the survivors took to end.
+# PROGRAM runs with OMP_NUM_THREADS=1 unless set. The exit status is mpirun's; with --fault, the
+# lines "fault: the surviving ranks ended X s after the fault" and "fault: job ended Y s after the
+# fault" say how long the other ranks and mpirun took (an mpirun still waiting for a cut host's
+# daemon 20 s after the ranks ended is stopped, and said so). A launch that has not started a
+# rank on every host within 10 s is retried, up to 4 times (OpenMPI 4.1 stalls now and then).
 # Needs root (network namespaces) and OpenMPI's mpirun; exits 77 with a reason where namespaces
 # cannot be made (ctest counts that as skipped).
 set -euo pipefail
@@ -38,7 +41,7 @@ while [[ $# -gt 0 ]]; do
     --fault) fault="$2"; shift 2 ;;
     --check) check_only=1; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "cluster.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
