@@ -1,5 +1,6 @@
 #include "saddle/solver.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -91,9 +92,38 @@ StepObservation Solver::measure(const torch::Tensor& v_now, const torch::Tensor&
   torch::NoGradGuard no_grad;
   StepObservation o;
   o.sq_difference = detail::fixed_order_sum_squares(v_now, v_hat);
-  o.sq_difference_ranks = rank_differences_ ? rank_differences_(against_previous)
-                                            : std::numeric_limits<double>::quiet_NaN();
+  o.ranks = ranks_;
+  // Only the qgenx rule reads the ranks' sums here (a pass over K operators).
+  o.sq_difference_ranks = rank_differences_ && step_size_->kind() == StepSizeKind::kQgenx
+                              ? rank_differences_(against_previous)
+                              : std::numeric_limits<double>::quiet_NaN();
   return o;
+}
+
+void Solver::set_rank_differences(int ranks, RankDifferences source) {
+  SADDLE_CHECK(ranks >= 1, "Solver::set_rank_differences: ", ranks, " ranks");
+  ranks_ = ranks;
+  rank_differences_ = std::move(source);
+}
+
+void Solver::measure_noise(StepObservation& o, const torch::Tensor& v_now,
+                           const torch::Tensor& v_previous_call) const {
+  if (!rank_differences_ || ranks_ < 2 || step_size_->kind() != StepSizeKind::kAuto) return;
+  if (!v_previous_call.defined()) return;
+  torch::NoGradGuard no_grad;
+  const double k = static_cast<double>(ranks_);
+  const double average = detail::fixed_order_sum_squares(v_now, v_previous_call);
+  const double ranks_sum = rank_differences_(/*against_previous=*/true);
+  if (!(average > 0.0) || !std::isfinite(average) || !std::isfinite(ranks_sum)) return;
+  // The unbiased estimate of the change of the expected operator between the two calls
+  // (StepObservation), as a share of the average's change; the rest is noise, whose size is the
+  // same for any two independent calls, so it also stands for the pair the Lipschitz estimate
+  // measured (the same pair, unless an extrapolation was redone). It is carried into the lr
+  // metric by the pair's own ratio (exact when every coordinate has the same learning rate).
+  const double signal = (k * average - ranks_sum / k) / (k - 1.0);
+  const double share = std::clamp(signal / average, 0.0, 1.0);
+  const double scaled = detail::fixed_order_sum_squares(v_now, v_previous_call, lr_);
+  o.sq_scaled_noise = (1.0 - share) * scaled;
 }
 
 namespace {

@@ -65,22 +65,44 @@ void QgenxStepSize::set_state(const std::vector<double>& state) {
   ranks_ = static_cast<int>(state[1]);
 }
 
+namespace {
+// The squared estimate, noise removed: unbiased, so it may be negative; NaN when unknown.
+double signed_sq_lipschitz(double sq_difference, double sq_displacement, double sq_noise) {
+  if (!(sq_displacement > 0.0) || !std::isfinite(sq_difference)) {
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+  const double noise = std::isfinite(sq_noise) ? sq_noise : 0.0;  // NaN: not measured
+  return (sq_difference - noise) / sq_displacement;
+}
+
+double lipschitz_of(double sq_difference, double sq_displacement, double sq_noise) {
+  const double sq = signed_sq_lipschitz(sq_difference, sq_displacement, sq_noise);
+  return std::isfinite(sq) ? std::sqrt(std::max(0.0, sq)) : 0.0;
+}
+}  // namespace
+
+bool AutoStepSize::noisy(const StepObservation& o) {
+  return std::isfinite(o.sq_scaled_noise) &&
+         o.sq_scaled_noise > kNoisyShare * o.sq_scaled_difference;
+}
+
 // The local Lipschitz constant of the lr-preconditioned operator between the two points where
-// the step's operators were evaluated; a scale s is stable when s * L <= nu. 0: unknown.
+// the step's operators were evaluated; a scale s is stable when s * L <= nu. 0: unknown. Both
+// estimates leave out the ranks' noise where it is measured: a difference of two independent
+// calls carries the same noise whatever the pair.
 double AutoStepSize::lipschitz(const StepObservation& o) const {
-  if (!(o.sq_scaled_displacement > 0.0) || !std::isfinite(o.sq_scaled_difference)) return 0.0;
-  return std::sqrt(o.sq_scaled_difference / o.sq_scaled_displacement);
+  return lipschitz_of(o.sq_scaled_difference, o.sq_scaled_displacement, o.sq_scaled_noise);
 }
 
 double AutoStepSize::lipschitz_previous(const StepObservation& o) const {
-  if (!(o.sq_scaled_displacement_previous > 0.0) ||
-      !std::isfinite(o.sq_scaled_difference_previous)) {
-    return 0.0;
-  }
-  return std::sqrt(o.sq_scaled_difference_previous / o.sq_scaled_displacement_previous);
+  return lipschitz_of(o.sq_scaled_difference_previous, o.sq_scaled_displacement_previous,
+                      o.sq_scaled_noise);
 }
 
-double AutoStepSize::floor() const {
+double AutoStepSize::floor(const StepObservation& o) const {
+  // Where the ranks' noise is measured, the estimates leave it out and need no floor (one that
+  // held a step above nu / L there would diverge).
+  if (std::isfinite(o.sq_scaled_noise)) return 0.0;
   return peak_ / std::sqrt(1.0 + static_cast<double>(steps_) / kFloorHalfLife);
 }
 
@@ -93,7 +115,7 @@ bool AutoStepSize::retry_half_step(const StepObservation& o) {
     retries_ = 0;
     return false;
   }
-  const double smaller = std::max(safety_ / l, floor());
+  const double smaller = std::max(safety_ / l, floor(o));
   if (!(smaller < scale_)) {
     retries_ = 0;
     return false;
@@ -105,12 +127,35 @@ bool AutoStepSize::retry_half_step(const StepObservation& o) {
 }
 
 double AutoStepSize::update_for(const StepObservation& o) {
-  // One extrapolation probes the operator along one direction only, so a single estimate can
-  // fall well below the Lipschitz constant: the rule keeps the largest recent estimate, slowly
-  // forgotten (the constant of a GAN's operator changes as it trains).
-  lipschitz_ = std::max({lipschitz_ * kForget, lipschitz(o), lipschitz_previous(o)});
+  if (noisy(o)) {
+    // Each estimate is unbiased but noisy: a running maximum would measure the noise. The rule
+    // keeps a running mean of the squared estimates instead (the mean curvature of the recent
+    // directions), signed so that the mean stays unbiased.
+    double sum = 0.0;
+    int n = 0;
+    for (const double sq :
+         {signed_sq_lipschitz(o.sq_scaled_difference, o.sq_scaled_displacement, o.sq_scaled_noise),
+          signed_sq_lipschitz(o.sq_scaled_difference_previous, o.sq_scaled_displacement_previous,
+                              o.sq_scaled_noise)}) {
+      if (std::isfinite(sq)) {
+        sum += sq;
+        ++n;
+      }
+    }
+    if (n > 0) {
+      // The first estimate starts the mean (a mean started at 0 would allow a long first step).
+      const double w = lipschitz_ > 0.0 ? kNoisyWeight : 1.0;
+      const double mean_sq = (1.0 - w) * lipschitz_ * lipschitz_ + w * sum / n;
+      lipschitz_ = std::sqrt(std::max(0.0, mean_sq));
+    }
+  } else {
+    // One extrapolation probes the operator along one direction only, so a single estimate can
+    // fall well below the Lipschitz constant: the rule keeps the largest recent estimate, slowly
+    // forgotten (the constant of a GAN's operator changes as it trains).
+    lipschitz_ = std::max({lipschitz_ * kForget, lipschitz(o), lipschitz_previous(o)});
+  }
   const double safe = lipschitz_ > 0.0 ? safety_ / lipschitz_ : scale_;
-  return std::min(scale_, std::max(safe, floor()));
+  return std::min(scale_, std::max(safe, floor(o)));
 }
 
 void AutoStepSize::advance(const StepObservation& o) {
@@ -131,7 +176,7 @@ void AutoStepSize::advance(const StepObservation& o) {
   double next = update_scale() * kGrowth;
   if (lipschitz_ > 0.0) next = std::min(next, safety_ / lipschitz_);
   ++steps_;
-  next = std::max(next, floor());
+  next = std::max(next, floor(o));
   if (max_scale_ > 0.0) next = std::min(next, max_scale_);
   if (std::isfinite(next) && next > 0.0) scale_ = next;
 }

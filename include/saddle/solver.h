@@ -109,12 +109,13 @@ class Solver {
   // Extrapolations redone with a shorter step because their operator was not finite.
   int64_t non_finite_retries() const { return non_finite_retries_; }
 
-  // Where the qgenx step rule reads the ranks' own operators: the sum over ranks of
+  // Where the step rules read the ranks' own operators: the sum over the K ranks of
   // ||V^k_now - V^k_before||^2 between the last two exchanged operators (against_previous), or of
-  // ||V^k_now||^2. Set by the runner from the exchange; unset, the rule uses K times the averaged
-  // operators' difference.
+  // ||V^k_now||^2. Set by the runner from the exchange (qgenx reads the sums, auto with K >= 2
+  // estimates the ranks' noise from them); unset, qgenx uses K times the averaged operators'
+  // difference and auto sees no noise estimate.
   using RankDifferences = std::function<double(bool against_previous)>;
-  void set_rank_differences(RankDifferences source) { rank_differences_ = std::move(source); }
+  void set_rank_differences(int ranks, RankDifferences source);
 
   // Everything a checkpoint needs to continue exactly: named tensors and the step-size state.
   using State = std::vector<std::pair<std::string, torch::Tensor>>;
@@ -134,6 +135,11 @@ class Solver {
   void measure_lipschitz(StepObservation& o, const torch::Tensor& v_now,
                          const torch::Tensor& v_before, const torch::Tensor& p_now,
                          const torch::Tensor& p_before) const;
+  // ... and how much of such a change is the ranks' independent noise, from the ranks' own
+  // operators at v_now's call and the exchange's previous call, v_previous_call
+  // (StepObservation::sq_scaled_noise; auto with K >= 2 only).
+  void measure_noise(StepObservation& o, const torch::Tensor& v_now,
+                     const torch::Tensor& v_previous_call) const;
   // ... and between this step's half point and the previous step's.
   void measure_lipschitz_previous(StepObservation& o, const torch::Tensor& v_now,
                                   const torch::Tensor& v_before, const torch::Tensor& p_now,
@@ -154,6 +160,7 @@ class Solver {
   torch::Tensor half_;
   double half_weight_ = 0.0;
   RankDifferences rank_differences_;
+  int ranks_ = 1;  // K, as the exchange that feeds rank_differences_ has it
 };
 
 // One row per solver: a solver is added here and nowhere else (and to the tests' solver list).

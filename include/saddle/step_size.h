@@ -48,6 +48,18 @@ struct StepObservation {
   double sq_scaled_displacement_previous = 0.0;
   // ||sqrt(lr) V_{t+1/2}||^2: the operator's size, whose growth betrays a step that is too long.
   double sq_scaled_operator = 0.0;
+  // The part of sq_scaled_difference that is the ranks' independent noise (each rank's samples
+  // and quantization), not a change of the operator: NaN when not measured (one rank, no rank
+  // sums, a rule other than auto).
+  // With a = ||V_{t+1/2} - Vhat_t||^2 of the average and b = sum_k ||V^k_{t+1/2} - Vhat^k_t||^2,
+  // E[a] = ||s||^2 + sigma^2 / K and E[b] = K (||s||^2 + sigma^2) for a change s of the expected
+  // operator and independent noises of variance sigma^2 on each rank, so
+  // (K a - b / K) / (K - 1) (the mean of the ranks' pairwise inner products) estimates ||s||^2
+  // without bias, and the rest of a is noise. In high dimension the cross terms of independent
+  // noises nearly cancel, so the estimate is sharp even for K = 2. It assumes the ranks draw
+  // independent samples of one distribution (every built-in game does); ranks holding different
+  // data would make the differences between them count as noise.
+  double sq_scaled_noise = std::numeric_limits<double>::quiet_NaN();
   int ranks = 1;
 };
 
@@ -128,9 +140,14 @@ class QgenxStepSize final : public StepSize {
 // shrinks at once when they do not, takes the update conservatively (min(extrapolation, nu / L):
 // "explore aggressively, update conservatively", Hsieh et al., 2020) and redoes an extrapolation
 // that was clearly unstable (L * step > 2: a gamma_0 far too large costs one extra operator call).
-// Under noise the local estimate is dominated by the noise and would drive the step to zero; a
-// floor, the largest step reached so far divided by sqrt(1 + t / 100), keeps it at the
-// O(1/sqrt(t)) decay of stochastic approximation instead. Early estimates see only the directions
+// Under noise the change of the operator between two calls is partly the noise of the two calls,
+// which read as curvature drives the step toward zero. With several ranks the rule measures that
+// noise from the ranks' own operators (StepObservation::sq_scaled_noise: their pairwise inner
+// products carry the signal alone) and leaves it out; where it is most of the change, the
+// estimates are averaged instead of maximized (a maximum of noisy estimates measures the noise).
+// With one rank the noise cannot be told apart: a floor, the largest step reached so far divided
+// by sqrt(1 + t / 100), keeps the step at the O(1/sqrt(t)) decay of stochastic approximation
+// instead of letting the noise drive it to zero. Early estimates see only the directions
 // the iterate has so far, so the peak can exceed what the operator allows; the floor then holds a
 // step that diverges in a direction the estimates have not seen yet. The operator's size tells:
 // when its recent (log) average rises tenfold above its long-run average, the peak is halved
@@ -149,6 +166,10 @@ class AutoStepSize final : public StepSize {
   static constexpr double kRecent = 0.3;    // weight of the newest log size in the recent average
   static constexpr double kLongRun = 0.03;  // ... and in the long-run average
   static constexpr double kGrowthAlarm = 10.0;  // recent / long-run size that halves the peak
+  // Where the ranks' noise is more than this share of the measured change, the estimates are
+  // averaged (weight kNoisyWeight per iteration) rather than maximized.
+  static constexpr double kNoisyShare = 0.5;
+  static constexpr double kNoisyWeight = 0.1;
 
   // max_scale > 0 caps gamma_t / gamma_0 (a known-safe gamma_0 becomes a ceiling the rule adapts
   // below; for games whose curvature one extrapolation underestimates, such as GANs).
@@ -169,7 +190,8 @@ class AutoStepSize final : public StepSize {
  private:
   double lipschitz(const StepObservation& o) const;           // along the extrapolation; 0: unknown
   double lipschitz_previous(const StepObservation& o) const;  // between half points; 0: unknown
-  double floor() const;
+  double floor(const StepObservation& o) const;  // 0 where the ranks' noise is measured
+  static bool noisy(const StepObservation& o);
 
   double safety_;
   double max_scale_;

@@ -265,12 +265,16 @@ class Runner {
     comm_.barrier();
   }
 
-  // The qgenx step rule reads the ranks' own operators: the exchange keeps them.
+  // The qgenx step rule reads the ranks' own operators, and auto with several ranks estimates
+  // their noise from them: the exchange keeps them.
   void connect_step_rule() {
-    if (solver_.step_size().kind() != StepSizeKind::kQgenx) return;
+    const StepSizeKind kind = solver_.step_size().kind();
+    const int ranks = exchange_.communicator().size();
+    if (kind != StepSizeKind::kQgenx && !(kind == StepSizeKind::kAuto && ranks > 1)) return;
     exchange_.keep_rank_operators(true);
-    solver_.set_rank_differences(
-        [this](bool against_previous) { return exchange_.rank_sq_difference(against_previous); });
+    solver_.set_rank_differences(ranks, [this](bool against_previous) {
+      return exchange_.rank_sq_difference(against_previous);
+    });
   }
 
   void make_generators() {

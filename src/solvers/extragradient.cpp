@@ -71,6 +71,8 @@ void ExtraGradientSolver::step(const Oracle& oracle) {
   StepObservation o;
   double shorten = 1.0;  // < 1 after an extrapolation whose operator was not finite
   int non_finite = 0;
+  // The operator of the exchange's previous call (the ranks' noise is measured against it).
+  torch::Tensor previous_call = variant_ == Variant::kDualAveraging ? torch::Tensor() : v_hat;
   for (;;) {
     const double scale = step_size_->scale() * shorten;
     // X_{t+1/2}
@@ -96,6 +98,8 @@ void ExtraGradientSolver::step(const Oracle& oracle) {
       if (variant_ == Variant::kExtraGradient && have_previous_) {
         measure_lipschitz_previous(o, v_half, previous_half_, half_point, previous_point_);
       }
+      measure_noise(o, v_half, previous_call);
+      previous_call = v_half;
     }
     // A clearly unstable extrapolation (auto) is redone with the step it measured.
     if (variant_ == Variant::kDualAveraging || !step_size_->retry_half_step(o)) break;

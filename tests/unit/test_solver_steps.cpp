@@ -160,6 +160,19 @@ TEST(SolverStep, QgenxRuleReadsTheRanksOwnOperators) {
   EXPECT_DOUBLE_EQ(fallback.scale(), 4.0 / std::sqrt(2.0));
 }
 
+// The solver hands the rule K from the exchange it is connected to (the runner connects it):
+// before, the rule only ever saw K = 1, so its numerator K was never applied.
+TEST(SolverStep, QgenxRuleLearnsTheNumberOfRanks) {
+  ScalarBilinear game;
+  auto solver = make_solver("eg", game.params(), game.players(),
+                            SolverOptions().lr(kLr).step_size(StepSizeKind::kQgenx));
+  solver->set_rank_differences(4, [](bool) { return 3.0; });
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(0);
+  Oracle oracle = [&]() { return game.operator_at(gen); };
+  solver->step(oracle);
+  EXPECT_DOUBLE_EQ(solver->step_size().scale(), 4.0 / 2.0);
+}
+
 TEST(SolverStep, HalfStepIsWhereTheOperatorMovedTheIterate) {
   ScalarBilinear game;
   auto solver = make_solver("eg", game.params(), game.players(), SolverOptions().lr(kLr));

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -117,6 +118,78 @@ TEST(AutoStep, AbsoluteNoiseAveragedIterateShrinksLikeInverseSqrtT) {
   const double slope = testing::distance_slope(err, checkpoints);
   EXPECT_LT(slope, -0.3) << "errors " << err[0] << " " << err[1] << " " << err[2];
   EXPECT_GT(slope, -1.2) << "errors " << err[0] << " " << err[1] << " " << err[2];
+}
+
+// The step gamma_t that auto settles at after 400 extra-gradient steps on the separable game
+// with every coupling 1 (the operator's Lipschitz constant is exactly 1, along every direction),
+// each of two simulated ranks adding its own noise (sigma 1 per coordinate, which dominates the
+// operator once the iterate nears the equilibrium). `connected`: the solver reads the ranks' own
+// operators, as the runner connects it to the exchange with several ranks.
+double settled_step_under_rank_noise(bool connected, uint64_t seed) {
+  GameOptions options;
+  options.dim = 1000;
+  options.condition = 1.0;
+  auto game = make_game("separable", options);
+  const double lr = 0.1;
+  auto solver = make_solver("eg", game->params(), game->players(),
+                            SolverOptions().lr(lr).step_size(StepSizeKind::kAuto));
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  torch::Tensor last, previous;  // [2, dim]: each rank's operator at the last two calls
+  Oracle oracle = [&]() {
+    const torch::Tensor f = game->operator_at(gen);
+    previous = last;
+    last = f.unsqueeze(0).repeat({2, 1}) + torch::randn({2, f.numel()}, gen);
+    return last.mean(0);
+  };
+  if (connected) {
+    solver->set_rank_differences(2, [&](bool against_previous) {
+      double sum = 0.0;
+      for (int64_t r = 0; r < 2; ++r) {
+        sum += detail::fixed_order_sum_squares(
+            last[r], against_previous && previous.defined() ? previous[r] : torch::Tensor());
+      }
+      return sum;
+    });
+  }
+  for (int t = 0; t < 400; ++t) solver->step(oracle);
+  return solver->step_size().scale() * lr;
+}
+
+// Under noise, the change of the averaged operator between two calls is mostly the ranks' noise;
+// read as curvature it drives the step toward zero. With the ranks' own operators the rule
+// separates the two (their pairwise inner products carry the signal alone) and settles near
+// nu / L = 0.9. Median of three seeds.
+TEST(AutoStep, RanksNoiseIsNotReadAsCurvature) {
+  std::vector<double> with, without;
+  for (uint64_t seed : {1, 2, 3}) {
+    with.push_back(settled_step_under_rank_noise(true, seed));
+    without.push_back(settled_step_under_rank_noise(false, seed));
+  }
+  std::sort(with.begin(), with.end());
+  std::sort(without.begin(), without.end());
+  EXPECT_GT(with[1], 0.5) << with[0] << " " << with[1] << " " << with[2];
+  EXPECT_LT(with[1], 1.1) << with[0] << " " << with[1] << " " << with[2];
+  EXPECT_LT(without[1], 0.5 * with[1]) << without[0] << " " << without[1] << " " << without[2];
+}
+
+// The rule's own arithmetic: a measured change whose noise part is known counts only its signal
+// part; when noise is most of it, the estimates are averaged rather than maximized.
+TEST(AutoStep, LeavesTheNoiseOutOfItsEstimate) {
+  auto settle = [](double noise) {
+    AutoStepSize rule;
+    for (int t = 0; t < 200; ++t) {
+      StepObservation o;
+      o.sq_scaled_displacement = rule.scale() * rule.scale();  // a unit operator moved by scale
+      o.sq_scaled_difference = 4.0 * o.sq_scaled_displacement + noise;  // L = 2, plus noise
+      o.sq_scaled_noise = noise;
+      o.sq_scaled_operator = 1.0;
+      rule.observe(o);
+    }
+    return rule.scale();
+  };
+  EXPECT_NEAR(settle(0.0), AutoStepSize::kExtraGradientSafety / 2.0, 1e-6);
+  // Noise ten times the signal, all of it known: the same step.
+  EXPECT_NEAR(settle(40.0 * 0.45 * 0.45), AutoStepSize::kExtraGradientSafety / 2.0, 0.02);
 }
 
 TEST(FixedOrderSums, DoNotDependOnTheThreadCount) {
