@@ -15,6 +15,7 @@ game, 4-bit ALQ, both collectives: bytes received per rank and exchange against 
   sudo python3 experiments/cluster.py               # everything (about 25 minutes on 2 cores)
   sudo python3 experiments/cluster.py --quick       # the test suite's size: 2 hosts, a small game
   python3 experiments/cluster.py --traffic-only     # only the traffic against K (no root needed)
+  sudo python3 experiments/cluster.py --threshold   # only auto's threshold: 8 hosts, both collectives
 
 Writes OUT/results.json and, where matplotlib is installed, OUT/cluster.png and OUT/traffic.png.
 Exits 77 (skipped) in --quick mode where namespaces cannot be made (not root, no iproute2).
@@ -97,6 +98,33 @@ def ratio(rows, pick, numerator, denominator, field):
     return a[0][field] / b[0][field] if a and b else None
 
 
+def threshold(args):
+    """--collective auto takes two-phase from 8 ranks (kTwoPhaseFromRanks): the two collectives
+    on 8 emulated hosts, the separable game (10^6 coordinates), 4-bit ALQ, at 100 Mbit/s and
+    1 Gbit/s. Writes OUT/threshold.json."""
+    check = subprocess.run(["bash", CLUSTER, "--check"], capture_output=True, text=True)
+    if check.returncode != 0:
+        sys.exit("cannot emulate a cluster here (run as root): %s" % (check.stderr or check.stdout).strip())
+    rows = []
+    for rate in ("100mbit", "1gbit"):
+        for collective in ("allgather", "two-phase"):
+            print("separable, 8 hosts, %s, alq4, %s" % (rate, collective), flush=True)
+            row = cluster_run(args.saddle, args.out, "separable", 8, rate, "alq4", collective, 10,
+                              args.reuse)
+            if not row["ranks_agree"]:
+                sys.exit("ranks disagree in %s" % row)
+            rows.append(row)
+    print("\n%7s %9s | %9s %9s %9s | %9s" % ("rate", "collect", "s/iter", "exchange", "wait", "recv/rank"))
+    for r in rows:
+        print("%7s %9s | %9.3f %9.3f %9.3f | %8.2fM" % (
+            r["rate"], r["collective"], r["seconds_per_iteration"], r["exchange_seconds_per_iteration"],
+            r["phases"]["wait"], r["bytes_received_per_rank_exchange"] / 1e6))
+    path = os.path.join(args.out, "threshold.json")
+    with open(path, "w") as f:
+        json.dump(rows, f, indent=1)
+    print("wrote", path)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the test suite's size")
@@ -104,9 +132,13 @@ def main():
     parser.add_argument("--saddle", default=os.path.join(ROOT, "build", "cli", "saddle"))
     parser.add_argument("--out", default=os.path.join(ROOT, "runs", "cluster"))
     parser.add_argument("--reuse", action="store_true", help="reuse the runs already in OUT/runs")
+    parser.add_argument("--threshold", action="store_true",
+                        help="only --collective auto's threshold: 8 hosts, both collectives")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     results_path = os.path.join(args.out, "results.json")
+    if args.threshold:
+        return threshold(args)
 
     cluster_rows = []
     if not args.traffic_only:

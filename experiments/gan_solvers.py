@@ -12,8 +12,9 @@ they stand for those two. Two stages, one `saddle compare` per solver in each:
   2. the best rate of each solver over the remaining seeds.
 
 The rates: gda, alt-gda, eg and ogda sweep --lr over 0.005, 0.01, 0.02 (the table's default 0.01;
-eg and ogda take the auto rule capped at --lr); the Adam family sweeps the generator's rate over
-1e-4, 4e-4, 1.6e-3 with the critic's ten times it (Gidel et al.'s 5e-5 / 5e-4 is for long runs:
+eg and ogda take the table's step rule: the auto rule capped at --lr when the committed
+results were measured, a constant --lr since wgan-gp's default became constant); the Adam
+family sweeps the generator's rate over 1e-4, 4e-4, 1.6e-3 with the critic's ten times it (Gidel et al.'s 5e-5 / 5e-4 is for long runs:
 at 300 iterations 2.5e-5 and 1e-4 reached FID 488 and 385, 4e-4 201); dual averaging takes Q-GenX's rule, which divides gamma_0 by the root of the summed
 squared operators, so its sweep is 0.05, 0.5, 5.
 

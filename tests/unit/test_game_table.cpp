@@ -67,7 +67,8 @@ TEST(GameTable, SolverDefaultsLayOverTheGames) {
           << spec.name << "/" << solver;
     }
   }
-  EXPECT_EQ(game_spec("wgan-gp").solver_options("qgenx").step_max(), 1.0);
+  EXPECT_EQ(game_spec("wgan-gp").solver_options("qgenx").step_size(), StepSizeKind::kConstant);
+  EXPECT_EQ(game_spec("wgan-gp").solver_options("qgenx").lr(), 0.01);
   EXPECT_EQ(game_spec("wgan-gp").solver_options("extra-adam").step_max(), 0.0);
 }
 
