@@ -98,13 +98,21 @@ def ratio(rows, pick, numerator, denominator, field):
     return a[0][field] / b[0][field] if a and b else None
 
 
+def require_cluster(skip):
+    """Exits, saying why, where namespaces cannot be made: as skipped (77) with `skip`."""
+    check = subprocess.run(["bash", CLUSTER, "--check"], capture_output=True, text=True)
+    if check.returncode != 0:
+        print((check.stderr or check.stdout).strip())
+        if skip:
+            sys.exit(SKIPPED)
+        sys.exit("cannot emulate a cluster here (run as root)")
+
+
 def threshold(args):
     """--collective auto takes two-phase from 8 ranks (kTwoPhaseFromRanks): the two collectives
     on 8 emulated hosts, the separable game (10^6 coordinates), 4-bit ALQ, at 100 Mbit/s and
     1 Gbit/s. Writes OUT/threshold.json."""
-    check = subprocess.run(["bash", CLUSTER, "--check"], capture_output=True, text=True)
-    if check.returncode != 0:
-        sys.exit("cannot emulate a cluster here (run as root): %s" % (check.stderr or check.stdout).strip())
+    require_cluster(skip=False)
     rows = []
     for rate in ("100mbit", "1gbit"):
         for collective in ("allgather", "two-phase"):
@@ -142,12 +150,7 @@ def main():
 
     cluster_rows = []
     if not args.traffic_only:
-        check = subprocess.run(["bash", CLUSTER, "--check"], capture_output=True, text=True)
-        if check.returncode != 0:
-            print((check.stderr or check.stdout).strip())
-            if args.quick:
-                sys.exit(SKIPPED)
-            sys.exit("cannot emulate a cluster here (run as root)")
+        require_cluster(skip=args.quick)
         if args.quick:
             for exchange in ("fp32", "alq4"):
                 for collective in ("allgather", "two-phase"):

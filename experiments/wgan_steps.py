@@ -78,7 +78,6 @@ def main():
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
     print("wrote %s" % args.out)
-    return 0
 
 
 if __name__ == "__main__":

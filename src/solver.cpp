@@ -107,12 +107,13 @@ void Solver::set_rank_differences(int ranks, RankDifferences source) {
 }
 
 void Solver::measure_noise(StepObservation& o, const torch::Tensor& v_now,
-                           const torch::Tensor& v_previous_call) const {
+                           const torch::Tensor& v_previous_call, bool measured_pair) const {
   if (!rank_differences_ || ranks_ < 2 || step_size_->kind() != StepSizeKind::kAuto) return;
   if (!v_previous_call.defined()) return;
   torch::NoGradGuard no_grad;
   const double k = static_cast<double>(ranks_);
-  const double average = detail::fixed_order_sum_squares(v_now, v_previous_call);
+  const double average =
+      measured_pair ? o.sq_difference : detail::fixed_order_sum_squares(v_now, v_previous_call);
   const double ranks_sum = rank_differences_(/*against_previous=*/true);
   if (!(average > 0.0) || !std::isfinite(average) || !std::isfinite(ranks_sum)) return;
   // The unbiased estimate of the change of the expected operator between the two calls
@@ -122,7 +123,9 @@ void Solver::measure_noise(StepObservation& o, const torch::Tensor& v_now,
   // metric by the pair's own ratio (exact when every coordinate has the same learning rate).
   const double signal = (k * average - ranks_sum / k) / (k - 1.0);
   const double share = std::clamp(signal / average, 0.0, 1.0);
-  const double scaled = detail::fixed_order_sum_squares(v_now, v_previous_call, lr_);
+  const double scaled = measured_pair
+                            ? o.sq_scaled_difference
+                            : detail::fixed_order_sum_squares(v_now, v_previous_call, lr_);
   o.sq_scaled_noise = (1.0 - share) * scaled;
 }
 

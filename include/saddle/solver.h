@@ -137,9 +137,10 @@ class Solver {
                          const torch::Tensor& p_before) const;
   // ... and how much of such a change is the ranks' independent noise, from the ranks' own
   // operators at v_now's call and the exchange's previous call, v_previous_call
-  // (StepObservation::sq_scaled_noise; auto with K >= 2 only).
+  // (StepObservation::sq_scaled_noise; auto with K >= 2 only). `measured_pair`: measure() and
+  // measure_lipschitz() compared v_now with v_previous_call, so their sums are reused.
   void measure_noise(StepObservation& o, const torch::Tensor& v_now,
-                     const torch::Tensor& v_previous_call) const;
+                     const torch::Tensor& v_previous_call, bool measured_pair) const;
   // ... and between this step's half point and the previous step's.
   void measure_lipschitz_previous(StepObservation& o, const torch::Tensor& v_now,
                                   const torch::Tensor& v_before, const torch::Tensor& p_now,

@@ -98,7 +98,7 @@ void ExtraGradientSolver::step(const Oracle& oracle) {
       if (variant_ == Variant::kExtraGradient && have_previous_) {
         measure_lipschitz_previous(o, v_half, previous_half_, half_point, previous_point_);
       }
-      measure_noise(o, v_half, previous_call);
+      measure_noise(o, v_half, previous_call, previous_call.is_same(v_hat));
       previous_call = v_half;
     }
     // A clearly unstable extrapolation (auto) is redone with the step it measured.

@@ -22,7 +22,7 @@ void GdaSolver::step(const Oracle& oracle) {
     // No extrapolation: ||V_t||^2, and the Lipschitz estimate from consecutive evaluations.
     StepObservation o = measure(v, torch::Tensor(), /*against_previous=*/false);
     measure_lipschitz(o, v, previous_operator_, point, previous_point_);
-    measure_noise(o, v, previous_operator_);
+    measure_noise(o, v, previous_operator_, /*measured_pair=*/false);  // measure() took ||V_t||^2
     step_size_->observe(o);
     record_half_step(point, step_size_->update_scale());
     move(z_, v, step_size_->update_scale());
