@@ -10,6 +10,9 @@
 #   wgan-*      one rank, WGAN-GP with extra-adam: fp32 against bf16 (FID, seconds, joules)
 #   two-*       two ranks sharing the GPU, qgenx: fp32 exchange against 4-bit ALQ
 #   demo        the README's demo, 2 ranks, --device cuda
+#   profile     where the time goes: nsys (CUDA API calls, kernels, copies) over the WGAN-GP
+#               iteration and the codec benchmarks, and ncu over the codec kernels, where the
+#               machine has them (the step says so where it does not)
 # Knobs: SADDLE_DATA_DIR (Fashion-MNIST folder), GPU_MEASURE_STEPS (default: all of the above),
 # GPU_MEASURE_ITERS (WGAN-GP iterations of the wgan-* runs, default 600), GPU_MEASURE_PACK=1 (pack
 # $OUT/gpu into $OUT/gpu.tar.gz, checkpoints and the classifier left out: one file to bring back
@@ -19,7 +22,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B=$(cd "${1:-${BUILD:-$ROOT/build-cuda}}" && pwd) || { echo "no build directory ${1:-}"; exit 2; }
 R=${OUT:-$PWD/gpu-measure}/gpu
 DATA=${SADDLE_DATA_DIR:-/usr/share/datasets/fashion-mnist}
-STEPS=" ${GPU_MEASURE_STEPS:-tests bench classifier wgan two demo} "
+STEPS=" ${GPU_MEASURE_STEPS:-tests bench classifier wgan two demo profile} "
 ITERS=${GPU_MEASURE_ITERS:-600}
 S=$B/cli/saddle
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
@@ -56,11 +59,32 @@ if want wgan; then
   done
 fi
 if want two; then
+  classifier=()  # FID only where the classifier step ran
+  [ -f "$R/classifier.pt" ] && classifier=(--classifier "$R/classifier.pt")
   for q in none alq; do
     step "two-$q" 120 mpirun -np 2 --bind-to none "$S" solve --game wgan-gp --solver qgenx \
       --quantizer "$q" --bits 4 --device cuda --iters 300 --fid-samples 2000 \
-      --classifier "$R/classifier.pt" --data-dir "$DATA" --out "$R/two-$q" --overwrite --no-progress
+      "${classifier[@]}" --data-dir "$DATA" --out "$R/two-$q" --overwrite --no-progress
   done
+fi
+if want profile; then
+  nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -n 1)
+  ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
+  if [ -n "$nsys" ]; then
+    step nsys 150 "$nsys" profile --stats=true --force-overwrite=true -o "$R/profile" \
+      "$B/bench/saddle_bench" --benchmark_filter='CudaWganGp/fp32|CudaWganGpOperator|CudaEncode/alq|CudaDecode/alq/K1' \
+      --benchmark_min_time=0.5
+  else
+    echo "== nsys: not on this machine"
+  fi
+  if [ -n "$ncu" ]; then
+    step ncu 120 "$ncu" --kernel-name regex:'encode_kernel|decode_fixed_kernel|copy' --launch-skip 20 \
+      --launch-count 3 --section SpeedOfLight --section Occupancy --section LaunchStats \
+      --section MemoryWorkloadAnalysis --section WarpStateStats "$B/bench/saddle_bench" \
+      --benchmark_filter='CudaCopy|CudaEncode/alq|CudaDecode/alq/K1' --benchmark_min_time=0.01
+  else
+    echo "== ncu: not on this machine"
+  fi
 fi
 want demo && step demo 150 mpirun -np 2 --bind-to none "$S" demo --device cuda \
   --classifier "$R/classifier.pt" --data-dir "$DATA" --out "$R/demo" --no-progress
@@ -79,6 +103,6 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "*", "summary.json"))):
               d.get("bytes_sent"), json.dumps(e)))
 EOF
 if [ -n "${GPU_MEASURE_PACK:-}" ]; then
-  tar -czf "$R.tar.gz" -C "$(dirname "$R")" --exclude='*.pt' "$(basename "$R")" && rm -rf "$R" &&
+  tar -czf "$R.tar.gz" -C "$(dirname "$R")" --exclude='*.pt' --exclude='*.nsys-rep' --exclude='*.sqlite' "$(basename "$R")" && rm -rf "$R" &&
     echo "packed: $R.tar.gz"
 fi
