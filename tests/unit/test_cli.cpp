@@ -186,6 +186,7 @@ TEST_F(Cli, StepMaxOnlyWithAutoAndNonNegative) {
   expect_one_line_error(run("solve --solver eg --step-max -1 --iters 5"), "invalid --step-max -1");
   auto r = run("solve --solver eg --step-max 2 --iters 5 --no-progress");
   EXPECT_EQ(r.code, 0) << r.err;
+  if (!saddle::testing::have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
   // wgan-gp's extra-gradient family takes a constant step by default, and says so; a flag
   // overrides it.
   const std::string args =
@@ -614,6 +615,7 @@ namespace {
 // A GAN run resumes exactly too: batch-norm statistics and the data sampler travel in the
 // checkpoint (Fashion-MNIST from Debian's dataset-fashion-mnist).
 TEST_F(Cli, WganGpResumesExactly) {
+  if (!saddle::testing::have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
   const std::string common =
       "solve --game wgan-gp --filters 4 --latent 8 --batch 4 --solver extra-adam --lr 1e-4 "
       "--player-lr critic=5e-4 --log-every 1 --seed 2 --no-progress --device cpu ";
