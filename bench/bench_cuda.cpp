@@ -6,9 +6,10 @@
 //   the kernel's input bytes per second over the copy's, measured in the same process (target for
 //   quantize+pack and decode+accumulate: >= 0.5).
 // * CudaWganGp/<precision>: one extra-gradient iteration of WGAN-GP DCGAN-32 (64 filters, batch 64)
-//   on the device, and CudaWganGpOperator one operator evaluation; CudaExchangeCost the encode +
-//   decode of that game's operator (4-bit ALQ) as a fraction of one operator evaluation
-//   (target <= 0.05).
+//   on the device (fp32 also with cuDNN's autotuner, and with the queue drained before every
+//   operator evaluation as the pageable uploads did), and CudaWganGpOperator one operator
+//   evaluation; CudaExchangeCost the encode + decode of that game's operator (4-bit ALQ) as a
+//   fraction of one operator evaluation (target <= 0.05).
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
@@ -122,16 +123,22 @@ std::unique_ptr<saddle::WganGpGame> make_game() {
   return std::make_unique<saddle::WganGpGame>(options, noise, 1);
 }
 
-// cudnn_benchmark: cuDNN times its algorithms for each shape once and keeps the fastest.
-void BM_CudaWganGp(benchmark::State& state, saddle::Precision precision, bool cudnn_benchmark) {
+// How the iteration runs besides the default:
+// * kCudnnAutotune: cuDNN times its algorithms for each shape once and keeps the fastest;
+// * kWaitBeforeDraws: the device queue drains before every operator evaluation, as it did when the
+//   game uploaded its draws from pageable memory (the baseline of saddle::to_device).
+enum class WganVariant { kDefault, kCudnnAutotune, kWaitBeforeDraws };
+
+void BM_CudaWganGp(benchmark::State& state, saddle::Precision precision, WganVariant variant) {
   if (skip_without_gpu(state)) return;
   const bool was = at::globalContext().benchmarkCuDNN();
-  at::globalContext().setBenchmarkCuDNN(cudnn_benchmark);
+  at::globalContext().setBenchmarkCuDNN(variant == WganVariant::kCudnnAutotune);
   auto game = make_game();
   auto solver = saddle::make_solver("extra-adam", game->params(), game->players(),
                                     saddle::SolverOptions().lr(1e-4));
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(0);
   saddle::Oracle oracle = [&]() {
+    if (variant == WganVariant::kWaitBeforeDraws) saddle::synchronize(kGpu);
     saddle::AutocastScope autocast(precision, kGpu);
     return game->operator_at(gen);
   };
@@ -205,20 +212,22 @@ bool register_cuda_benchmarks() {
           ->UseRealTime();
     }
   }
+  const std::pair<const char*, WganVariant> variants[] = {
+      {"", WganVariant::kDefault},
+      {"/cudnn-autotune", WganVariant::kCudnnAutotune},
+      {"/wait-before-draws", WganVariant::kWaitBeforeDraws}};
   for (auto precision :
        {saddle::Precision::kFp32, saddle::Precision::kBf16, saddle::Precision::kFp16}) {
-    benchmark::RegisterBenchmark(
-        (std::string("CudaWganGp/") + saddle::precision_name(precision)).c_str(), BM_CudaWganGp,
-        precision, false)
-        ->Unit(benchmark::kMillisecond)
-        ->UseRealTime()
-        ->MinTime(2.0);
+    for (const auto& [suffix, variant] : variants) {
+      if (precision != saddle::Precision::kFp32 && variant != WganVariant::kDefault) continue;
+      benchmark::RegisterBenchmark(
+          (std::string("CudaWganGp/") + saddle::precision_name(precision) + suffix).c_str(),
+          BM_CudaWganGp, precision, variant)
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime()
+          ->MinTime(2.0);
+    }
   }
-  benchmark::RegisterBenchmark("CudaWganGp/fp32/cudnn-benchmark", BM_CudaWganGp,
-                               saddle::Precision::kFp32, true)
-      ->Unit(benchmark::kMillisecond)
-      ->UseRealTime()
-      ->MinTime(2.0);
   benchmark::RegisterBenchmark("CudaWganGpOperator", BM_CudaWganGpOperator)
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime();

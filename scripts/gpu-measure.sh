@@ -16,7 +16,8 @@
 # Knobs: SADDLE_DATA_DIR (Fashion-MNIST folder), GPU_MEASURE_STEPS (default: all of the above),
 # GPU_MEASURE_ITERS (WGAN-GP iterations of the wgan-* runs, default 600), GPU_MEASURE_PACK=1 (pack
 # $OUT/gpu into $OUT/gpu.tar.gz, checkpoints and the classifier left out: one file to bring back
-# from a machine that returns few files).
+# from a machine that returns few files), GPU_MEASURE_TESTS (gtest filter of the tests step),
+# GPU_MEASURE_BENCH (benchmark filter of the bench step, default Cuda).
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B=$(cd "${1:-${BUILD:-$ROOT/build-cuda}}" && pwd) || { echo "no build directory ${1:-}"; exit 2; }
@@ -43,12 +44,14 @@ step() {
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,power.draw,clocks.sm --format=csv 2>&1
 if want tests; then
-  step tests 180 "$B/tests/saddle_tests" --gtest_filter='Cuda.*:Transport.*:Device.*:Precision.*'
+  step tests 180 "$B/tests/saddle_tests" \
+    --gtest_filter="${GPU_MEASURE_TESTS:-Cuda.*:Transport.*:Device.*:Precision.*}"
   grep -E -A12 '^\[ RUN|Failure' "$R/tests.log" | grep -v -E '^\[ +(RUN|OK) ' | head -80
 fi
-want bench && step bench 150 "$B/bench/saddle_bench" --benchmark_filter=Cuda \
+want bench && step bench 150 "$B/bench/saddle_bench" --benchmark_filter="${GPU_MEASURE_BENCH:-Cuda}" \
   --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
   --benchmark_out="$R/bench.json" --benchmark_out_format=json
+want bench && grep -E '_(median|mean)|^Cuda.*ERROR' "$R/bench.log"  # the table, in this output too
 want classifier && step classifier 120 "$S" classifier --device cuda --data-dir "$DATA" \
   --out "$R/classifier.pt"
 if want wgan; then

@@ -52,6 +52,13 @@ torch::Device resolve_device(const std::string& spec, int local_rank, int cuda_d
   throw Error("invalid --device '" + spec + "' (expected auto, cpu, cuda or cuda:N)");
 }
 
+torch::Tensor to_device(const torch::Tensor& host, const torch::Device& device) {
+#if SADDLE_WITH_CUDA
+  if (device.is_cuda() && host.is_cpu()) return host.pin_memory().to(device, /*non_blocking=*/true);
+#endif
+  return host.to(device);
+}
+
 void synchronize(const torch::Device& device) {
 #if SADDLE_WITH_CUDA
   if (device.is_cuda()) torch::cuda::synchronize(device.index());

@@ -6,6 +6,7 @@
 #include <limits>
 #include <vector>
 
+#include "saddle/device.h"
 #include "saddle/error.h"
 #include "saddle/run/images.h"
 
@@ -109,14 +110,15 @@ MogGame::MogGame(const std::string& name, const GameOptions& options)
 }
 
 torch::Tensor MogGame::sample_real(int64_t n, at::Generator& gen) const {
-  torch::Tensor which = torch::randint(modes_.size(0), {n}, gen, torch::kInt64).to(device());
+  torch::Tensor which =
+      to_device(torch::randint(modes_.size(0), {n}, gen, torch::kInt64), device());
   return modes_.index_select(0, which) +
-         stddev_ * torch::randn({n, 2}, gen, torch::kFloat32).to(device());
+         stddev_ * to_device(torch::randn({n, 2}, gen, torch::kFloat32), device());
 }
 
 torch::Tensor MogGame::sample_generator(int64_t n, at::Generator& gen) {
   torch::NoGradGuard no_grad;
-  return generator_->forward(torch::randn({n, latent_}, gen, torch::kFloat32).to(device()));
+  return generator_->forward(to_device(torch::randn({n, latent_}, gen, torch::kFloat32), device()));
 }
 
 torch::Tensor MogGame::critic_utility(const torch::Tensor& real, const torch::Tensor& fake,
@@ -128,7 +130,7 @@ torch::Tensor MogGame::critic_utility(const torch::Tensor& real, const torch::Te
   }
   torch::Tensor utility = d_real.mean() - d_fake.mean();
   if (penalty && gp_lambda_ > 0) {
-    torch::Tensor eps = torch::rand({real.size(0), 1}, gen, torch::kFloat32).to(device());
+    torch::Tensor eps = to_device(torch::rand({real.size(0), 1}, gen, torch::kFloat32), device());
     torch::Tensor mixed = (eps * real + (1 - eps) * fake).detach().requires_grad_(true);
     torch::Tensor grad = torch::autograd::grad({critic_->forward(mixed).sum()}, {mixed},
                                                /*grad_outputs=*/{}, /*retain_graph=*/true,
@@ -145,7 +147,7 @@ torch::Tensor MogGame::generator_loss(const torch::Tensor& fake) {
 
 torch::Tensor MogGame::operator_at(at::Generator& gen) {
   torch::Tensor real = sample_real(batch_, gen);
-  torch::Tensor noise = torch::randn({batch_, latent_}, gen, torch::kFloat32).to(device());
+  torch::Tensor noise = to_device(torch::randn({batch_, latent_}, gen, torch::kFloat32), device());
   generator_->zero_grad();
   critic_->zero_grad();
   torch::Tensor fake = generator_->forward(noise);

@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "saddle/data/datasets.h"
+#include "saddle/device.h"
 #include "saddle/error.h"
 #include "saddle/games/wgan_gp.h"
 
@@ -27,7 +28,7 @@ RealSource dataset_source(const GameOptions& options) {
   RealSource source;
   source.channels = pixels.size(1);
   source.batches = [pixels, sampler](int64_t batch, at::Generator& gen) {
-    const torch::Tensor indices = sampler->next_batch(batch, gen).to(pixels.device());
+    const torch::Tensor indices = to_device(sampler->next_batch(batch, gen), pixels.device());
     return to_unit_range_32(pixels.index_select(0, indices));
   };
   source.state = [sampler]() { return sampler->state(); };

@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "saddle/device.h"
 #include "saddle/error.h"
 #include "saddle/run/images.h"
 
@@ -115,10 +116,11 @@ WganGpGame::Draw WganGpGame::draw(at::Generator& gen) {
                    d.real.size(2) == 32 && d.real.size(3) == 32,
                "wgan-gp: real batch has shape ", d.real.sizes(), ", expected [", batch_, ", ",
                channels_, ", 32, 32]");
-  // Drawn on the CPU (the stream is a CPU generator), then moved: the same draw on every device.
+  // Drawn on the CPU (the stream is a CPU generator), then moved without waiting for the device:
+  // the same draw on every device.
   const auto opts = torch::TensorOptions().dtype(dtype_);
-  d.latent = torch::randn({batch_, latent_}, gen, opts).to(device());
-  d.mix = torch::rand({batch_, 1, 1, 1}, gen, opts).to(device());
+  d.latent = to_device(torch::randn({batch_, latent_}, gen, opts), device());
+  d.mix = to_device(torch::rand({batch_, 1, 1, 1}, gen, opts), device());
   return d;
 }
 

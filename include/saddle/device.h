@@ -22,6 +22,12 @@ int cuda_device_count();
 // no CUDA); passing it makes the choice testable anywhere. Throws saddle::Error naming --device.
 torch::Device resolve_device(const std::string& spec, int local_rank, int cuda_devices);
 
+// A CPU tensor on `device`, for the draws uploaded every iteration. On a GPU it goes through
+// pinned memory as an asynchronous copy: a copy from pageable memory would first wait for every
+// kernel queued on the device, so the CPU could not queue the next ones while the GPU works.
+// LibTorch's pinned allocator keeps the staging buffer until the copy is done.
+torch::Tensor to_device(const torch::Tensor& host, const torch::Device& device);
+
 // Waits for the work queued on `device` (a no-op on the CPU): timings of GPU work need it.
 void synchronize(const torch::Device& device);
 

@@ -3,6 +3,7 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <cstring>
 #include <string>
 
 #include "codec_kernels.h"
@@ -59,8 +60,10 @@ void throw_reported(const torch::Tensor& slots) {
 torch::Tensor new_message(const torch::Device& device, const uint8_t* header, int64_t bytes) {
   torch::Tensor storage =
       torch::empty({bytes + 4}, torch::TensorOptions().dtype(torch::kUInt8).device(device));
-  torch::Tensor head = torch::from_blob(const_cast<uint8_t*>(header), {32}, torch::kUInt8);
-  storage.narrow(0, 0, 32).copy_(head);
+  cuda_kernels::HeaderBytes head;
+  std::memcpy(head.bytes, header, sizeof head.bytes);
+  cuda_kernels::write_header(storage.data_ptr<uint8_t>(), head, current_stream());
+  check_launch("header write");
   return storage.narrow(0, 0, bytes);
 }
 
@@ -129,30 +132,49 @@ void quantize_symbols(const torch::Tensor& v, const QuantSetup& q, uint64_t seed
   *symbols = d_symbols.to(torch::kCPU);
 }
 
-torch::Tensor copy_headers(const torch::Tensor& all, int count, int64_t stride) {
-  messages_of(all, count, stride);
+MessageFacts inspect_messages(const torch::Tensor& all, int count, int64_t stride,
+                              int64_t buckets) {
+  c10::cuda::CUDAGuard guard(all.device());
+  const cuda_kernels::Messages m = messages_of(all, count, stride);
   SADDLE_CHECK(stride >= 32, "codec message truncated: ", stride,
                " bytes, the header alone needs 32");
-  return all.view({count, stride}).narrow(1, 0, 32).to(torch::kCPU).contiguous().view({-1});
-}
-
-int first_bad_norms(const torch::Tensor& all, int count, int64_t stride, int64_t buckets) {
-  c10::cuda::CUDAGuard guard(all.device());
-  torch::Tensor bad =
-      torch::empty({count}, torch::TensorOptions().dtype(torch::kInt32).device(all.device()));
-  cuda_kernels::check_norms(messages_of(all, count, stride), buckets, bad.data_ptr<int>(),
-                            current_stream());
-  check_launch("norm check");
-  const torch::Tensor host = bad.to(torch::kCPU);
-  for (int r = 0; r < count; ++r) {
-    if (host.data_ptr<int>()[r] != 0) return r;
+  // One device buffer, one copy to the host: the headers, then one flag per message.
+  torch::Tensor facts =
+      torch::empty({36 * static_cast<int64_t>(count)},
+                   torch::TensorOptions().dtype(torch::kUInt8).device(all.device()));
+  uint8_t* base = facts.data_ptr<uint8_t>();
+  int* flags = reinterpret_cast<int*>(base + 32 * static_cast<int64_t>(count));
+  if (count > 0 && cudaMemcpy2DAsync(base, 32, m.base, stride, 32, count, cudaMemcpyDeviceToDevice,
+                                     current_stream()) != cudaSuccess) {
+    SADDLE_CHECK(false, "CUDA header copy failed: ", cudaGetErrorString(cudaGetLastError()));
   }
-  return -1;
+  const bool checked = buckets >= 0 && stride >= 32 + 4 * buckets;
+  if (checked) {
+    cuda_kernels::check_norms(m, buckets, flags, current_stream());
+    check_launch("norm check");
+  } else if (count > 0 &&
+             cudaMemsetAsync(flags, 0, sizeof(int) * count, current_stream()) != cudaSuccess) {
+    SADDLE_CHECK(false, "CUDA memset failed: ", cudaGetErrorString(cudaGetLastError()));
+  }
+  const torch::Tensor host = facts.to(torch::kCPU);  // waits for the copies and the check
+  MessageFacts out;
+  out.headers = host.narrow(0, 0, 32 * static_cast<int64_t>(count));
+  out.norms_checked = checked;
+  out.first_bad_norms = -1;
+  const auto* host_flags =
+      reinterpret_cast<const int*>(host.data_ptr<uint8_t>() + 32 * static_cast<int64_t>(count));
+  for (int r = 0; r < count && out.first_bad_norms < 0; ++r) {
+    if (host_flags[r] != 0) out.first_bad_norms = r;
+  }
+  return out;
 }
 
 void decode_average_fixed(const torch::Tensor& all, int count, int64_t stride, const QuantSetup& q,
                           float weight, torch::Tensor& out) {
   c10::cuda::CUDAGuard guard(out.device());
+  SADDLE_CHECK(
+      stride >= 32 + 4 * bucket_count(out.numel(), q.bucket) + (out.numel() * q.bits + 7) / 8,
+      "codec: messages of ", stride, " bytes are too short to decode");
   cuda_kernels::decode_average_fixed(messages_of(all, count, stride), out.numel(),
                                      config_of(q, 0, 0), weight, out.data_ptr<float>(),
                                      current_stream());

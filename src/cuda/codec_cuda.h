@@ -29,10 +29,15 @@ void quantize_symbols(const torch::Tensor& v, const QuantSetup& q, uint64_t seed
                       torch::Tensor* norms, torch::Tensor* symbols);
 
 // `all` holds `count` messages of `stride` bytes back to back on a CUDA device.
-// Their 32-byte headers, on the CPU ([count * 32] uint8).
-torch::Tensor copy_headers(const torch::Tensor& all, int count, int64_t stride);
-// The first message with a negative or non-finite bucket norm, or -1.
-int first_bad_norms(const torch::Tensor& all, int count, int64_t stride, int64_t buckets);
+// What the host checks before decoding, fetched in one copy: the 32-byte headers ([count * 32]
+// uint8 on the CPU) and, for level quantizers (buckets >= 0) whose messages are long enough to
+// hold their norms, the first message with a negative or non-finite bucket norm (-1 when none).
+struct MessageFacts {
+  torch::Tensor headers;
+  bool norms_checked = false;
+  int first_bad_norms = -1;
+};
+MessageFacts inspect_messages(const torch::Tensor& all, int count, int64_t stride, int64_t buckets);
 void decode_average_fixed(const torch::Tensor& all, int count, int64_t stride, const QuantSetup& q,
                           float weight, torch::Tensor& out);
 void decode_average_cast(const torch::Tensor& all, int count, int64_t stride, int kind,

@@ -4,6 +4,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <cstring>
 
 #include "cuda/codec_kernels.h"
@@ -19,6 +20,7 @@ using quant_detail::kNormLanes;
 constexpr int kThreads = kNormLanes;  // one block sums one bucket in the canonical order
 constexpr int kMaxLevels = 128;       // 2^(8 - 1)
 constexpr int kMaxBlocks = 65535;
+constexpr int kChunk = 2048;  // coordinates a block quantizes into shared memory at a time
 
 thread_local cudaError_t last_status = cudaSuccess;
 
@@ -51,6 +53,40 @@ __device__ void load_levels(const QuantConfig& q, SharedLevels& s) {
   }
 }
 
+struct Add {
+  template <typename T>
+  __device__ T operator()(T a, T b) const {
+    return a + b;
+  }
+};
+struct Max {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+// The block's pairwise tree over its threads' values in the canonical order (quantize_math.h):
+// lane l += lane l + h for h = kThreads / 2, ..., 1. The steps h >= 32 go through shared memory,
+// the last five through warp shuffles: lane l of warp 0 adds lane l + h's value, the same
+// additions in the same order. Every thread gets the result.
+template <typename T, typename Op>
+__device__ T block_tree(T* lanes, T value, Op op) {
+  const int l = threadIdx.x;
+  lanes[l] = value;
+  __syncthreads();
+  for (int h = kThreads / 2; h >= 32; h /= 2) {
+    if (l < h) lanes[l] = op(lanes[l], lanes[l + h]);
+    __syncthreads();
+  }
+  if (l < 32) {
+    T v = lanes[l];
+    for (int h = 16; h >= 1; h /= 2) v = op(v, __shfl_down_sync(0xffffffffu, v, h));
+    if (l == 0) lanes[0] = v;
+  }
+  __syncthreads();
+  const T total = lanes[0];
+  __syncthreads();  // lanes are written again by the next call
+  return total;
+}
+
 // The norm of the bucket x[0, m) in the canonical order (quantize_math.h): thread l is lane l.
 // Every thread of the block gets the result. Non-finite values and float32 overflow are reported
 // with the bucket's first coordinate; the norm is then 0 (the message is discarded anyway).
@@ -58,57 +94,34 @@ __device__ float block_norm(const float* __restrict__ x, int64_t m, bool linf, i
                             DeviceErrors* errors) {
   __shared__ float lanes[kThreads];
   __shared__ double wide[kThreads];
-  __shared__ int bad;
   const int l = threadIdx.x;
-  if (l == 0) bad = 0;
-  __syncthreads();
   double total;
   if (linf) {
     float acc = 0.0f;
-    bool nonfinite = false;
     for (int64_t i = l; i < m; i += kThreads) {
       const float a = fabsf(x[i]);
-      nonfinite |= !(a <= 3.402823466e38f);
-      acc = fmaxf(acc, a);
+      // A NaN or infinity makes the lane infinite, so the maximum is too (fmaxf drops NaNs).
+      acc = a <= 3.402823466e38f ? fmaxf(acc, a) : __int_as_float(0x7f800000);
     }
-    if (nonfinite) atomicOr(&bad, 1);
-    lanes[l] = acc;
-    __syncthreads();
-    for (int h = kThreads / 2; h >= 1; h /= 2) {
-      if (l < h) lanes[l] = fmaxf(lanes[l], lanes[l + h]);
-      __syncthreads();
-    }
-    total = bad ? __longlong_as_double(0x7ff8000000000000LL) : lanes[0];
+    const float top = block_tree(lanes, acc, Max());
+    total = top <= 3.402823466e38f ? top : __longlong_as_double(0x7ff8000000000000LL);
   } else {
     float acc = 0.0f;
     for (int64_t i = l; i < m; i += kThreads) {
       const float t = x[i];
       acc = acc + t * t;
     }
-    lanes[l] = acc;
-    __syncthreads();
-    for (int h = kThreads / 2; h >= 1; h /= 2) {
-      if (l < h) lanes[l] = lanes[l] + lanes[l + h];
-      __syncthreads();
-    }
-    total = lanes[0];
+    total = block_tree(lanes, acc, Add());
     if (!quant_detail::sum_in_safe_range(total)) {  // the same for every thread of the block
       double dacc = 0.0;
       for (int64_t i = l; i < m; i += kThreads) {
         const double t = x[i];
         dacc = dacc + t * t;
       }
-      wide[l] = dacc;
-      __syncthreads();
-      for (int h = kThreads / 2; h >= 1; h /= 2) {
-        if (l < h) wide[l] = wide[l] + wide[l + h];
-        __syncthreads();
-      }
-      total = wide[0];
+      total = block_tree(wide, dacc, Add());
     }
     total = sqrt(total);
   }
-  __syncthreads();  // lanes and wide are reused by the next bucket
   // As bucket_norm in kernels.cpp: NaN or infinity, else a norm that float32 cannot hold.
   const bool nonfinite = !quant_detail::finite(total);
   const bool overflow = !nonfinite && !(static_cast<float>(total) <= 3.4e38f);
@@ -137,9 +150,38 @@ __device__ uint32_t key_for(const QuantConfig& q, int64_t i) {
   return detail::block_key(q.seed, q.stream, static_cast<uint64_t>(i) >> 32);
 }
 
-// One block per bucket (grid-stride): the norm, then every coordinate's symbol, packed into the
-// bitstream (kPack) or written as bytes. Packed words that a bucket shares with its neighbours
-// are combined with atomicOr into the zeroed output; the others are plain stores.
+// Packs the symbols of coordinates [c0, c0 + count) (symbols[j] is coordinate c0 + j's) into the
+// LSB-first bitstream `words`: each thread assembles whole 32-bit words. A word that this range
+// shares with the one before or after is combined with atomicOr into the zeroed stream; the others
+// (all of them when every range starts on a word boundary) are plain stores.
+__device__ void pack_range(const uint8_t* symbols, int64_t c0, int count, int bits,
+                           int64_t total_bits, unsigned int* __restrict__ words) {
+  const int64_t bit_begin = c0 * bits, bit_end = bit_begin + static_cast<int64_t>(count) * bits;
+  const int64_t w0 = bit_begin >> 5, w1 = (bit_end - 1) >> 5;
+  const int range_bits = count * bits;
+  for (int64_t w = w0 + threadIdx.x; w <= w1; w += kThreads) {
+    const int rel = static_cast<int>(w * 32 - bit_begin);  // the word's first bit, from c0's
+    const int j_begin = rel <= 0 ? 0 : rel / bits;
+    int j_end = (rel + 32 + bits - 1) / bits;
+    j_end = j_end < count ? j_end : count;
+    unsigned int word = 0;
+    for (int j = j_begin; j < j_end; ++j) {
+      const int offset = j * bits - rel;
+      const unsigned int sym = symbols[j];
+      word |= offset >= 0 ? sym << offset : sym >> -offset;
+    }
+    const bool shared = rel < 0 || (rel + 32 > range_bits && bit_end < total_bits);
+    if (shared) {
+      atomicOr(&words[w], word);
+    } else {
+      words[w] = word;
+    }
+  }
+}
+
+// One block per bucket (grid-stride): the norm, then the bucket's symbols, kChunk coordinates at a
+// time: every thread quantizes coordinates (coalesced reads), and the symbols are packed from
+// shared memory (kPack) or written as bytes.
 template <bool kPack>
 __global__ void __launch_bounds__(kThreads)
     encode_kernel(const float* __restrict__ v, int64_t n, QuantConfig q, float* __restrict__ norms,
@@ -148,8 +190,10 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ bool scale_wide;  // the bucket's BucketScale (no constructors in shared memory)
   __shared__ float scale_narrow;
   __shared__ double scale_precise;
-  load_levels(q, s);
+  __shared__ uint8_t symbols[kChunk];
+  load_levels(q, s);  // block_norm synchronizes before the levels are read
   const int64_t buckets = (n + q.bucket - 1) / q.bucket;
+  const int64_t total_bits = n * q.bits;
   for (int64_t b = blockIdx.x; b < buckets; b += gridDim.x) {
     const int64_t first = b * q.bucket;
     const int64_t m = q.bucket < n - first ? q.bucket : n - first;
@@ -167,41 +211,32 @@ __global__ void __launch_bounds__(kThreads)
     sc.narrow = scale_narrow;
     sc.precise = scale_precise;
     const uint32_t key_first = key_for(q, first), key_last = key_for(q, first + m - 1);
-    if (kPack) {
-      const int64_t bits = q.bits;
-      const int64_t bit_begin = first * bits, bit_end = (first + m) * bits;
-      const int64_t w0 = bit_begin >> 5, w1 = (bit_end - 1) >> 5;
-      auto* words = reinterpret_cast<unsigned int*>(out);
-      for (int64_t w = w0 + threadIdx.x; w <= w1; w += blockDim.x) {
-        const int64_t lo = w * 32, hi = lo + 32;
-        int64_t i_begin = lo / bits, i_end = (hi + bits - 1) / bits;
-        i_begin = i_begin < first ? first : i_begin;
-        i_end = i_end > first + m ? first + m : i_end;
-        unsigned int word = 0;
-        for (int64_t i = i_begin; i < i_end; ++i) {
-          const uint32_t key =
-              (static_cast<uint64_t>(i) >> 32) == (static_cast<uint64_t>(first) >> 32) ? key_first
-                                                                                       : key_last;
-          const unsigned int sym = quantize(v[i], i, q, sc, s, key);
-          const int64_t offset = i * bits - lo;
-          word |= offset >= 0 ? sym << offset : sym >> -offset;
-        }
-        if (lo >= bit_begin && hi <= bit_end) {
-          words[w] = word;
-        } else {
-          atomicOr(&words[w], word);
-        }
-      }
-    } else {
-      for (int64_t i = first + threadIdx.x; i < first + m; i += blockDim.x) {
+    for (int64_t c0 = first; c0 < first + m; c0 += kChunk) {
+      const int count = static_cast<int>(first + m - c0 < kChunk ? first + m - c0 : kChunk);
+      for (int j = threadIdx.x; j < count; j += kThreads) {
+        const int64_t i = c0 + j;
         const uint32_t key =
             (static_cast<uint64_t>(i) >> 32) == (static_cast<uint64_t>(first) >> 32) ? key_first
                                                                                      : key_last;
-        out[i] = quantize(v[i], i, q, sc, s, key);
+        const uint8_t sym = quantize(v[i], i, q, sc, s, key);
+        if (kPack) {
+          symbols[j] = sym;
+        } else {
+          out[i] = sym;
+        }
+      }
+      if (kPack) {
+        __syncthreads();
+        pack_range(symbols, c0, count, q.bits, total_bits, reinterpret_cast<unsigned int*>(out));
+        __syncthreads();  // the symbols are rewritten by the next chunk
       }
     }
     __syncthreads();  // the scale is rewritten by the next bucket
   }
+}
+
+__global__ void write_header_kernel(uint8_t* dst, HeaderBytes header) {
+  if (threadIdx.x < sizeof header.bytes) dst[threadIdx.x] = header.bytes[threadIdx.x];
 }
 
 __global__ void reset_errors_kernel(DeviceErrors* errors) {
@@ -220,16 +255,6 @@ __global__ void check_norms_kernel(Messages messages, int64_t buckets, int* bad)
   }
 }
 
-// The symbol of coordinate i from an LSB-first bitstream (reads only the bytes it covers).
-__device__ unsigned int unpack(const uint8_t* __restrict__ packed, int64_t i, int bits) {
-  const int64_t bit = i * bits;
-  const int64_t byte = bit >> 3;
-  const int shift = static_cast<int>(bit & 7);
-  unsigned int x = packed[byte] >> shift;
-  if (shift + bits > 8) x |= static_cast<unsigned int>(packed[byte + 1]) << (8 - shift);
-  return x & ((1u << bits) - 1u);
-}
-
 // weight * norm * level, negated for the upper half of the symbols: the CPU's per-bucket table.
 __device__ float decoded(unsigned int sym, float weight, float norm, const QuantConfig& q,
                          const SharedLevels& s) {
@@ -239,23 +264,68 @@ __device__ float decoded(unsigned int sym, float weight, float norm, const Quant
   return sym >= half ? -magnitude : magnitude;
 }
 
+// One thread per group of 8 coordinates, whose symbols are exactly `bits` whole bytes of the
+// bitstream: it reads them once per message, the bucket norm only where the bucket changes, and
+// adds the messages in rank order into registers, as the CPU does; full groups are stored as two
+// float4 where `out` is 16-byte aligned.
 __global__ void decode_fixed_kernel(Messages messages, int64_t n, QuantConfig q, float weight,
-                                    float* __restrict__ out) {
+                                    float* __restrict__ out, bool vector_store) {
   __shared__ SharedLevels s;
   load_levels(q, s);
   __syncthreads();
+  const int bits = q.bits;
+  const unsigned int mask = (1u << bits) - 1u;
   const int64_t buckets = (n + q.bucket - 1) / q.bucket;
   const int64_t body = 32 + 4 * buckets;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t b = i / q.bucket;
-    float acc = 0.0f;
+  const int64_t body_bytes = (n * bits + 7) / 8;
+  const int64_t groups = (n + 7) / 8;
+  for (int64_t g = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; g < groups;
+       g += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i0 = g * 8;
+    const int count = n - i0 < 8 ? static_cast<int>(n - i0) : 8;
+    // Coordinate i0 + j lies in bucket b + step[j].
+    const int64_t b = i0 / q.bucket;
+    int step[8];
+    int64_t next = (b + 1) * q.bucket;
+#pragma unroll
+    for (int j = 0, k = 0; j < 8; ++j) {
+      if (i0 + j >= next) {
+        ++k;
+        next += q.bucket;
+      }
+      step[j] = k;
+    }
+    const int64_t left = body_bytes - g * bits;  // the last group may have fewer bytes
+    const int group_bytes = left < bits ? static_cast<int>(left) : bits;
+    float acc[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[j] = 0.0f;
     for (int r = 0; r < messages.count; ++r) {
       const uint8_t* m = messages.base + r * messages.stride;
-      const float norm = load_float(m + 32 + 4 * b);
-      acc = acc + decoded(unpack(m + body, i, q.bits), weight, norm, q, s);
+      const uint8_t* packed = m + body + g * bits;
+      uint64_t word = 0;
+      for (int k = 0; k < group_bytes; ++k) word |= static_cast<uint64_t>(packed[k]) << (8 * k);
+      int at = 0;
+      float norm = load_float(m + 32 + 4 * b);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        if (j < count) {
+          if (step[j] != at) {
+            at = step[j];
+            norm = load_float(m + 32 + 4 * (b + at));
+          }
+          const unsigned int sym = static_cast<unsigned int>(word >> (j * bits)) & mask;
+          acc[j] = acc[j] + decoded(sym, weight, norm, q, s);
+        }
+      }
     }
-    out[i] = acc;
+    if (count == 8 && vector_store) {
+      auto* o = reinterpret_cast<float4*>(out + i0);
+      o[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+      o[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+    } else {
+      for (int j = 0; j < count; ++j) out[i0 + j] = acc[j];
+    }
   }
 }
 
@@ -305,6 +375,11 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
+void write_header(uint8_t* dst, const HeaderBytes& header, cudaStream_t stream) {
+  write_header_kernel<<<1, 32, 0, stream>>>(dst, header);
+  record_launch();
+}
+
 void reset_errors(DeviceErrors* errors, cudaStream_t stream) {
   reset_errors_kernel<<<1, 1, 0, stream>>>(errors);
   record_launch();
@@ -312,8 +387,12 @@ void reset_errors(DeviceErrors* errors, cudaStream_t stream) {
 
 void encode_fixed(const float* v, int64_t n, const QuantConfig& q, float* norms, uint8_t* packed,
                   DeviceErrors* errors, cudaStream_t stream) {
+  // Words that two buckets share are ORed into a zeroed stream; when every bucket starts on a
+  // word boundary, each word is stored once and nothing needs zeroing.
   const int64_t words = (n * q.bits + 31) / 32;
-  if (words > 0 && cudaMemsetAsync(packed, 0, words * 4, stream) != cudaSuccess) record_launch();
+  const bool shared_words = (q.bucket * q.bits) % 32 != 0 && n > q.bucket;
+  if (shared_words && words > 0 && cudaMemsetAsync(packed, 0, words * 4, stream) != cudaSuccess)
+    record_launch();
   if (n == 0) return;
   encode_kernel<true>
       <<<blocks_for(n, q.bucket), kThreads, 0, stream>>>(v, n, q, norms, packed, errors);
@@ -339,7 +418,9 @@ void check_norms(const Messages& messages, int64_t buckets, int* bad, cudaStream
 void decode_average_fixed(const Messages& messages, int64_t n, const QuantConfig& q, float weight,
                           float* out, cudaStream_t stream) {
   if (n == 0) return;
-  decode_fixed_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(messages, n, q, weight, out);
+  const bool vector_store = reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  decode_fixed_kernel<<<blocks_for((n + 7) / 8, 256), 256, 0, stream>>>(messages, n, q, weight, out,
+                                                                        vector_store);
   record_launch();
 }
 

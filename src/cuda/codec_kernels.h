@@ -27,6 +27,13 @@ struct QuantConfig {
   const float* inv_gap = nullptr;
 };
 
+// A message's 32-byte header, passed by value: written on the device without a copy from pageable
+// host memory (which would wait for the device's queue).
+struct HeaderBytes {
+  unsigned char bytes[32];
+};
+void write_header(uint8_t* dst, const HeaderBytes& header, cudaStream_t stream);
+
 // Errors found on the device, copied back by the caller: the first coordinate of the first
 // bucket holding a non-finite value, and of the first whose norm overflows float32 (kNoError when
 // none). `reset_errors` must run before the kernels that report into it.

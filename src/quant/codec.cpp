@@ -489,7 +489,10 @@ void Codec::decode_average(const std::vector<torch::Tensor>& messages, torch::Te
                : torch::cat(messages);
     const int count = static_cast<int>(messages.size());
     // Headers (and sizes) on the host, norms on the device, before anything is decoded.
-    const torch::Tensor headers = cuda_detail::copy_headers(all, count, stride);
+    const int64_t buckets = bucket_count(out.numel(), options_.bucket_size());
+    const cuda_detail::MessageFacts facts =
+        cuda_detail::inspect_messages(all, count, stride, is_cast() ? -1 : buckets);
+    const torch::Tensor& headers = facts.headers;
     for (int r = 0; r < count; ++r) {
       try {
         check_message(headers.data_ptr<uint8_t>() + r * kHeaderBytes, stride, out.numel(),
@@ -507,10 +510,10 @@ void Codec::decode_average(const std::vector<torch::Tensor>& messages, torch::Te
                                        out);
       return;
     }
-    const int64_t buckets = bucket_count(out.numel(), options_.bucket_size());
-    const int bad = cuda_detail::first_bad_norms(all, count, stride, buckets);
-    if (bad >= 0)
-      throw MalformedMessage(bad,
+    // check_message refused messages too short to hold their norms, so they were checked.
+    SADDLE_CHECK(facts.norms_checked, "codec: bucket norms of the messages were not checked");
+    if (facts.first_bad_norms >= 0)
+      throw MalformedMessage(facts.first_bad_norms,
                              "codec message has an invalid (negative or "
                              "non-finite) bucket norm");
     cuda_detail::decode_average_fixed(all, count, stride, setup, weight, out);

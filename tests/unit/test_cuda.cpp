@@ -160,6 +160,42 @@ TEST(Cuda, FusedDecodeOfKMessagesGivesTheCpuBits) {
   }
 }
 
+// Buckets longer than the encoder's shared-memory chunk (2048 coordinates), whose chunks and
+// buckets start on word boundaries (4096 x 4 bits) or not (5000 x 3 bits, 2500 x 5 bits), and a
+// decode into an output that is not 16-byte aligned and whose length is not a multiple of 8.
+TEST(Cuda, LongBucketsAndUnalignedOutputsMatchTheCpu) {
+  SKIP_WITHOUT_GPU();
+  struct Case {
+    const char* quantizer;
+    int bits;
+    int64_t bucket;
+  };
+  for (const Case& c : {Case{"alq", 3, 5000}, Case{"qsgd", 4, 4096}, Case{"nuq", 5, 2500},
+                        Case{"qsgd-inf", 8, 3000}}) {
+    const std::string name =
+        std::string(c.quantizer) + "/b" + std::to_string(c.bits) + "/k" + std::to_string(c.bucket);
+    const int64_t n = 12001;
+    const torch::Tensor v = saddle::testing::reference_input(n, 17);
+    Codec codec(saddle::CodecOptions().quantizer(c.quantizer).bits(c.bits).bucket_size(c.bucket));
+    if (codec.adaptive()) codec.adapt(codec.statistics(v));
+    std::vector<torch::Tensor> on_cpu, on_gpu;
+    for (uint64_t r = 0; r < 3; ++r) {
+      on_cpu.push_back(codec.encode(v * static_cast<float>(r + 1), 9, r));
+      on_gpu.push_back(codec.encode((v * static_cast<float>(r + 1)).to(kGpu), 9, r));
+      ASSERT_TRUE(torch::equal(on_cpu.back(), on_gpu.back().cpu()))
+          << name << " message " << r << ": "
+          << first_difference(codec, v * static_cast<float>(r + 1), on_cpu.back(), on_gpu.back(), 9,
+                              r);
+    }
+    torch::Tensor expected = torch::empty({n});
+    codec.decode_average(on_cpu, expected, 1.0f / 3);
+    torch::Tensor storage = torch::zeros({n + 1}, torch::TensorOptions().device(kGpu));
+    torch::Tensor got = storage.narrow(0, 1, n);  // 4 bytes past an aligned start
+    codec.decode_average(on_gpu, got, 1.0f / 3);
+    ASSERT_TRUE(torch::equal(expected, got.cpu())) << name << " (unaligned output)";
+  }
+}
+
 TEST(Cuda, MalformedDeviceMessagesAreRejectedWithTheirIndex) {
   SKIP_WITHOUT_GPU();
   Codec codec(saddle::CodecOptions().quantizer("qsgd").bits(4).bucket_size(64));
