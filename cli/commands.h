@@ -126,6 +126,7 @@ class SolveCommand {
   int64_t log_every_ = 0;
   int64_t eval_every_ = 0;
   int64_t checkpoint_every_ = 0;
+  int64_t divergence_retries_ = 0;
   std::string resume_;
   int64_t simulate_ranks_ = 1;
   bool overwrite_ = false;

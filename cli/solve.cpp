@@ -171,6 +171,12 @@ SolveCommand::SolveCommand(CLI::App& app)
               "start and end only");
   binder_.add("checkpoint-every", checkpoint_every_,
               "Iterations between checkpoints in --out (one is always written at the end)");
+  binder_
+      .add("divergence-retries", divergence_retries_,
+           "Divergences to survive: go back to the last snapshot (every 100 iterations and "
+           "at each checkpoint) with every learning rate halved, dropping the records since "
+           "(0: a divergence ends the run)")
+      ->default_str(kPerGame);
   binder_.add("resume", resume_,
               "Continue the run checkpointed in this directory (same options; it becomes --out)");
   binder_.add("simulate-ranks", simulate_ranks_,
@@ -249,6 +255,8 @@ void SolveCommand::apply_game_defaults(const Logger& logger) {
   take("filters", game_options_.filters, applied.filters, defaults.filters);
   take("gan-loss", game_options_.gan_loss, applied.gan_loss, defaults.gan_loss);
   take("dim", game_options_.dim, applied.dim, defaults.dim);
+  take("divergence-retries", divergence_retries_, applied.divergence_retries,
+       defaults.divergence_retries);
   if (!applied.describe().empty()) {
     logger.info("{} with {}: the game's defaults {} (flags override them)", game_, solver_,
                 applied.describe());
@@ -351,6 +359,7 @@ RunResult SolveCommand::execute(Communicator& comm) {
       .simulate_ranks(simulate_ranks_)
       .eval_every(eval_every_)
       .checkpoint_every(checkpoint_every_)
+      .divergence_retries(divergence_retries_)
       .resume(!resume_.empty())
       .overwrite(overwrite_)
       .identity(identity)

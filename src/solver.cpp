@@ -166,6 +166,14 @@ void Solver::move(const torch::Tensor& base, const torch::Tensor& direction, dou
   z_.copy_(base).addcmul_(lr_, direction, -scale);
 }
 
+void Solver::scale_learning_rates(double factor) {
+  SADDLE_CHECK(factor > 0.0 && std::isfinite(factor), "invalid learning-rate factor ", factor);
+  torch::NoGradGuard no_grad;
+  lr_.mul_(factor);
+  inv_lr_.div_(factor);
+  lr_scale_ *= factor;
+}
+
 std::vector<std::pair<std::string, torch::Tensor>> Solver::state() const {
   const std::vector<double> rule = step_size_->state();
   torch::Tensor rule_state = torch::empty({static_cast<int64_t>(rule.size())}, torch::kFloat64);
@@ -174,7 +182,8 @@ std::vector<std::pair<std::string, torch::Tensor>> Solver::state() const {
           {"step_size_state", rule_state},
           {"half_step", half_},
           {"half_step_weight", torch::tensor({half_weight_}, torch::kFloat64)},
-          {"non_finite_retries", torch::tensor({non_finite_retries_}, torch::kInt64)}};
+          {"non_finite_retries", torch::tensor({non_finite_retries_}, torch::kInt64)},
+          {"lr_scale", torch::tensor({lr_scale_}, torch::kFloat64)}};
 }
 
 void Solver::load_state(const std::vector<std::pair<std::string, torch::Tensor>>& state) {
@@ -188,6 +197,8 @@ void Solver::load_state(const std::vector<std::pair<std::string, torch::Tensor>>
     if (name == "half_step") half_.copy_(tensor);
     if (name == "half_step_weight") half_weight_ = tensor.item<double>();
     if (name == "non_finite_retries") non_finite_retries_ = tensor.item<int64_t>();
+    // Checkpoints from before the factor existed hold none: 1.
+    if (name == "lr_scale") scale_learning_rates(tensor.item<double>() / lr_scale_);
   }
 }
 

@@ -32,7 +32,8 @@ using Oracle = std::function<torch::Tensor()>;
 class NonFiniteOracle : public Error {
  public:
   explicit NonFiniteOracle(int rank)
-      : Error("the operator on rank " + std::to_string(rank) + " is not finite"), rank_(rank) {}
+      : Error("the operator on rank " + std::to_string(rank) + " is not finite (or beyond 1e30)"),
+        rank_(rank) {}
   int rank() const { return rank_; }
 
  private:
@@ -117,6 +118,12 @@ class Solver {
   using RankDifferences = std::function<double(bool against_previous)>;
   void set_rank_differences(int ranks, RankDifferences source);
 
+  // Multiplies every player's learning rate by `factor` (> 0) from now on: the runner halves them
+  // when it takes a diverged run back to its last snapshot (RunOptions::divergence_retries). The
+  // product of the factors is part of state(), so a resumed run keeps it.
+  virtual void scale_learning_rates(double factor);
+  double learning_rate_scale() const { return lr_scale_; }
+
   // Everything a checkpoint needs to continue exactly: named tensors and the step-size state.
   using State = std::vector<std::pair<std::string, torch::Tensor>>;
   virtual State state() const;
@@ -160,6 +167,7 @@ class Solver {
  private:
   torch::Tensor half_;
   double half_weight_ = 0.0;
+  double lr_scale_ = 1.0;  // the product of scale_learning_rates' factors
   RankDifferences rank_differences_;
   int ranks_ = 1;  // K, as the exchange that feeds rank_differences_ has it
 };

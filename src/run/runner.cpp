@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <tuple>
 
@@ -51,24 +52,30 @@ std::string hex64(uint64_t value) {
   return text;
 }
 
-// Whether every entry is finite. The oracle asks this of every operator, so the common case (a
-// contiguous CPU float tensor) is one pass without tensor ops: their dispatch alone would cost
-// more than a small game's whole step. v * 0 is NaN exactly for non-finite v.
-bool all_finite(const torch::Tensor& t) {
+// Whether every entry is finite and at most `limit` in magnitude. The oracle asks this of every
+// operator, so the common case (a contiguous CPU float tensor) is one pass without tensor ops:
+// their dispatch alone would cost more than a small game's whole step. v * 0 is NaN exactly for
+// non-finite v.
+bool all_finite(const torch::Tensor& t, float limit = std::numeric_limits<float>::infinity()) {
   if (!(t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous())) {
-    return torch::isfinite(t).all().item<bool>();
+    return (t.abs() <= limit).all().item<bool>();  // false for NaN
   }
   const float* v = t.data_ptr<float>();
   const int64_t n = t.numel();
   float bad[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
-    for (int k = 0; k < 8; ++k) bad[k] += v[i + k] * 0.0f;
-  for (; i < n; ++i) bad[0] += v[i] * 0.0f;
+    for (int k = 0; k < 8; ++k)
+      bad[k] += v[i + k] * 0.0f + static_cast<float>(std::fabs(v[i + k]) > limit);
+  for (; i < n; ++i) bad[0] += v[i] * 0.0f + static_cast<float>(std::fabs(v[i]) > limit);
   float total = 0;
   for (float b : bad) total += b;
   return total == 0;
 }
+
+// An operator entry beyond this is a diverged run, and its bucket's float32 norm could overflow
+// in the codec (a bucket of up to 1e16 such entries stays below 3.4e38).
+constexpr float kLargestOperatorEntry = 1e30f;
 
 torch::Tensor bytes_of(const std::string& text) {
   torch::Tensor t = torch::empty({static_cast<int64_t>(text.size())}, torch::kUInt8);
@@ -190,6 +197,8 @@ class Runner {
                  options_.checkpoint_every(), " (must be >= 0)");
     SADDLE_CHECK(options_.byte_budget() >= 0, "invalid byte budget ", options_.byte_budget(),
                  " (must be >= 0, 0 for none)");
+    SADDLE_CHECK(options_.divergence_retries() >= 0, "invalid --divergence-retries ",
+                 options_.divergence_retries(), " (must be >= 0)");
     SADDLE_CHECK(options_.simulate_ranks() >= 1, "invalid --simulate-ranks ",
                  options_.simulate_ranks(), " (must be >= 1)");
     SADDLE_CHECK(!options_.resume() || !dir_.empty(), "--resume needs the run's directory");
@@ -356,6 +365,9 @@ class Runner {
                  chosen, ", beyond --iters ", options_.iterations());
     const std::string kept = rank_ == 0 ? kept_records(checkpoint.meta, chosen) : std::string();
     restore_state(checkpoint);
+    // The retries the run took before its checkpoint count against its allowance.
+    backoffs_ = checkpoint.meta.value("divergence_retries", Json::array());
+    retries_used_ = static_cast<int64_t>(backoffs_.size());
     // Every rank has its state: only now is anything written.
     comm_.barrier();
     if (rank_ == 0) metrics_ = MetricsWriter(dir_, kept);
@@ -469,7 +481,7 @@ class Runner {
     for (size_t r = 1; r < generators_.size(); ++r) local.add_(evaluate(generators_[r]));
     if (generators_.size() > 1) local.div_(static_cast<double>(generators_.size()));
     // Caught here, before the exchange, so the message names the cause rather than the codec.
-    const bool finite = all_finite(local);
+    const bool finite = all_finite(local, kLargestOperatorEntry);
     ledger.seconds_compute += seconds_since(start);
     // A non-finite operator is an event every rank agrees on: alone at once, with several ranks
     // through the exchange, which tells every rank which rank it was. The solver may retry with a
@@ -602,10 +614,18 @@ class Runner {
   // This rank's checkpoint at iteration t; the one before it is kept as checkpoint.rankR.prev.pt.
   void checkpoint(int64_t t) {
     if (dir_.empty()) return;
+    const std::string path = checkpoint_path(dir_, rank_);
+    if (path_exists(path)) rename_file(path, checkpoint_path(dir_, rank_, true));
+    save_checkpoint(path, capture(t));
+  }
+
+  // Everything a run continues from at iteration t (its tensors alias the live state).
+  Checkpoint capture(int64_t t) const {
     Checkpoint c;
     c.meta = {{"format", 2}, {"iteration", t}, {"rank", rank_}, {"identity", identity()}};
     if (rank_ == 0) c.meta["records"] = metrics_.digest();
     c.meta["loss_scale"] = scaler_.scale();
+    if (!backoffs_.empty()) c.meta["divergence_retries"] = backoffs_;
     c.tensors.emplace_back("z", game_.params());
     for (const auto& [name, tensor] : solver_.state())
       c.tensors.emplace_back("solver/" + name, tensor);
@@ -619,9 +639,85 @@ class Runner {
     for (size_t r = 0; r < generators_.size(); ++r) {
       c.tensors.emplace_back("generator/" + std::to_string(r), generators_[r].get_state());
     }
-    const std::string path = checkpoint_path(dir_, rank_);
-    if (path_exists(path)) rename_file(path, checkpoint_path(dir_, rank_, true));
-    save_checkpoint(path, c);
+    return c;
+  }
+
+  static Checkpoint deep_copy(const Checkpoint& c) {
+    Checkpoint out = c;
+    for (auto& entry : out.tensors) entry.second = entry.second.detach().clone();
+    return out;
+  }
+
+  // The state a diverged run goes back to (RunOptions::divergence_retries), with what rank 0 had
+  // recorded by then.
+  struct Snapshot {
+    int64_t iteration = -1;
+    Checkpoint state;
+    int64_t record_bytes = 0;
+    size_t evaluations = 0;
+    Metrics last;
+    std::string status;
+    std::string samples_path;
+  };
+
+  void take_snapshot(int64_t t) {
+    if (options_.divergence_retries() == 0) return;
+    torch::NoGradGuard no_grad;
+    snapshot_.iteration = t;
+    snapshot_.state = deep_copy(capture(t));
+    snapshot_.record_bytes = metrics_.enabled() ? metrics_.digest()["bytes"].get<int64_t>() : 0;
+    snapshot_.evaluations = evaluations_.size();
+    snapshot_.last = last_;
+    snapshot_.status = status_;
+    snapshot_.samples_path = samples_path_;
+  }
+
+  // A divergence found at iteration t (every rank finds it at the same iteration: the operators
+  // and the parameters are the same everywhere after the exchange). With retries left, every
+  // rank restores its snapshot, halves the learning rates and returns the snapshot's iteration;
+  // else the run ends with Diverged.
+  int64_t back_off(int64_t t, const std::string& what) {
+    const int64_t allowed = options_.divergence_retries();
+    if (retries_used_ >= allowed || snapshot_.iteration < 0) {
+      const std::string tried = allowed > 0
+                                    ? fmt::format(" after {} retr{} with halved learning rates",
+                                                  retries_used_, retries_used_ == 1 ? "y" : "ies")
+                                    : std::string();
+      throw Diverged(diverged(t, what + tried).what(), t);
+    }
+    ++retries_used_;
+    const int64_t back_to = snapshot_.iteration;
+    {
+      torch::NoGradGuard no_grad;
+      // A copy: load_state may keep the tensors it is given, and the snapshot may be needed again.
+      const Checkpoint state = deep_copy(snapshot_.state);
+      restore_state(state);
+      if (state.get("average_count").item<int64_t>() == 0) {
+        average_ = IterateAverage(options_.averaging(), options_.ema_decay());
+      }
+    }
+    solver_.scale_learning_rates(0.5);
+    if (metrics_.enabled()) {
+      const std::string text = read_file(metrics_.partial_path());
+      const std::string kept = text.substr(0, static_cast<size_t>(snapshot_.record_bytes));
+      metrics_ = MetricsWriter();
+      metrics_ = MetricsWriter(dir_, kept);
+    }
+    evaluations_.resize(snapshot_.evaluations);
+    last_ = snapshot_.last;
+    status_ = snapshot_.status;
+    samples_path_ = snapshot_.samples_path;
+    backoffs_.push_back({{"diverged_at", t},
+                         {"back_to", back_to},
+                         {"lr_scale", solver_.learning_rate_scale()},
+                         {"cause", what}});
+    logger_.warn(
+        "diverged at iteration {}: {}; back to iteration {} with every learning rate halved "
+        "(now {} times the given ones; retry {} of {})",
+        t, what, back_to, solver_.learning_rate_scale(), retries_used_, allowed);
+    // The newest checkpoint is the state the run continues from, so a resume does the same.
+    if (options_.checkpoint_every() > 0) checkpoint(back_to);
+    return back_to;
   }
 
   // Bytes sent by all ranks so far (the same total on every rank, with no collective).
@@ -644,6 +740,7 @@ class Runner {
     const auto start = Clock::now();
     // A resumed run's record at its first iteration is among the records it kept.
     if (first == 0) record(0, evaluation_due(0));
+    take_snapshot(first);
     for (int64_t t = first; t < last; ++t) {
       current_ = t;
       const int64_t bytes_before = bytes_so_far();
@@ -651,14 +748,14 @@ class Runner {
       try {
         solver_.step(oracle);
       } catch (const NonFiniteOracle& e) {
-        throw Diverged(
-            diverged(t + 1, fmt::format("{} (a smaller learning rate may help)", e.what())).what(),
-            t + 1);
+        t = back_off(t + 1, fmt::format("{} (a smaller learning rate may help)", e.what())) - 1;
+        continue;
       }
       torch::Tensor z = game_.params();
       // Every rank holds the same z, so every rank detects this divergence at the same iteration.
       if (!torch::isfinite(z).all().item<bool>()) {
-        throw Diverged(diverged(t + 1, "parameters are not finite").what(), t + 1);
+        t = back_off(t + 1, "parameters are not finite") - 1;
+        continue;
       }
       // The ergodic averages average the points whose operators moved z (X_{t+1/2}); the EMA
       // averages the iterates.
@@ -686,10 +783,11 @@ class Runner {
         stopped_at = t + 1;
         break;
       }
-      if (options_.checkpoint_every() > 0 && (t + 1) % options_.checkpoint_every() == 0 &&
-          t + 1 < last) {
-        checkpoint(t + 1);
-      }
+      const bool checkpoint_due = options_.checkpoint_every() > 0 &&
+                                  (t + 1) % options_.checkpoint_every() == 0 && t + 1 < last;
+      if (checkpoint_due) checkpoint(t + 1);
+      // At every checkpoint too: a run never goes back past the newest one on disk.
+      if (checkpoint_due || (t + 1) % RunOptions::kSnapshotEvery == 0) take_snapshot(t + 1);
       progress.update(progress_done(t + 1, first), status_);
     }
     if (posted) comm_.collect_flag();
@@ -767,6 +865,10 @@ class Runner {
     summary["solver"] = solver_.name();
     summary["iterations"] = iterations;
     summary["non_finite_retries"] = solver_.non_finite_retries();
+    if (options_.divergence_retries() > 0 || solver_.learning_rate_scale() != 1.0) {
+      summary["divergence_retries"] = backoffs_;
+      summary["lr_scale"] = solver_.learning_rate_scale();
+    }
     if (options_.byte_budget() > 0) {
       summary["byte_budget"] = options_.byte_budget();
       summary["budget_reached"] = result.budget_reached;
@@ -846,6 +948,9 @@ class Runner {
   Metrics last_;
   std::string samples_path_;
   std::vector<std::pair<int64_t, Metrics>> evaluations_;
+  Snapshot snapshot_;
+  int64_t retries_used_ = 0;
+  Json backoffs_ = Json::array();
 };
 
 }  // namespace

@@ -132,6 +132,11 @@ void ExtraGradientSolver::observe_moment(const torch::Tensor& v) {
   direction_ = adam_.first();
 }
 
+void ExtraGradientSolver::scale_learning_rates(double factor) {
+  Solver::scale_learning_rates(factor);
+  if (preconditioned_) base_lr_.mul_(factor);  // apply_metric() derives lr from it
+}
+
 void ExtraGradientSolver::apply_metric() {
   torch::NoGradGuard no_grad;
   // lr = base_lr / (sqrt(vhat) + eps), elementwise: the same bits whatever the threads.

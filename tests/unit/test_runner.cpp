@@ -8,17 +8,99 @@
 #include <string>
 #include <vector>
 
+#include "paths.h"
 #include "saddle/comm/communicator.h"
 #include "saddle/comm/exchange.h"
 #include "saddle/comm/in_process.h"
 #include "saddle/error.h"
 #include "saddle/log.h"
+#include "saddle/run/files.h"
 #include "saddle/run/runner.h"
 #include "test_support.h"
 
 namespace {
 
 using saddle::testing::ScalarBilinear;
+
+// x*y by extra-gradient with a constant step `lr`: each iteration multiplies |z| by
+// sqrt(1 - lr^2 + lr^4), so lr 3 overflows within about 35 iterations, 1.5 within about 110, and
+// 0.75 contracts. Checkpoints every 50 iterations into `dir` (when given).
+saddle::RunResult run_diverging(int64_t iterations, int64_t retries, const std::string& dir,
+                                bool resume = false) {
+  ScalarBilinear game;
+  auto solver = saddle::make_solver(
+      "eg", game.params(), game.players(),
+      saddle::SolverOptions().lr(3.0).step_size(saddle::StepSizeKind::kConstant));
+  auto comm = saddle::make_single_process_communicator();
+  saddle::Logger logger(saddle::LogLevel::kError);
+  saddle::Exchange exchange(*comm, saddle::ExchangeOptions(), logger);
+  return saddle::run(game, *solver, exchange,
+                     saddle::RunOptions()
+                         .iterations(iterations)
+                         .divergence_retries(retries)
+                         .out_dir(dir)
+                         .checkpoint_every(dir.empty() ? 0 : 50)
+                         .log_every(10)
+                         .resume(resume)
+                         .progress(false),
+                     logger);
+}
+
+// A divergence goes back to the last snapshot (every 100 iterations, and at checkpoints) with every
+// learning rate halved: lr 3 diverges before the first snapshot, 1.5 after the one at 100, and
+// 0.75 trains to the end. The records are those of the path the run kept.
+TEST(Runner, ADivergenceGoesBackToTheLastSnapshotWithHalvedRates) {
+  const std::string dir = saddle::testing::fresh_temp_dir("diverge").string();
+  const saddle::RunResult r = run_diverging(400, 3, dir);
+  EXPECT_EQ(r.iterations, 400);
+  const auto& retries = r.summary["divergence_retries"];
+  ASSERT_EQ(retries.size(), 2u) << retries.dump();
+  EXPECT_EQ(retries[0]["back_to"], 0) << retries.dump();
+  EXPECT_EQ(retries[1]["back_to"], 100) << retries.dump();
+  EXPECT_GT(retries[1]["diverged_at"].get<int64_t>(), 100);
+  EXPECT_DOUBLE_EQ(r.summary["lr_scale"].get<double>(), 0.25);
+  EXPECT_TRUE(std::isfinite(r.final_metrics.front().second));
+  // One record per 10 iterations of the kept path, in order, none from the abandoned ones.
+  const std::string text = saddle::read_file(saddle::join_path(dir, "metrics.jsonl"));
+  std::vector<int64_t> iterations;
+  size_t at = 0;
+  while ((at = text.find("\"iter\":", at)) != std::string::npos) {
+    at += 7;
+    iterations.push_back(std::stoll(text.substr(at)));
+  }
+  ASSERT_EQ(iterations.size(), 41u);
+  for (size_t i = 0; i < iterations.size(); ++i) EXPECT_EQ(iterations[i], 10 * (int64_t)i);
+  saddle::remove_tree(dir);
+}
+
+// Stopped after a retry and resumed, the run writes what the uninterrupted one wrote: the newest
+// checkpoint holds the halved rates and the retries taken.
+TEST(Runner, ARunThatBackedOffResumesExactly) {
+  const std::string whole = saddle::testing::fresh_temp_dir("diverge_whole").string();
+  const std::string parts = saddle::testing::fresh_temp_dir("diverge_parts").string();
+  const saddle::RunResult a = run_diverging(300, 3, whole);
+  run_diverging(150, 3, parts);
+  const saddle::RunResult b = run_diverging(300, 3, parts, /*resume=*/true);
+  EXPECT_EQ(saddle::read_file(saddle::join_path(whole, "metrics.jsonl")),
+            saddle::read_file(saddle::join_path(parts, "metrics.jsonl")));
+  EXPECT_EQ(a.summary["divergence_retries"], b.summary["divergence_retries"]);
+  EXPECT_EQ(a.summary["lr_scale"], b.summary["lr_scale"]);
+  saddle::remove_tree(whole);
+  saddle::remove_tree(parts);
+}
+
+// Out of retries, the run ends as a divergence that says how many it took.
+TEST(Runner, ADivergenceAfterTheLastRetryEndsTheRun) {
+  try {
+    run_diverging(400, 1, "");
+    FAIL() << "no error";
+  } catch (const saddle::Diverged& e) {
+    EXPECT_GT(e.iteration(), 100);
+    EXPECT_NE(std::string(e.what()).find("after 1 retry with halved learning rates"),
+              std::string::npos)
+        << e.what();
+  }
+}
 
 // x*y whose operator turns NaN at its `bad_call`-th evaluation while the parameters stay finite,
 // as a GAN's does when a step overshoots; evaluation_metrics counts its calls.

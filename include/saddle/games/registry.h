@@ -70,6 +70,7 @@ struct RunDefaults {
   std::optional<int64_t> filters;
   std::optional<std::string> gan_loss;
   std::optional<int64_t> dim;  // analytic games: each player's dimension
+  std::optional<int64_t> divergence_retries;  // RunOptions::divergence_retries
 
   // These defaults with every field that `over` sets replaced by `over`'s.
   RunDefaults with(const RunDefaults& over) const;

@@ -39,6 +39,8 @@
 namespace saddle {
 
 struct RunOptions {
+  // Iterations between the in-memory snapshots a diverged run goes back to (divergence_retries).
+  static constexpr int64_t kSnapshotEvery = 100;
   TORCH_ARG(int64_t, iterations) = 1000;
   // A budget of bytes sent by all ranks (0: none): the run stops after the first iteration at
   // which the messages sent so far reach it, and `iterations` is then a cap. Every rank decodes
@@ -78,6 +80,11 @@ struct RunOptions {
   // every rank stops after the same iteration, checkpoints (with out_dir) and run() throws
   // Interrupted.
   TORCH_ARG(std::function<bool()>, stop_requested) = nullptr;
+  // Divergences the run survives: when the operator or the parameters go non-finite, every rank
+  // goes back to the last snapshot (one is taken every kSnapshotEvery iterations and at every
+  // checkpoint, in memory), halves every learning rate and continues; the records written after
+  // the snapshot are dropped, and summary.json lists each retry. 0: a divergence ends the run.
+  TORCH_ARG(int64_t, divergence_retries) = 0;
   // Arithmetic of the operator evaluations (autocast; fp16 with dynamic loss scaling) on the
   // game's device.
   TORCH_ARG(Precision, precision) = Precision::kFp32;

@@ -43,6 +43,7 @@ class ExtraGradientSolver final : public Solver {
   Variant variant() const { return variant_; }
   static constexpr int kNonFiniteRetries = 4;
   static constexpr double kNonFiniteShrink = 0.25;
+  void scale_learning_rates(double factor) override;
   std::vector<std::pair<std::string, torch::Tensor>> state() const override;
   void load_state(const std::vector<std::pair<std::string, torch::Tensor>>& state) override;
 
