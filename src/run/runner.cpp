@@ -58,7 +58,9 @@ std::string hex64(uint64_t value) {
 // non-finite v.
 bool all_finite(const torch::Tensor& t, float limit = std::numeric_limits<float>::infinity()) {
   if (!(t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous())) {
-    return (t.abs() <= limit).all().item<bool>();  // false for NaN
+    torch::Tensor ok = torch::isfinite(t);
+    if (std::isfinite(limit)) ok.logical_and_(t.abs() <= limit);
+    return ok.all().item<bool>();
   }
   const float* v = t.data_ptr<float>();
   const int64_t n = t.numel();
