@@ -10,6 +10,8 @@
 //   operator evaluation as the pageable uploads did), and CudaWganGpOperator one operator
 //   evaluation; CudaExchangeCost the encode + decode of that game's operator (4-bit ALQ) as a
 //   fraction of one operator evaluation (target <= 0.05).
+// * CudaEnergyRead: one read of the board's NVML energy counter (the runner reads it twice per
+//   oracle call on a GPU).
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
@@ -20,6 +22,7 @@
 #include "saddle/games/wgan_gp.h"
 #include "saddle/precision.h"
 #include "saddle/quant/codec.h"
+#include "saddle/run/energy.h"
 #include "saddle/solver.h"
 
 namespace {
@@ -163,6 +166,18 @@ void BM_CudaWganGpOperator(benchmark::State& state) {
   }
 }
 
+// One read of the board's energy counter through NVML: the runner reads it twice per oracle call
+// on a GPU (joules per phase), so its latency is a cost of every iteration there.
+void BM_CudaEnergyRead(benchmark::State& state) {
+  if (skip_without_gpu(state)) return;
+  saddle::EnergyProbe probe = saddle::open_energy_meter(kGpu);
+  if (!probe.meter) {
+    state.SkipWithError(("no energy counter: " + probe.unavailable).c_str());
+    return;
+  }
+  for (auto _ : state) benchmark::DoNotOptimize(probe.meter->joules());
+}
+
 // Encode + decode of the game's operator as a fraction of one operator evaluation.
 void BM_CudaExchangeCost(benchmark::State& state) {
   if (skip_without_gpu(state)) return;
@@ -230,6 +245,9 @@ bool register_cuda_benchmarks() {
   }
   benchmark::RegisterBenchmark("CudaWganGpOperator", BM_CudaWganGpOperator)
       ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark("CudaEnergyRead", BM_CudaEnergyRead)
+      ->Unit(benchmark::kMicrosecond)
       ->UseRealTime();
   benchmark::RegisterBenchmark("CudaExchangeCost", BM_CudaExchangeCost)
       ->Unit(benchmark::kMillisecond)
