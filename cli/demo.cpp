@@ -9,6 +9,7 @@
 
 #include "commands.h"
 #include "saddle/error.h"
+#include "saddle/games/registry.h"
 #include "saddle/run/files.h"
 #include "saddle/run/runner.h"
 
@@ -112,11 +113,14 @@ int DemoCommand::run(Communicator& comm) {
   comm.barrier();
   comm.set_timeout(rank_timeout_);
 
+  // The game table's divergence retries, as `saddle solve --game wgan-gp` takes them.
+  const int64_t retries = game_spec("wgan-gp").defaults.divergence_retries.value_or(0);
   RunOptions run_options;
   run_options.iterations(iters_)
       .seed(seed_)
       .out_dir(out_)
       .eval_every(eval_every_)
+      .divergence_retries(retries)
       .overwrite(true)  // the demo's folder is replaced by every demo
       .stop_requested([] { return stop_requested(); })
       .precision(where.precision())
@@ -133,6 +137,7 @@ int DemoCommand::run(Communicator& comm) {
                                    {"bits", bits_},
                                    {"iters", iters_},
                                    {"eval-every", eval_every_},
+                                   {"divergence-retries", retries},
                                    {"fid-samples", fid_samples_},
                                    {"classifier", classifier_},
                                    {"seed", seed_},
