@@ -663,7 +663,8 @@ class Runner {
   };
 
   void take_snapshot(int64_t t) {
-    if (options_.divergence_retries() == 0) return;
+    // No copy once no retry is left: a divergence then ends the run whatever the snapshot.
+    if (retries_used_ >= options_.divergence_retries()) return;
     torch::NoGradGuard no_grad;
     snapshot_.iteration = t;
     snapshot_.state = deep_copy(capture(t));
