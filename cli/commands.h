@@ -50,6 +50,7 @@ struct DeviceFlags {
   std::string device = "auto";
   std::string transport = "auto";
   std::string precision = "fp32";
+  std::string cuda_graphs = "on";
   void add_to(ConfigBinder& binder);
   void add_to(CLI::App& app);
   // Throws saddle::Error naming a malformed value; checks nothing that needs a device.
@@ -65,12 +66,15 @@ class RunDevice {
   const torch::Device& device() const { return device_; }
   Precision precision() const { return precision_; }
   const std::string& transport() const { return transport_; }
+  // --cuda-graphs on, and this rank on a GPU: games replay their operator as a CUDA graph.
+  bool cuda_graphs() const { return cuda_graphs_; }
   Communicator& comm() { return nccl_ ? *nccl_ : host_; }
 
  private:
   Communicator& host_;
   torch::Device device_ = torch::kCPU;
   Precision precision_ = Precision::kFp32;
+  bool cuda_graphs_ = false;
   std::string transport_;
   std::unique_ptr<Communicator> nccl_;
 };

@@ -52,8 +52,8 @@ struct Outcome {
 // Options that compare sets for every row: a row may not set them itself.
 const std::set<std::string>& reserved_flags() {
   static const std::set<std::string> kReserved = {
-      "game",        "seed",     "out",          "resume",    "config",    "overwrite",
-      "no-progress", "log-level", "rank-timeout", "device",    "transport", "precision"};
+      "game",      "seed",         "out",    "resume",    "config",    "overwrite",  "no-progress",
+      "log-level", "rank-timeout", "device", "transport", "precision", "cuda-graphs"};
   return kReserved;
 }
 
@@ -340,12 +340,13 @@ int CompareCommand::run(Communicator& comm) {
   auto argv_of = [&](const Row& row, uint64_t seed) {
     // A row's warnings (a poor pairing, say) once, with its first seed.
     const std::string level = seed != seed_ && log_level_ == "warn" ? "error" : log_level_;
-    std::vector<std::string> a = {"saddle", "solve", "--game", game_, "--seed",
-                                  std::to_string(seed), "--no-progress", "--log-level",
-                                  level, "--rank-timeout", fmt::format("{}", rank_timeout_),
-                                  "--device", device_.device, "--transport", device_.transport,
-                                  "--precision", device_.precision, "--quantizer", quantizer_,
-                                  "--bits", std::to_string(bits_)};
+    std::vector<std::string> a = {"saddle", "solve",  "--game",
+                                  game_,    "--seed", std::to_string(seed)};
+    a.insert(a.end(), {"--no-progress", "--log-level", level, "--rank-timeout",
+                       fmt::format("{}", rank_timeout_)});
+    a.insert(a.end(), {"--device", device_.device, "--transport", device_.transport, "--precision",
+                       device_.precision, "--cuda-graphs", device_.cuda_graphs});
+    a.insert(a.end(), {"--quantizer", quantizer_, "--bits", std::to_string(bits_)});
     if (budget > 0) {
       // Rows run until the budget is spent: no iteration limit of their own unless --iters.
       a.insert(a.end(), {"--max-bytes", std::to_string(budget), "--iters",

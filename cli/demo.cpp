@@ -78,6 +78,7 @@ int DemoCommand::run(Communicator& comm) {
   game_options.rank = comm.rank();
   game_options.ranks = comm.size();
   game_options.device = where.device();
+  game_options.cuda_graphs = where.cuda_graphs();
   game_options.dataset = "fashion-mnist";
   game_options.data_dir = data_dir_;
   game_options.filters = filters_;

@@ -23,18 +23,23 @@ constexpr const char* kTransportHelp =
 constexpr const char* kPrecisionHelp =
     "Arithmetic of the operator evaluations: fp32, bf16 (autocast, CUDA or CPU) or fp16 (autocast "
     "with loss scaling, CUDA)";
+constexpr const char* kGraphsHelp =
+    "GPU runs: on (replay the game's operator evaluation as a CUDA graph, one launch instead of "
+    "hundreds; wgan-gp) or off";
 }  // namespace
 
 void DeviceFlags::add_to(ConfigBinder& binder) {
   binder.add("device", device, kDeviceHelp);
   binder.add("transport", transport, kTransportHelp);
   binder.add("precision", precision, kPrecisionHelp);
+  binder.add("cuda-graphs", cuda_graphs, kGraphsHelp);
 }
 
 void DeviceFlags::add_to(CLI::App& app) {
   app.add_option("--device", device, kDeviceHelp)->capture_default_str();
   app.add_option("--transport", transport, kTransportHelp)->capture_default_str();
   app.add_option("--precision", precision, kPrecisionHelp)->capture_default_str();
+  app.add_option("--cuda-graphs", cuda_graphs, kGraphsHelp)->capture_default_str();
 }
 
 void DeviceFlags::check_syntax() const {
@@ -46,6 +51,8 @@ void DeviceFlags::check_syntax() const {
   SADDLE_CHECK(transport == "auto" || transport == "nccl" || transport == "mpi",
                "invalid --transport '", transport, "' (expected auto, nccl or mpi)");
   parse_precision(precision);
+  SADDLE_CHECK(cuda_graphs == "on" || cuda_graphs == "off", "invalid --cuda-graphs '", cuda_graphs,
+               "' (expected on or off)");
 }
 
 RunDevice::RunDevice(const DeviceFlags& flags, Communicator& comm, const Logger& logger)
@@ -54,6 +61,7 @@ RunDevice::RunDevice(const DeviceFlags& flags, Communicator& comm, const Logger&
   device_ = resolve_device(flags.device, comm.local_rank(), cuda_device_count());
   precision_ = parse_precision(flags.precision);
   check_precision(precision_, device_);
+  cuda_graphs_ = flags.cuda_graphs == "on" && device_.is_cuda();
   // Every rank's host and device (a collective: every rank takes part), for the log line on rank 0
   // and for the transport: NCCL needs a GPU per rank.
   char host[256] = {};
@@ -77,8 +85,8 @@ RunDevice::RunDevice(const DeviceFlags& flags, Communicator& comm, const Logger&
   // algorithms once per shape and keeps the fastest (7.5% off a WGAN-GP iteration on an H100,
   // bench CudaWganGp/fp32/cudnn-autotune). Runs on a GPU were not bit-reproducible before either.
   if (device_.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
-  logger.info("devices: {}; transport {}; precision {}", line, transport_,
-              precision_name(precision_));
+  logger.info("devices: {}; transport {}; precision {}{}", line, transport_,
+              precision_name(precision_), cuda_graphs_ ? "; CUDA graphs" : "");
   if (transport_ == "nccl") nccl_ = make_nccl_communicator(comm, device_);
 }
 

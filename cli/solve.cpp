@@ -327,6 +327,7 @@ RunResult SolveCommand::execute(Communicator& comm) {
   game_options.rank = comm.rank();
   game_options.ranks = comm.size();
   game_options.device = where.device();
+  game_options.cuda_graphs = where.cuda_graphs();
   auto game = make_game(game_, game_options);
 
   const std::string step = resolved_step();

@@ -3,6 +3,8 @@
 #include <torch/autograd.h>
 #include <torch/nn/functional.h>
 
+#include <fmt/format.h>
+
 #include <cmath>
 
 #include "saddle/device.h"
@@ -83,7 +85,8 @@ WganGpGame::WganGpGame(const GameOptions& options, RealBatches real, int64_t cha
       data_dir_(options.data_dir),
       dataset_(options.dataset),
       fid_samples_(options.fid_samples),
-      seed_(options.seed) {
+      seed_(options.seed),
+      use_graphs_(options.cuda_graphs && DeviceGraph::supported(options.device)) {
   SADDLE_CHECK(options.fid_samples >= 2, "invalid --fid-samples ", options.fid_samples,
                " (must be >= 2)");
   SADDLE_CHECK(channels > 0, "wgan-gp: invalid number of image channels ", channels);
@@ -202,6 +205,39 @@ torch::Tensor WganGpGame::operator_at(const Draw& d) {
     copy_grads(critic_params_, g_critic, out_critic, unscale);
   }
   return out;
+}
+
+torch::Tensor WganGpGame::operator_at(at::Generator& gen) {
+  const Draw d = draw(gen);
+  return use_graphs_ ? graphed_operator_at(d) : operator_at(d);
+}
+
+torch::Tensor WganGpGame::graphed_operator_at(const Draw& d) {
+  // The kernels baked into the graph depend on the autocast precision, the loss scale (a constant
+  // of the recorded multiplications) and where z lives (the modules' parameters are views of it).
+  const std::string context =
+      DeviceGraph::context(device(), fmt::format("scale={} z={}", loss_scale_, params_.data_ptr()));
+  if (!graph_ || context != graph_context_) {
+    graph_out_ = torch::Tensor();
+    graph_.reset();  // frees the previous graph's memory first
+    graph_in_ = {d.real.clone(), d.latent.clone(), d.mix.clone()};
+    graph_ = std::make_unique<DeviceGraph>(device());
+    {
+      // The warm-up evaluations must not move the batch-norm statistics: only the replays do,
+      // once per draw, as eager evaluations would.
+      BufferSnapshot keep(*generator_);
+      graph_->capture([this] { graph_out_ = operator_at(graph_in_); });
+    }
+    graph_context_ = context;
+    ++graph_captures_;
+  } else {
+    graph_in_.real.copy_(d.real);
+    graph_in_.latent.copy_(d.latent);
+    graph_in_.mix.copy_(d.mix);
+  }
+  graph_->replay();
+  // The solvers keep operators across evaluations; the next replay overwrites graph_out_.
+  return graph_out_.clone();
 }
 
 Metrics WganGpGame::metrics() {

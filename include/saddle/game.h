@@ -72,6 +72,9 @@ class Game {
   // scale before differentiating and divide the gradients by it (fp16 loss scaling). 1 unless the
   // runner sets another.
   void set_loss_scale(double scale) { loss_scale_ = scale; }
+  // CUDA graphs captured of the operator evaluation so far (saddle/device_graph.h); 0 for games
+  // that evaluate eagerly.
+  virtual int64_t graph_captures() const { return 0; }
   double loss_scale() const { return loss_scale_; }
 
   const std::vector<Player>& players() const { return players_; }

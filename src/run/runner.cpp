@@ -899,6 +899,7 @@ class Runner {
                           {"decode", ledger.seconds_decode}};
     summary["device"] = describe_device(device_);
     summary["precision"] = precision_name(options_.precision());
+    if (device_.is_cuda()) summary["cuda_graph_captures"] = game_.graph_captures();
     if (energy_.meter) {
       // Joules of the run on this rank's device (rank 0's in summary.json).
       Json joules = {

@@ -232,6 +232,8 @@ TEST_F(Cli, UnknownGameOrSolver) {
   expect_one_line_error(run("solve --game separable --noise finite-sum --iters 10"),
                         "the separable game has no finite-sum oracle");
   expect_one_line_error(run("solve --frobnicate 3"), "frobnicate");
+  expect_one_line_error(run("solve --cuda-graphs maybe --iters 10"),
+                        "invalid --cuda-graphs 'maybe' (expected on or off)");
 }
 
 TEST_F(Cli, NonPositiveIterations) {

@@ -10,8 +10,10 @@
 #include "paths.h"
 #include "saddle/comm/nccl.h"
 #include "saddle/device.h"
+#include "saddle/device_graph.h"
 #include "saddle/error.h"
 #include "saddle/games/registry.h"
+#include "saddle/games/wgan_gp.h"
 #include "saddle/precision.h"
 #include "saddle/run/energy.h"
 
@@ -65,6 +67,31 @@ TEST(Device, ThisMachineSeesNoGpuOrSaysWhich) {
   // Whatever the machine: the count is consistent with what LibTorch reports.
   if (!saddle::cuda_built()) EXPECT_EQ(saddle::cuda_device_count(), 0);
   EXPECT_GE(saddle::cuda_device_count(), 0);
+}
+
+// CUDA graphs: only for CUDA devices, a clear error elsewhere; a game asked for them on the CPU
+// evaluates eagerly (the GPU tests check the replays).
+TEST(DeviceGraph, OnlyCudaDevicesCaptureGraphs) {
+  EXPECT_FALSE(saddle::DeviceGraph::supported(torch::kCPU));
+  if (saddle::cuda_built()) {
+    EXPECT_TRUE(saddle::DeviceGraph::supported(torch::Device(torch::kCUDA, 0)));
+    expect_error([] { saddle::DeviceGraph graph(torch::kCPU); }, "CUDA graphs need a CUDA device");
+  } else {
+    expect_error([] { saddle::DeviceGraph graph(torch::Device(torch::kCUDA, 0)); },
+                 "CUDA graphs need a CUDA build of saddle");
+  }
+  EXPECT_EQ(saddle::DeviceGraph::context(torch::kCPU, "scale=1"), "scale=1");
+  saddle::GameOptions options;
+  options.filters = 8;
+  options.batch = 4;
+  options.cuda_graphs = true;
+  saddle::RealBatches noise = [](int64_t batch, at::Generator& gen) {
+    return torch::rand({batch, 1, 32, 32}, gen) * 2 - 1;
+  };
+  saddle::WganGpGame game(options, noise, 1);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  EXPECT_TRUE(torch::isfinite(game.operator_at(gen)).all().item<bool>());
+  EXPECT_EQ(game.graph_captures(), 0);
 }
 
 TEST(Transport, AutoPicksNcclOnlyBetweenCudaDevices) {

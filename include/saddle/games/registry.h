@@ -37,6 +37,9 @@ struct GameOptions {
   // Where the game's parameters, operator and data live (saddle/device.h). Random draws come
   // from the CPU generators either way, so the samples do not depend on the device.
   torch::Device device = torch::kCPU;
+  // On a CUDA device, games that can (wgan-gp) replay their operator evaluation as a CUDA graph
+  // (saddle/device_graph.h). Ignored elsewhere.
+  bool cuda_graphs = true;
 
   // GAN games (wgan-gp, mog8, mog25).
   std::string dataset = "fashion-mnist";  // wgan-gp: fashion-mnist | cifar10

@@ -32,6 +32,7 @@
 #include <utility>
 #include <vector>
 
+#include "saddle/device_graph.h"
 #include "saddle/game.h"
 #include "saddle/games/dcgan32.h"
 #include "saddle/games/registry.h"
@@ -86,8 +87,15 @@ class WganGpGame final : public Game {
   };
   Draw draw(at::Generator& gen);
 
-  torch::Tensor operator_at(at::Generator& gen) override { return operator_at(draw(gen)); }
+  // On a CUDA device with options.cuda_graphs, the evaluation is captured once as a CUDA graph
+  // and replayed for every later draw (the same kernels: the operator equals the eager one, up to
+  // the order cuDNN's algorithms sum in); recaptured when the precision, the loss scale or z's
+  // storage changes.
+  torch::Tensor operator_at(at::Generator& gen) override;
+  // One evaluation at `draw`, run eagerly.
   torch::Tensor operator_at(const Draw& draw);
+  // CUDA graph captures so far (0: every evaluation ran eagerly).
+  int64_t graph_captures() const override { return graph_captures_; }
 
   // Both losses at `draw` (training mode, as the operator sees them): 0-dim tensors.
   struct Losses {
@@ -133,6 +141,8 @@ class WganGpGame final : public Game {
     torch::Tensor penalty;
   };
   Forward forward(const Draw& draw, bool with_penalty);
+  // operator_at(draw) through the CUDA graph, capturing it first when needed.
+  torch::Tensor graphed_operator_at(const Draw& draw);
   torch::Tensor penalty(const Draw& draw, const torch::Tensor& fake);
 
   int64_t batch_ = kDefaultGanBatch;
@@ -156,6 +166,14 @@ class WganGpGame final : public Game {
   uint64_t seed_ = 0;
   Classifier classifier_{nullptr};
   std::optional<FeatureStatistics> real_statistics_;
+  // The CUDA graph of operator_at: its inputs (each draw is copied into them), its output (the
+  // graph's memory, overwritten by every replay) and the context it was captured in.
+  bool use_graphs_ = false;
+  std::unique_ptr<DeviceGraph> graph_;
+  Draw graph_in_;
+  torch::Tensor graph_out_;
+  std::string graph_context_;
+  int64_t graph_captures_ = 0;
 };
 
 }  // namespace saddle
