@@ -255,45 +255,63 @@ __global__ void check_norms_kernel(Messages messages, int64_t buckets, int* bad)
   }
 }
 
-// weight * norm * level, negated for the upper half of the symbols: the CPU's per-bucket table.
-__device__ float decoded(unsigned int sym, float weight, float norm, const QuantConfig& q,
-                         const SharedLevels& s) {
-  const unsigned int half = 1u << (q.bits - 1);
-  const unsigned int k = sym & (half - 1u);
-  const float magnitude = (weight * norm) * s.levels[k];
-  return sym >= half ? -magnitude : magnitude;
+// The `nbytes` (<= 8) bytes of a message body from byte `offset`, little-endian: as whole 32-bit
+// words where the body is 4-byte aligned and the words stay inside it, else byte by byte.
+__device__ uint64_t load_group(const uint8_t* __restrict__ body, int64_t offset, int nbytes,
+                               int64_t body_bytes, bool aligned) {
+  const int64_t w0 = offset >> 2, w1 = (offset + nbytes - 1) >> 2;
+  if (aligned && (w1 + 1) * 4 <= body_bytes) {
+    const auto* words = reinterpret_cast<const unsigned int*>(body);
+    const int shift = static_cast<int>(offset & 3) * 8;
+    uint64_t lo = words[w0];
+    if (w1 > w0) lo |= static_cast<uint64_t>(words[w0 + 1]) << 32;
+    uint64_t word = lo >> shift;
+    if (w1 > w0 + 1) word |= static_cast<uint64_t>(words[w0 + 2]) << (64 - shift);
+    return word;
+  }
+  uint64_t word = 0;
+  for (int k = 0; k < nbytes; ++k) word |= static_cast<uint64_t>(body[offset + k]) << (8 * k);
+  return word;
 }
 
 // One thread per group of 8 coordinates, whose symbols are exactly `bits` whole bytes of the
-// bitstream: it reads them once per message, the bucket norm only where the bucket changes, and
-// adds the messages in rank order into registers, as the CPU does; full groups are stored as two
-// float4 where `out` is 16-byte aligned.
+// bitstream: it reads them once per message (as whole words where the messages are 4-byte
+// aligned), the bucket norm only where the bucket changes (never, kOneBucket: bucket % 8 == 0),
+// and adds the messages in rank order into registers, as the CPU does; full groups are stored as
+// two float4 where `out` is 16-byte aligned.
+template <bool kOneBucket>
 __global__ void decode_fixed_kernel(Messages messages, int64_t n, QuantConfig q, float weight,
-                                    float* __restrict__ out, bool vector_store) {
+                                    float* __restrict__ out, bool vector_store, bool aligned) {
   __shared__ SharedLevels s;
   load_levels(q, s);
   __syncthreads();
   const int bits = q.bits;
   const unsigned int mask = (1u << bits) - 1u;
+  const unsigned int half = 1u << (bits - 1);
   const int64_t buckets = (n + q.bucket - 1) / q.bucket;
   const int64_t body = 32 + 4 * buckets;
   const int64_t body_bytes = (n * bits + 7) / 8;
   const int64_t groups = (n + 7) / 8;
+  const bool narrow = n < (int64_t{1} << 31) && q.bucket < (int64_t{1} << 31);
   for (int64_t g = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; g < groups;
        g += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t i0 = g * 8;
     const int count = n - i0 < 8 ? static_cast<int>(n - i0) : 8;
+    const int64_t b =
+        narrow ? static_cast<int64_t>(static_cast<uint32_t>(i0) / static_cast<uint32_t>(q.bucket))
+               : i0 / q.bucket;
     // Coordinate i0 + j lies in bucket b + step[j].
-    const int64_t b = i0 / q.bucket;
-    int step[8];
-    int64_t next = (b + 1) * q.bucket;
+    int step[8] = {};
+    if (!kOneBucket) {
+      int64_t next = (b + 1) * q.bucket;
 #pragma unroll
-    for (int j = 0, k = 0; j < 8; ++j) {
-      if (i0 + j >= next) {
-        ++k;
-        next += q.bucket;
+      for (int j = 0, k = 0; j < 8; ++j) {
+        if (i0 + j >= next) {
+          ++k;
+          next += q.bucket;
+        }
+        step[j] = k;
       }
-      step[j] = k;
     }
     const int64_t left = body_bytes - g * bits;  // the last group may have fewer bytes
     const int group_bytes = left < bits ? static_cast<int>(left) : bits;
@@ -302,20 +320,24 @@ __global__ void decode_fixed_kernel(Messages messages, int64_t n, QuantConfig q,
     for (int j = 0; j < 8; ++j) acc[j] = 0.0f;
     for (int r = 0; r < messages.count; ++r) {
       const uint8_t* m = messages.base + r * messages.stride;
-      const uint8_t* packed = m + body + g * bits;
-      uint64_t word = 0;
-      for (int k = 0; k < group_bytes; ++k) word |= static_cast<uint64_t>(packed[k]) << (8 * k);
+      const uint64_t word = load_group(m + body, g * bits, group_bytes, body_bytes, aligned);
+      auto norm_of = [&](int64_t bucket) {
+        return aligned ? reinterpret_cast<const float*>(m + 32)[bucket]
+                       : load_float(m + 32 + 4 * bucket);
+      };
       int at = 0;
-      float norm = load_float(m + 32 + 4 * b);
+      // weight * norm * level, negated for the upper half of the symbols: the CPU's table.
+      float scale = weight * norm_of(b);
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         if (j < count) {
-          if (step[j] != at) {
+          if (!kOneBucket && step[j] != at) {
             at = step[j];
-            norm = load_float(m + 32 + 4 * (b + at));
+            scale = weight * norm_of(b + at);
           }
           const unsigned int sym = static_cast<unsigned int>(word >> (j * bits)) & mask;
-          acc[j] = acc[j] + decoded(sym, weight, norm, q, s);
+          const float magnitude = scale * s.levels[sym & (half - 1u)];
+          acc[j] = acc[j] + (sym >= half ? -magnitude : magnitude);
         }
       }
     }
@@ -419,8 +441,16 @@ void decode_average_fixed(const Messages& messages, int64_t n, const QuantConfig
                           float* out, cudaStream_t stream) {
   if (n == 0) return;
   const bool vector_store = reinterpret_cast<uintptr_t>(out) % 16 == 0;
-  decode_fixed_kernel<<<blocks_for((n + 7) / 8, 256), 256, 0, stream>>>(messages, n, q, weight, out,
-                                                                        vector_store);
+  const bool aligned =
+      reinterpret_cast<uintptr_t>(messages.base) % 4 == 0 && messages.stride % 4 == 0;
+  const int blocks = blocks_for((n + 7) / 8, 256);
+  if (q.bucket % 8 == 0) {
+    decode_fixed_kernel<true>
+        <<<blocks, 256, 0, stream>>>(messages, n, q, weight, out, vector_store, aligned);
+  } else {
+    decode_fixed_kernel<false>
+        <<<blocks, 256, 0, stream>>>(messages, n, q, weight, out, vector_store, aligned);
+  }
   record_launch();
 }
 

@@ -169,14 +169,22 @@ TEST(Cuda, LongBucketsAndUnalignedOutputsMatchTheCpu) {
     const char* quantizer;
     int bits;
     int64_t bucket;
+    saddle::CoderKind coder = saddle::CoderKind::kFixed;
   };
+  // Buckets longer than the kernel's chunk, aligned to words or not, and the symbols that the
+  // entropy coder packs on the CPU.
   for (const Case& c : {Case{"alq", 3, 5000}, Case{"qsgd", 4, 4096}, Case{"nuq", 5, 2500},
-                        Case{"qsgd-inf", 8, 3000}}) {
-    const std::string name =
-        std::string(c.quantizer) + "/b" + std::to_string(c.bits) + "/k" + std::to_string(c.bucket);
+                        Case{"qsgd-inf", 8, 3000}, Case{"alq", 7, 8192},
+                        Case{"alq", 4, 1024, saddle::CoderKind::kEntropy}}) {
+    const std::string name = std::string(c.quantizer) + "/b" + std::to_string(c.bits) + "/k" +
+                             std::to_string(c.bucket) + "/" + saddle::coder_name(c.coder);
     const int64_t n = 12001;
     const torch::Tensor v = saddle::testing::reference_input(n, 17);
-    Codec codec(saddle::CodecOptions().quantizer(c.quantizer).bits(c.bits).bucket_size(c.bucket));
+    Codec codec(saddle::CodecOptions()
+                    .quantizer(c.quantizer)
+                    .bits(c.bits)
+                    .bucket_size(c.bucket)
+                    .coder(c.coder));
     if (codec.adaptive()) codec.adapt(codec.statistics(v));
     std::vector<torch::Tensor> on_cpu, on_gpu;
     for (uint64_t r = 0; r < 3; ++r) {
