@@ -7,12 +7,14 @@
 #   bench       bench/saddle_bench --benchmark_filter=Cuda: codec kernels against a device copy,
 #               WGAN-GP extra-gradient iterations in fp32/bf16/fp16, the exchange's share
 #   classifier  the Fashion-MNIST classifier of FID, trained on the GPU
-#   wgan-*      one rank, WGAN-GP with extra-adam: fp32 against bf16 (FID, seconds, joules)
+#   wgan-*      one rank, WGAN-GP with extra-adam: fp32 against bf16 (FID, seconds, joules), and
+#               fp32 without the CUDA graph
 #   two-*       two ranks sharing the GPU, qgenx: fp32 exchange against 4-bit ALQ
 #   demo        the README's demo, 2 ranks, --device cuda
 #   profile     where the time goes: nsys (CUDA API calls, kernels, copies) over the WGAN-GP
-#               iteration and the codec benchmarks, and ncu over the codec kernels, where the
-#               machine has them (the step says so where it does not)
+#               iteration and the codec benchmarks, and ncu (every section) over one launch of
+#               each codec kernel, where the machine has them (the step says so where it does
+#               not); the bench's CudaWganGpProfile does the same from LibTorch's profiler
 # Knobs: SADDLE_DATA_DIR (Fashion-MNIST folder), GPU_MEASURE_STEPS (default: all of the above),
 # GPU_MEASURE_ITERS (WGAN-GP iterations of the wgan-* runs, default 600), GPU_MEASURE_PACK=1 (pack
 # $OUT/gpu into $OUT/gpu.tar.gz, checkpoints and the classifier left out: one file to bring back
@@ -55,10 +57,15 @@ want bench && grep -E '_(median|mean)|^Cuda.*ERROR' "$R/bench.log"  # the table,
 want classifier && step classifier 120 "$S" classifier --device cuda --data-dir "$DATA" \
   --out "$R/classifier.pt"
 if want wgan; then
-  for p in fp32 bf16; do
-    step "wgan-$p" 120 "$S" solve --game wgan-gp --solver extra-adam --device cuda --precision "$p" \
-      --iters "$ITERS" --eval-every $((ITERS / 2)) --fid-samples 5000 --classifier "$R/classifier.pt" \
-      --data-dir "$DATA" --out "$R/wgan-$p" --overwrite --no-progress
+  # fp32 and bf16 as `saddle solve` runs them (the operator replayed as a CUDA graph), and fp32
+  # evaluated eagerly (--cuda-graphs off), the baseline of the graphs.
+  for p in fp32 bf16 fp32-eager; do
+    graphs=on
+    [ "$p" = fp32-eager ] && graphs=off
+    step "wgan-$p" 120 "$S" solve --game wgan-gp --solver extra-adam --device cuda \
+      --precision "${p%-eager}" --cuda-graphs "$graphs" --iters "$ITERS" --eval-every $((ITERS / 2)) \
+      --fid-samples 5000 --classifier "$R/classifier.pt" --data-dir "$DATA" --out "$R/wgan-$p" \
+      --overwrite --no-progress
   done
 fi
 if want two; then
@@ -81,10 +88,15 @@ if want profile; then
     echo "== nsys: not on this machine"
   fi
   if [ -n "$ncu" ]; then
-    step ncu 120 "$ncu" --kernel-name regex:'encode_kernel|decode_fixed_kernel|copy' --launch-skip 20 \
-      --launch-count 3 --section SpeedOfLight --section Occupancy --section LaunchStats \
-      --section MemoryWorkloadAnalysis --section WarpStateStats "$B/bench/saddle_bench" \
-      --benchmark_filter='CudaCopy|CudaEncode/alq|CudaDecode/alq/K1' --benchmark_min_time=0.01
+    # One launch of each codec kernel, every section (--set full): throughput against the device's
+    # peaks, occupancy, where the warps stall. The copy is the yardstick.
+    for k in encode_kernel decode_fixed_kernel; do
+      step "ncu-$k" 60 env SADDLE_BENCH_NO_PROFILER=1 "$ncu" --kernel-name regex:"$k" --launch-skip 2 \
+        --launch-count 1 --set full "$B/bench/saddle_bench" \
+        --benchmark_filter='CudaEncode/alq|CudaDecode/alq/K1' --benchmark_min_time=0.05
+      grep -E 'Duration|Throughput|Occupancy|Registers Per|Block Limit|Warp Cycles|Issue Slots|Eligible|Executed Ipc|Hit Rate|Mem Busy|Max Bandwidth|Waves Per SM' \
+        "$R/ncu-$k.log" | cut -c1-140 | head -40
+    done
   else
     echo "== ncu: not on this machine"
   fi
@@ -99,11 +111,11 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "*", "summary.json"))):
     d = json.load(open(f))
     e, s = d.get("energy", {}), d.get("seconds", {})
     print("%-10s %-8s %-5s it=%-5s wall=%7.1fs fid=%-7s compute=%.1fs encode=%.2fs comm=%.2fs "
-          "decode=%.2fs bytes=%s energy=%s" % (
+          "decode=%.2fs bytes=%s graphs=%s energy=%s" % (
               os.path.basename(os.path.dirname(f)), d.get("solver"), d.get("precision"),
               d.get("iterations"), d.get("wall_seconds", 0), "%.1f" % d["fid"] if "fid" in d else "-",
               s.get("compute", 0), s.get("encode", 0), s.get("communicate", 0), s.get("decode", 0),
-              d.get("bytes_sent"), json.dumps(e)))
+              d.get("bytes_sent"), d.get("cuda_graph_captures"), json.dumps(e)))
 EOF
 if [ -n "${GPU_MEASURE_PACK:-}" ]; then
   tar -czf "$R.tar.gz" -C "$(dirname "$R")" --exclude='*.pt' --exclude='*.nsys-rep' --exclude='*.sqlite' "$(basename "$R")" && rm -rf "$R" &&
