@@ -333,17 +333,23 @@ TEST(Cuda, CheckpointsMoveBetweenGpuAndCpu) {
   saddle::remove_tree(dir);
 }
 
-TEST(Cuda, MixedPrecisionKeepsTheOperatorFloat32AndFinite) {
-  SKIP_WITHOUT_GPU();
+// A small WGAN-GP on the GPU, and noise images in place of Fashion-MNIST: the arithmetic is what
+// the tests below check, not the data.
+saddle::GameOptions small_gan_on_gpu() {
   saddle::GameOptions options;
   options.device = kGpu;
   options.filters = 16;
   options.batch = 16;
-  // Noise images in place of Fashion-MNIST: the arithmetic is what is checked, not the data.
-  saddle::RealBatches noise = [](int64_t batch, at::Generator& gen) {
-    return torch::rand({batch, 1, 32, 32}, gen) * 2 - 1;
-  };
-  auto game = std::make_unique<saddle::WganGpGame>(options, noise, 1);
+  return options;
+}
+
+torch::Tensor noise_images(int64_t batch, at::Generator& gen) {
+  return torch::rand({batch, 1, 32, 32}, gen) * 2 - 1;
+}
+
+TEST(Cuda, MixedPrecisionKeepsTheOperatorFloat32AndFinite) {
+  SKIP_WITHOUT_GPU();
+  auto game = std::make_unique<saddle::WganGpGame>(small_gan_on_gpu(), noise_images, 1);
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1);
   const torch::Tensor state = gen.get_state();
   const torch::Tensor exact = game->operator_at(gen);
@@ -368,17 +374,10 @@ TEST(Cuda, MixedPrecisionKeepsTheOperatorFloat32AndFinite) {
 // near-zero gradient entries, which cuDNN's atomics already vary, would decide the comparison.)
 TEST(Cuda, WganGpGraphReplaysTheEagerOperator) {
   SKIP_WITHOUT_GPU();
-  saddle::GameOptions options;
-  options.device = kGpu;
-  options.filters = 16;
-  options.batch = 16;
-  saddle::RealBatches noise = [](int64_t batch, at::Generator& gen) {
-    return torch::rand({batch, 1, 32, 32}, gen) * 2 - 1;
-  };
-  saddle::GameOptions eager_options = options;
+  saddle::GameOptions eager_options = small_gan_on_gpu();
   eager_options.cuda_graphs = false;
-  saddle::WganGpGame graphed(options, noise, 1);
-  saddle::WganGpGame eager(eager_options, noise, 1);
+  saddle::WganGpGame graphed(small_gan_on_gpu(), noise_images, 1);
+  saddle::WganGpGame eager(eager_options, noise_images, 1);
   at::Generator g1 = at::make_generator<at::CPUGeneratorImpl>(3);
   at::Generator g2 = at::make_generator<at::CPUGeneratorImpl>(3);
   torch::NoGradGuard no_grad;
