@@ -83,7 +83,7 @@ RunDevice::RunDevice(const DeviceFlags& flags, Communicator& comm, const Logger&
   transport_ = resolve_transport(flags.transport, device_, comm.size(), gpu_shared(placements));
   // The games' shapes never change, so cuDNN's autotuner pays off: it times the convolution
   // algorithms once per shape and keeps the fastest (7.5% off a WGAN-GP iteration on an H100,
-  // bench CudaWganGp/fp32/cudnn-autotune). Runs on a GPU were not bit-reproducible before either.
+  // measured with the bench on 2026-11-28). Runs on a GPU were not bit-reproducible before either.
   if (device_.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
   logger.info("devices: {}; transport {}; precision {}{}", line, transport_,
               precision_name(precision_), cuda_graphs_ ? "; CUDA graphs" : "");

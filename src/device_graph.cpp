@@ -97,7 +97,6 @@ void DeviceGraph::capture(const std::function<void()>& work, int warmup) {
   after.record(side);
   after.block(caller);
   impl_->captured = true;
-  ++captures_;
 }
 
 void DeviceGraph::replay() {
@@ -105,8 +104,6 @@ void DeviceGraph::replay() {
   c10::cuda::CUDAGuard device_guard(device_.index());
   impl_->graph.replay();
 }
-
-bool DeviceGraph::captured() const { return impl_->captured; }
 
 #else  // a build without CUDA
 
@@ -127,8 +124,6 @@ void DeviceGraph::capture(const std::function<void()>&, int) {
 }
 
 void DeviceGraph::replay() { throw Error("CUDA graphs need a CUDA build of saddle"); }
-
-bool DeviceGraph::captured() const { return false; }
 
 #endif
 

@@ -45,15 +45,11 @@ class DeviceGraph {
   void capture(const std::function<void()>& work, int warmup = 2);
   // Launches the recorded work on the current stream.
   void replay();
-  bool captured() const;
-  // Captures so far (a capture per change of context).
-  int64_t captures() const { return captures_; }
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
   torch::Device device_;
-  int64_t captures_ = 0;
 };
 
 }  // namespace saddle
