@@ -11,10 +11,12 @@
 #               fp32 without the CUDA graph
 #   two-*       two ranks sharing the GPU, qgenx: fp32 exchange against 4-bit ALQ
 #   demo        the README's demo, 2 ranks, --device cuda
-#   profile     where the time goes: nsys (CUDA API calls, kernels, copies) over the WGAN-GP
-#               iteration and the codec benchmarks, and ncu (every section) over one launch of
-#               each codec kernel, where the machine has them (the step says so where it does
-#               not); the bench's CudaWganGpProfile does the same from LibTorch's profiler
+#   profile     where the time goes: the steps nsys and ncu, where the machine has the tools
+#               (each says so where it does not); the bench's CudaWganGpProfile does the same
+#               from LibTorch's profiler
+#   nsys        CUDA API calls, kernels and copies over the WGAN-GP iteration and the codec
+#               benchmarks
+#   ncu         every section over one launch of each codec kernel (encode, decode)
 # Knobs: SADDLE_DATA_DIR (Fashion-MNIST folder), GPU_MEASURE_STEPS (default: all of the above),
 # GPU_MEASURE_ITERS (WGAN-GP iterations of the wgan-* runs, default 600), GPU_MEASURE_PACK=1 (pack
 # $OUT/gpu into $OUT/gpu.tar.gz, checkpoints and the classifier left out: one file to bring back
@@ -31,7 +33,7 @@ S=$B/cli/saddle
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 mkdir -p "$R"
 
-want() { [[ "$STEPS" == *" $1 "* ]]; }
+want() { [[ "$STEPS" == *" $1 "* || ( "$STEPS" == *" profile "* && " nsys ncu " == *" $1 "* ) ]]; }
 # step NAME SECONDS CMD...: CMD under timeout, its output in $R/NAME.log; prints status and its tail.
 step() {
   local name=$1 limit=$2 t0=$SECONDS rc
@@ -77,20 +79,24 @@ if want two; then
       "${classifier[@]}" --data-dir "$DATA" --out "$R/two-$q" --overwrite --no-progress
   done
 fi
-if want profile; then
+if want nsys || want ncu; then
   nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -n 1)
   ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
-  if [ -n "$nsys" ]; then
+  if ! want nsys; then
+    :
+  elif [ -n "$nsys" ]; then
     step nsys 150 "$nsys" profile --stats=true --force-overwrite=true -o "$R/profile" \
       "$B/bench/saddle_bench" --benchmark_filter='CudaWganGp/fp32|CudaWganGpOperator|CudaEncode/alq|CudaDecode/alq/K1' \
       --benchmark_min_time=0.5
   else
     echo "== nsys: not on this machine"
   fi
-  if [ -n "$ncu" ]; then
+  if ! want ncu; then
+    :
+  elif [ -n "$ncu" ]; then
     # One launch of each codec kernel, every section (--set full): throughput against the device's
     # peaks, occupancy, where the warps stall. The copy is the yardstick.
-    for k in encode_kernel decode_fixed_kernel; do
+    for k in encode_rows_kernel decode_fixed_kernel; do
       step "ncu-$k" 60 env SADDLE_BENCH_NO_PROFILER=1 "$ncu" --kernel-name regex:"$k" --launch-skip 2 \
         --launch-count 1 --set full "$B/bench/saddle_bench" \
         --benchmark_filter='CudaEncode/alq|CudaDecode/alq/K1' --benchmark_min_time=0.05

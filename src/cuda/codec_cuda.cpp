@@ -20,7 +20,8 @@ void check_launch(const char* what) {
   SADDLE_CHECK(error.empty(), "CUDA ", what, " failed: ", error);
 }
 
-cuda_kernels::QuantConfig config_of(const QuantSetup& q, uint64_t seed, uint64_t stream) {
+cuda_kernels::QuantConfig config_of(const QuantSetup& q, uint64_t seed, uint64_t stream,
+                                    int64_t first = 0) {
   SADDLE_CHECK(q.tables.defined() && q.tables.is_cuda() && q.tables.dim() == 2 &&
                    q.tables.size(0) == 2 && q.tables.size(1) == q.count && q.count <= 128,
                "codec: device level tables missing or of the wrong shape");
@@ -32,6 +33,7 @@ cuda_kernels::QuantConfig config_of(const QuantSetup& q, uint64_t seed, uint64_t
   c.bucket = q.bucket;
   c.seed = seed;
   c.stream = stream;
+  c.first = first;
   c.levels = q.tables.data_ptr<float>();
   c.inv_gap = q.tables.data_ptr<float>() + q.count;
   return c;
@@ -83,14 +85,15 @@ cuda_kernels::Messages messages_of(const torch::Tensor& all, int count, int64_t 
 }  // namespace
 
 torch::Tensor encode_fixed(const torch::Tensor& v, const QuantSetup& q, uint64_t seed,
-                           uint64_t stream, const uint8_t* header, int64_t message_bytes) {
+                           uint64_t stream, int64_t first, const uint8_t* header,
+                           int64_t message_bytes) {
   c10::cuda::CUDAGuard guard(v.device());
   const int64_t n = v.numel();
   const int64_t buckets = bucket_count(n, q.bucket);
   torch::Tensor message = new_message(v.device(), header, message_bytes);
   torch::Tensor errors = error_slots(v.device());
   uint8_t* base = message.data_ptr<uint8_t>();
-  cuda_kernels::encode_fixed(v.data_ptr<float>(), n, config_of(q, seed, stream),
+  cuda_kernels::encode_fixed(v.data_ptr<float>(), n, config_of(q, seed, stream, first),
                              reinterpret_cast<float*>(base + 32), base + 32 + 4 * buckets,
                              reinterpret_cast<cuda_kernels::DeviceErrors*>(errors.data_ptr()),
                              current_stream());
@@ -114,7 +117,7 @@ torch::Tensor encode_cast(const torch::Tensor& v, int kind, const uint8_t* heade
 }
 
 void quantize_symbols(const torch::Tensor& v, const QuantSetup& q, uint64_t seed, uint64_t stream,
-                      torch::Tensor* norms, torch::Tensor* symbols) {
+                      int64_t first, torch::Tensor* norms, torch::Tensor* symbols) {
   c10::cuda::CUDAGuard guard(v.device());
   const int64_t n = v.numel();
   const auto on_device = torch::TensorOptions().device(v.device());
@@ -122,7 +125,7 @@ void quantize_symbols(const torch::Tensor& v, const QuantSetup& q, uint64_t seed
       torch::empty({bucket_count(n, q.bucket)}, on_device.dtype(torch::kFloat32));
   torch::Tensor d_symbols = torch::empty({n}, on_device.dtype(torch::kUInt8));
   torch::Tensor errors = error_slots(v.device());
-  cuda_kernels::quantize_symbols(v.data_ptr<float>(), n, config_of(q, seed, stream),
+  cuda_kernels::quantize_symbols(v.data_ptr<float>(), n, config_of(q, seed, stream, first),
                                  d_norms.data_ptr<float>(), d_symbols.data_ptr<uint8_t>(),
                                  reinterpret_cast<cuda_kernels::DeviceErrors*>(errors.data_ptr()),
                                  current_stream());

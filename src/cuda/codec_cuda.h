@@ -21,12 +21,13 @@ struct QuantSetup {
 
 // The whole message (header, norms, packed symbols) on v's device; `header` is its first 32 bytes.
 torch::Tensor encode_fixed(const torch::Tensor& v, const QuantSetup& q, uint64_t seed,
-                           uint64_t stream, const uint8_t* header, int64_t message_bytes);
+                           uint64_t stream, int64_t first, const uint8_t* header,
+                           int64_t message_bytes);
 torch::Tensor encode_cast(const torch::Tensor& v, int kind, const uint8_t* header,
                           int64_t message_bytes);
 // The entropy coder's input, on the CPU: norms float [buckets] and symbols uint8 [n].
 void quantize_symbols(const torch::Tensor& v, const QuantSetup& q, uint64_t seed, uint64_t stream,
-                      torch::Tensor* norms, torch::Tensor* symbols);
+                      int64_t first, torch::Tensor* norms, torch::Tensor* symbols);
 
 // `all` holds `count` messages of `stride` bytes back to back on a CUDA device.
 // What the host checks before decoding, fetched in one copy: the 32-byte headers ([count * 32]

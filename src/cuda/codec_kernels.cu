@@ -87,6 +87,17 @@ __device__ T block_tree(T* lanes, T value, Op op) {
   return total;
 }
 
+// As bucket_norm in kernels.cpp: a NaN or infinite `total` (the L2 norm, or the L-inf norm already
+// mapped to NaN when not finite), else a norm that float32 cannot hold, is reported (by the thread
+// that says `report`) with the bucket's first coordinate, and the norm is then 0.
+__device__ float checked_norm(double total, int64_t first, DeviceErrors* errors, bool report) {
+  const bool nonfinite = !quant_detail::finite(total);
+  const bool overflow = !nonfinite && !(static_cast<float>(total) <= 3.4e38f);
+  if (report && nonfinite) atomicMin(&errors->non_finite, static_cast<unsigned long long>(first));
+  if (report && overflow) atomicMin(&errors->overflow, static_cast<unsigned long long>(first));
+  return nonfinite || overflow ? 0.0f : static_cast<float>(total);
+}
+
 // The norm of the bucket x[0, m) in the canonical order (quantize_math.h): thread l is lane l.
 // Every thread of the block gets the result. Non-finite values and float32 overflow are reported
 // with the bucket's first coordinate; the norm is then 0 (the message is discarded anyway).
@@ -122,18 +133,13 @@ __device__ float block_norm(const float* __restrict__ x, int64_t m, bool linf, i
     }
     total = sqrt(total);
   }
-  // As bucket_norm in kernels.cpp: NaN or infinity, else a norm that float32 cannot hold.
-  const bool nonfinite = !quant_detail::finite(total);
-  const bool overflow = !nonfinite && !(static_cast<float>(total) <= 3.4e38f);
-  if (l == 0 && nonfinite) atomicMin(&errors->non_finite, static_cast<unsigned long long>(first));
-  if (l == 0 && overflow) atomicMin(&errors->overflow, static_cast<unsigned long long>(first));
-  return nonfinite || overflow ? 0.0f : static_cast<float>(total);
+  return checked_norm(total, first, errors, l == 0);
 }
 
 // The symbol of coordinate i (global index) of value x, in a bucket scaled by `sc`.
 __device__ uint8_t quantize(float x, int64_t i, const QuantConfig& q, const BucketScale& sc,
                             const SharedLevels& s, uint32_t key) {
-  const float u = detail::uniform24(static_cast<uint32_t>(i), key);
+  const float u = detail::uniform24(static_cast<uint32_t>(q.first + i), key);
   if (q.uniform) {
     return sc.wide
                ? quant_detail::quantize_uniform_one<double>(x, sc.precise, q.count - 1, q.bits, u)
@@ -145,9 +151,9 @@ __device__ uint8_t quantize(float x, int64_t i, const QuantConfig& q, const Buck
                                                             q.count, q.bits, u);
 }
 
-// The stream's key for coordinate i: one per 2^32 coordinates.
+// The stream's key for coordinate i of v: one per 2^32 indices of the stream (index q.first + i).
 __device__ uint32_t key_for(const QuantConfig& q, int64_t i) {
-  return detail::block_key(q.seed, q.stream, static_cast<uint64_t>(i) >> 32);
+  return detail::block_key(q.seed, q.stream, static_cast<uint64_t>(q.first + i) >> 32);
 }
 
 // Packs the symbols of coordinates [c0, c0 + count) (symbols[j] is coordinate c0 + j's) into the
@@ -179,9 +185,10 @@ __device__ void pack_range(const uint8_t* symbols, int64_t c0, int count, int bi
   }
 }
 
-// One block per bucket (grid-stride): the norm, then the bucket's symbols, kChunk coordinates at a
-// time: every thread quantizes coordinates (coalesced reads), and the symbols are packed from
-// shared memory (kPack) or written as bytes.
+// Buckets the register kernel (below) does not take, of any length: one block per bucket
+// (grid-stride): the norm, then the bucket's symbols, kChunk coordinates at a time: every thread
+// quantizes coordinates (coalesced reads), and the symbols are packed from shared memory (kPack) or
+// written as bytes.
 template <bool kPack>
 __global__ void __launch_bounds__(kThreads)
     encode_kernel(const float* __restrict__ v, int64_t n, QuantConfig q, float* __restrict__ norms,
@@ -216,8 +223,9 @@ __global__ void __launch_bounds__(kThreads)
       for (int j = threadIdx.x; j < count; j += kThreads) {
         const int64_t i = c0 + j;
         const uint32_t key =
-            (static_cast<uint64_t>(i) >> 32) == (static_cast<uint64_t>(first) >> 32) ? key_first
-                                                                                     : key_last;
+            static_cast<uint64_t>(q.first + i) >> 32 == static_cast<uint64_t>(q.first + first) >> 32
+                ? key_first
+                : key_last;
         const uint8_t sym = quantize(v[i], i, q, sc, s, key);
         if (kPack) {
           symbols[j] = sym;
@@ -232,6 +240,230 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     __syncthreads();  // the scale is rewritten by the next bucket
+  }
+}
+
+// The register kernel, for buckets that are a multiple of 32 coordinates and at most kThreads * R
+// long: thread l holds its canonical lane's coordinates l, l + kThreads, ... of the bucket in
+// registers, read once. Two barriers per bucket: the lanes' partial norms go through shared memory
+// to warp 0, which finishes the tree in registers and shuffles; then each warp quantizes its rows
+// of 32 coordinates and packs a row's 32 * bits bits (whole words, since the bucket starts on a
+// word boundary) with shuffles, its first `bits` lanes storing the words. Every word of the
+// stream is written once, so nothing is zeroed first.
+static_assert(kThreads == 256, "warp_tree folds 256 lanes in one warp");
+
+// lanes[0, 256) folded in block_tree's canonical order by warp 0 alone: lane t holds lanes t + 32k
+// (k < 8) and folds h = 128, 64, 32 in registers, then h = 16, ..., 1 by shuffles. Lane 0 gets
+// the result.
+template <typename T, typename Op>
+__device__ T warp_tree(const T* lanes, Op op) {
+  const int t = threadIdx.x;
+  T s[8];
+#pragma unroll
+  for (int k = 0; k < 8; ++k) s[k] = lanes[t + 32 * k];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) s[k] = op(s[k], s[k + 4]);
+  s[0] = op(s[0], s[2]);
+  s[1] = op(s[1], s[3]);
+  s[0] = op(s[0], s[1]);
+  for (int h = 16; h >= 1; h /= 2) s[0] = op(s[0], __shfl_down_sync(0xffffffffu, s[0], h));
+  return s[0];
+}
+
+__device__ unsigned int warp_or(unsigned int part) {
+#if __CUDA_ARCH__ >= 800
+  return __reduce_or_sync(0xffffffffu, part);
+#else
+  for (int h = 16; h >= 1; h /= 2) part |= __shfl_xor_sync(0xffffffffu, part, h);
+  return part;
+#endif
+}
+
+// The 32 symbols of a warp's row (lane j holds the row's coordinate j) as `bits` LSB-first words:
+// lane k < bits returns word k. Called by the whole warp.
+__device__ unsigned int pack_row(unsigned int sym, int bits, int lane) {
+  if ((bits & (bits - 1)) == 0) {  // 1, 2, 4, 8 bits: a word holds the symbols of 32 / bits lanes
+    const int per = 32 / bits;
+    unsigned int word = sym << ((lane * bits) & 31);
+    for (int h = 1; h < per; h *= 2) word |= __shfl_xor_sync(0xffffffffu, word, h);
+    return __shfl_sync(0xffffffffu, word, (lane & (bits - 1)) * per);
+  }
+  unsigned int mine = 0;  // 3, 5, 6, 7 bits: symbols straddle words
+  for (int k = 0; k < bits; ++k) {
+    const int offset = lane * bits - 32 * k;  // the symbol's first bit in word k
+    const unsigned int part = offset >= 32 || offset <= -bits ? 0u
+                              : offset >= 0                   ? sym << offset
+                                                              : sym >> -offset;
+    const unsigned int word = warp_or(part);
+    if (lane == k) mine = word;
+  }
+  return mine;
+}
+
+// The largest j <= count - 2 with levels[j] <= r, as quantize_math.h's level_bracket, in a fixed
+// number of halvings from `top` (the largest power of two <= count - 2, or 0): every thread takes
+// the same steps.
+__device__ int bracket_fixed(const float* levels, int count, int top, float r) {
+  int j = 0;
+  for (int step = top; step > 0; step /= 2) {
+    const int k = j + step;
+    if (k <= count - 2 && levels[k] <= r) j = k;
+  }
+  return j;
+}
+
+template <int R, bool kPack>
+__global__ void __launch_bounds__(kThreads)
+    encode_rows_kernel(const float* __restrict__ v, int64_t n, QuantConfig q,
+                       float* __restrict__ norms, uint8_t* __restrict__ out, DeviceErrors* errors) {
+  __shared__ SharedLevels s;
+  __shared__ float lanes[kThreads];
+  __shared__ double wide[kThreads];
+  __shared__ int scale_state;  // 0: narrow scale, 1: wide scale, 2: the norm needs the double sum
+  __shared__ float scale_narrow;
+  __shared__ double scale_precise;
+  load_levels(q, s);  // the first barrier comes before the levels are read
+  const int l = threadIdx.x, lane = l % 32, warp = l / 32;
+  int top = 0;
+  while (top * 2 <= q.count - 2) top = top == 0 ? 1 : top * 2;
+  const int64_t buckets = (n + q.bucket - 1) / q.bucket;
+  const int64_t total_words = (n * q.bits + 31) / 32;
+  auto* words = reinterpret_cast<unsigned int*>(out);
+  // By lane 0 of warp 0: the bucket's norm from its total, stored, and its scale shared.
+  auto finish = [&](double total, int64_t b, int64_t first) {
+    const float norm = checked_norm(total, first, errors, true);
+    norms[b] = norm;
+    const BucketScale sc = quant_detail::scale_for(norm, q.uniform, q.count);
+    scale_state = sc.wide ? 1 : 0;
+    scale_narrow = sc.narrow;
+    scale_precise = sc.precise;
+  };
+  for (int64_t b = blockIdx.x; b < buckets; b += gridDim.x) {
+    const int64_t first = b * q.bucket;
+    const int m = static_cast<int>(q.bucket < n - first ? q.bucket : n - first);
+    float x[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) x[r] = l + r * kThreads < m ? v[first + l + r * kThreads] : 0.0f;
+    // The lane's part of the norm (the zeros past m change nothing), then the tree.
+    float acc = 0.0f;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if (q.linf) {
+        const float a = fabsf(x[r]);
+        acc = a <= 3.402823466e38f ? fmaxf(acc, a) : __int_as_float(0x7f800000);
+      } else {
+        acc = acc + x[r] * x[r];
+      }
+    }
+    lanes[l] = acc;
+    __syncthreads();
+    if (warp == 0) {
+      if (q.linf) {
+        const float top_value = warp_tree(lanes, Max());
+        const double total =
+            top_value <= 3.402823466e38f ? top_value : __longlong_as_double(0x7ff8000000000000LL);
+        if (lane == 0) finish(total, b, first);
+      } else {
+        const double sum = warp_tree(lanes, Add());
+        const bool safe = quant_detail::sum_in_safe_range(sum);
+        if (lane == 0 && safe) finish(sqrt(sum), b, first);
+        if (lane == 0 && !safe) scale_state = 2;
+      }
+    }
+    __syncthreads();
+    if (scale_state == 2) {  // the same for the whole block: the same order in double
+      double dacc = 0.0;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const double t = x[r];
+        dacc = dacc + t * t;
+      }
+      wide[l] = dacc;
+      __syncthreads();
+      if (warp == 0) {
+        const double sum = warp_tree(wide, Add());
+        if (lane == 0) finish(sqrt(sum), b, first);
+      }
+      __syncthreads();
+    }
+    BucketScale sc;
+    sc.wide = scale_state == 1;
+    sc.narrow = scale_narrow;
+    sc.precise = scale_precise;
+    // The stream's key: one per 2^32 indices, so at most two in a bucket.
+    const uint32_t key_first = key_for(q, first), key_last = key_for(q, first + m - 1);
+    const uint64_t block_first = static_cast<uint64_t>(q.first + first) >> 32;
+    const bool straddles = block_first != static_cast<uint64_t>(q.first + first + m - 1) >> 32;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int k = l + r * kThreads;
+      const int64_t i = first + k;
+      const uint32_t key = straddles && static_cast<uint64_t>(q.first + i) >> 32 != block_first
+                               ? key_last
+                               : key_first;
+      unsigned int sym = 0;
+      if (k < m) {
+        const float u = detail::uniform24(static_cast<uint32_t>(q.first + i), key);
+        if (q.uniform) {
+          sym = sc.wide ? quant_detail::quantize_uniform_one<double>(x[r], sc.precise, q.count - 1,
+                                                                     q.bits, u)
+                        : quant_detail::quantize_uniform_one<float>(x[r], sc.narrow, q.count - 1,
+                                                                    q.bits, u);
+        } else {
+          const float ratio = sc.wide ? quant_detail::level_ratio(x[r], sc.precise)
+                                      : quant_detail::level_ratio(x[r], sc.narrow);
+          const int j = bracket_fixed(s.levels, q.count, top, ratio);
+          sym = quant_detail::round_to_levels(x[r], ratio, j, s.levels, s.inv_gap, q.bits, u);
+        }
+      }
+      if (kPack) {
+        const int row = r * kThreads + warp * 32;  // the row's first coordinate in the bucket
+        if (row < m) {                             // the same for the whole warp
+          const unsigned int word = pack_row(sym, q.bits, lane);
+          const int64_t w = (first + row) / 32 * q.bits + lane;
+          if (lane < q.bits && w < total_words) words[w] = word;
+        }
+      } else if (k < m) {
+        out[i] = static_cast<uint8_t>(sym);
+      }
+    }
+  }
+}
+
+// The register kernel's R for a bucket, or 0 where the bucket does not fit it.
+int rows_per_thread(int64_t bucket) {
+  if (bucket % 32 != 0) return 0;
+  for (int r = 1; r <= 32; r *= 2) {
+    if (bucket <= int64_t{kThreads} * r) return r;
+  }
+  return 0;
+}
+
+// Launches the register kernel where the bucket fits it; false where it does not.
+template <bool kPack>
+bool launch_rows(const float* v, int64_t n, const QuantConfig& q, float* norms, uint8_t* out,
+                 DeviceErrors* errors, cudaStream_t stream) {
+  const int blocks = blocks_for(n, q.bucket);
+  switch (rows_per_thread(q.bucket)) {
+    case 1:
+      encode_rows_kernel<1, kPack><<<blocks, kThreads, 0, stream>>>(v, n, q, norms, out, errors);
+      return true;
+    case 2:
+      encode_rows_kernel<2, kPack><<<blocks, kThreads, 0, stream>>>(v, n, q, norms, out, errors);
+      return true;
+    case 4:
+      encode_rows_kernel<4, kPack><<<blocks, kThreads, 0, stream>>>(v, n, q, norms, out, errors);
+      return true;
+    case 8:
+      encode_rows_kernel<8, kPack><<<blocks, kThreads, 0, stream>>>(v, n, q, norms, out, errors);
+      return true;
+    case 16:
+      encode_rows_kernel<16, kPack><<<blocks, kThreads, 0, stream>>>(v, n, q, norms, out, errors);
+      return true;
+    case 32:
+      encode_rows_kernel<32, kPack><<<blocks, kThreads, 0, stream>>>(v, n, q, norms, out, errors);
+      return true;
+    default: return false;
   }
 }
 
@@ -346,7 +578,10 @@ __global__ void decode_fixed_kernel(Messages messages, int64_t n, QuantConfig q,
       o[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
       o[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
     } else {
-      for (int j = 0; j < count; ++j) out[i0 + j] = acc[j];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        if (j < count) out[i0 + j] = acc[j];  // unrolled: acc stays in registers
+      }
     }
   }
 }
@@ -409,13 +644,17 @@ void reset_errors(DeviceErrors* errors, cudaStream_t stream) {
 
 void encode_fixed(const float* v, int64_t n, const QuantConfig& q, float* norms, uint8_t* packed,
                   DeviceErrors* errors, cudaStream_t stream) {
+  if (n == 0) return;
+  if (launch_rows<true>(v, n, q, norms, packed, errors, stream)) {
+    record_launch();
+    return;
+  }
   // Words that two buckets share are ORed into a zeroed stream; when every bucket starts on a
   // word boundary, each word is stored once and nothing needs zeroing.
   const int64_t words = (n * q.bits + 31) / 32;
   const bool shared_words = (q.bucket * q.bits) % 32 != 0 && n > q.bucket;
   if (shared_words && words > 0 && cudaMemsetAsync(packed, 0, words * 4, stream) != cudaSuccess)
     record_launch();
-  if (n == 0) return;
   encode_kernel<true>
       <<<blocks_for(n, q.bucket), kThreads, 0, stream>>>(v, n, q, norms, packed, errors);
   record_launch();
@@ -424,8 +663,10 @@ void encode_fixed(const float* v, int64_t n, const QuantConfig& q, float* norms,
 void quantize_symbols(const float* v, int64_t n, const QuantConfig& q, float* norms,
                       uint8_t* symbols, DeviceErrors* errors, cudaStream_t stream) {
   if (n == 0) return;
-  encode_kernel<false>
-      <<<blocks_for(n, q.bucket), kThreads, 0, stream>>>(v, n, q, norms, symbols, errors);
+  if (!launch_rows<false>(v, n, q, norms, symbols, errors, stream)) {
+    encode_kernel<false>
+        <<<blocks_for(n, q.bucket), kThreads, 0, stream>>>(v, n, q, norms, symbols, errors);
+  }
   record_launch();
 }
 

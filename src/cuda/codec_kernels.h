@@ -23,6 +23,7 @@ struct QuantConfig {
   int64_t bucket = 1024;
   uint64_t seed = 0;
   uint64_t stream = 0;
+  int64_t first = 0;  // the random stream's index of v[0] (Codec::encode's `first`)
   const float* levels = nullptr;
   const float* inv_gap = nullptr;
 };

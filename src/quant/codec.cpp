@@ -274,8 +274,10 @@ cuda_detail::QuantSetup cuda_setup(const CodecOptions& o, const QuantizerSpec& s
 
 }  // namespace
 
-torch::Tensor Codec::encode(const torch::Tensor& v, uint64_t seed, uint64_t stream) const {
+torch::Tensor Codec::encode(const torch::Tensor& v, uint64_t seed, uint64_t stream,
+                            int64_t first) const {
   check_vector(v, "codec input");
+  SADDLE_CHECK(first >= 0, "codec: the first coordinate's index is ", first, " (must be >= 0)");
   const int64_t n = v.numel();
   uint8_t header[kHeaderBytes];
   write_header(n, header);
@@ -288,12 +290,12 @@ torch::Tensor Codec::encode(const torch::Tensor& v, uint64_t seed, uint64_t stre
                                       max_encoded_bytes(n));
     }
     if (options_.coder() == CoderKind::kFixed) {
-      return cuda_detail::encode_fixed(v, setup, seed, stream, header, max_encoded_bytes(n));
+      return cuda_detail::encode_fixed(v, setup, seed, stream, first, header, max_encoded_bytes(n));
     }
     // The entropy coder runs on the CPU: the symbols come back from the device, the message goes
     // to it.
     torch::Tensor norms, symbols;
-    cuda_detail::quantize_symbols(v, setup, seed, stream, &norms, &symbols);
+    cuda_detail::quantize_symbols(v, setup, seed, stream, first, &norms, &symbols);
     const std::vector<uint8_t> coded =
         quant_detail::rans_encode(symbols.data_ptr<uint8_t>(), n, 1 << options_.bits());
     const int64_t buckets = norms.numel();
@@ -330,6 +332,7 @@ torch::Tensor Codec::encode(const torch::Tensor& v, uint64_t seed, uint64_t stre
   auto params = params_of(options_, *spec_, levels_, inv_gap_, level_lut_);
   params.seed = seed;
   params.stream = stream;
+  params.first = first;
   const int64_t buckets = bucket_count(n, options_.bucket_size());
   std::vector<float> norms(buckets);
   if (options_.coder() == CoderKind::kFixed) {

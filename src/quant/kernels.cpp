@@ -334,12 +334,16 @@ void quantize_stream(const float* v, int64_t n, const QuantParams& p, float* nor
     norms[b] = norm;
     const BucketScale sc = scale_for(norm, p.uniform, p.count);
     for (int64_t i = first; i < first + m;) {
-      const int take = static_cast<int>(std::min<int64_t>(kChunk - fill, first + m - i));
-      if (static_cast<uint64_t>(i) >> 32 != key_block) {
-        key_block = static_cast<uint64_t>(i) >> 32;
+      // The stream's index of v[i]; a run ends where its key changes (every 2^32 indices).
+      const uint64_t index = static_cast<uint64_t>(p.first + i);
+      const int64_t key_left = static_cast<int64_t>((uint64_t{1} << 32) - (index & 0xffffffffULL));
+      const int take = static_cast<int>(
+          std::min<int64_t>(std::min<int64_t>(kChunk - fill, first + m - i), key_left));
+      if (index >> 32 != key_block) {
+        key_block = index >> 32;
         key = block_key(p.seed, p.stream, key_block);
       }
-      quantize_run(v + i, take, p, sc, static_cast<uint32_t>(i), key, buf + fill);
+      quantize_run(v + i, take, p, sc, static_cast<uint32_t>(index), key, buf + fill);
       fill += take;
       i += take;
       if (fill == kChunk) {

@@ -27,6 +27,7 @@ struct QuantParams {
   const int32_t* lut =
       nullptr;  // kLutCells entries: level index | kLutScan (32-bit: AVX2 gathers them)
   uint64_t seed = 0, stream = 0;
+  int64_t first = 0;  // the random stream's index of v[0] (Codec::encode's `first`)
 };
 
 inline int64_t bucket_count(int64_t n, int64_t bucket) { return n == 0 ? 0 : (n - 1) / bucket + 1; }

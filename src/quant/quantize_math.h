@@ -99,16 +99,24 @@ SADDLE_HOST_DEVICE inline int level_bracket(const float* levels, int count, floa
 }
 
 // Any levels: r = min(1, |x| / norm) lies in [l_j, l_{j+1}]; round up with probability
-// (r - l_j) / (l_{j+1} - l_j), the fraction computed as (r - l_j) * inv_gap_j.
+// (r - l_j) / (l_{j+1} - l_j), the fraction computed as (r - l_j) * inv_gap_j. In three steps, so
+// that a kernel may find the bracket j its own way (the CUDA encoder: a fixed number of halvings).
+template <typename Scale>
+SADDLE_HOST_DEVICE inline float level_ratio(float x, Scale inv_norm) {
+  const float a = static_cast<float>(magnitude(x) * inv_norm);
+  return 1.0f < a ? 1.0f : a;
+}
+SADDLE_HOST_DEVICE inline uint8_t round_to_levels(float x, float r, int j, const float* levels,
+                                                  const float* inv_gap, int bits, float u) {
+  const float frac = (r - levels[j]) * inv_gap[j];
+  return make_symbol(j + (u < frac), float_bits(x), bits);
+}
 template <typename Scale>
 SADDLE_HOST_DEVICE inline uint8_t quantize_levels_one(float x, Scale inv_norm, const float* levels,
                                                       const float* inv_gap, int count, int bits,
                                                       float u) {
-  const float a = static_cast<float>(magnitude(x) * inv_norm);
-  const float r = 1.0f < a ? 1.0f : a;
-  const int j = level_bracket(levels, count, r);
-  const float frac = (r - levels[j]) * inv_gap[j];
-  return make_symbol(j + (u < frac), float_bits(x), bits);
+  const float r = level_ratio(x, inv_norm);
+  return round_to_levels(x, r, level_bracket(levels, count, r), levels, inv_gap, bits, u);
 }
 
 }  // namespace quant_detail

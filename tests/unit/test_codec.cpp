@@ -119,6 +119,38 @@ TEST(CodecRoundTrip, AccumulatesWithWeightAndIsDeterministic) {
   EXPECT_TRUE(torch::allclose(out, 1 + 0.5 * decode(codec, a, 1000)));
 }
 
+// A vector encoded in pieces that start on bucket boundaries, each at its index in the random
+// stream (`first`), decodes to the bits of the whole vector encoded at once: the overlapped
+// exchange relies on it. Also across the stream's 2^32-index key boundary, which the last start
+// puts inside a bucket and inside a piece.
+TEST(CodecRoundTrip, PiecesEncodedAtTheirIndexQuantizeAsTheWhole) {
+  torch::manual_seed(3);
+  const auto v = torch::randn({1000});
+  for (auto coder : {CoderKind::kFixed, CoderKind::kEntropy}) {
+    for (const std::string name : {"qsgd", "nuq", "alq"}) {
+      Codec codec(CodecOptions().quantizer(name).bits(4).bucket_size(64).coder(coder));
+      if (codec.adaptive()) codec.adapt(codec.statistics(v));
+      for (int64_t start : {int64_t{0}, int64_t{777}, (int64_t{1} << 32) - 300}) {
+        const torch::Tensor whole = decode(codec, codec.encode(v, 3, 5, start), 1000);
+        torch::Tensor pieces = torch::zeros({1000});
+        const int64_t bounds[] = {0, 128, 512, 576, 1000};
+        for (int k = 0; k + 1 < 5; ++k) {
+          const int64_t len = bounds[k + 1] - bounds[k];
+          torch::Tensor out = pieces.narrow(0, bounds[k], len);
+          codec.decode_accumulate(
+              codec.encode(v.narrow(0, bounds[k], len).contiguous(), 3, 5, start + bounds[k]), out,
+              1.0f);
+        }
+        EXPECT_TRUE(torch::equal(whole, pieces)) << name << " from " << start;
+        EXPECT_FALSE(torch::equal(whole, decode(codec, codec.encode(v, 3, 5, start + 1), 1000)))
+            << name << ": the index must move the random stream";
+      }
+    }
+  }
+  Codec codec(CodecOptions().quantizer("qsgd"));
+  EXPECT_THROW(codec.encode(v, 0, 0, -1), saddle::Error);
+}
+
 TEST(CodecSize, FixedCoderSpendsBitsPlusNorms) {
   const int64_t n = 1 << 16;
   torch::manual_seed(2);

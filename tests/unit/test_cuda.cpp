@@ -204,6 +204,46 @@ TEST(Cuda, LongBucketsAndUnalignedOutputsMatchTheCpu) {
   }
 }
 
+// The register encoder (buckets a multiple of 32 coordinates, up to 8192) on the norm's edges:
+// sums of squares that underflow (x 1e-20) or overflow (x 1e18) float32 and take the double path,
+// subnormal inputs (x 1e-42) whose norm needs the wide scale, the L-inf norm, 3 and 7 bits (symbols
+// straddling words), a last bucket and a last row of 32 cut short, the entropy coder's symbols, and
+// a vector that is a piece of a longer one (Codec::encode's `first`).
+TEST(Cuda, RegisterEncoderMatchesTheCpuAtExtremeScales) {
+  SKIP_WITHOUT_GPU();
+  const int64_t n = 5000;  // 1024-buckets: the last one holds 904 coordinates, 28 rows and 8 more
+  const torch::Tensor base = saddle::testing::reference_input(n, 23);
+  int failures = 0;
+  for (const char* quantizer : {"alq", "qsgd", "qsgd-inf", "nuq"}) {
+    for (int bits : {2, 3, 4, 7}) {
+      for (int64_t bucket : {32, 97, 256, 1024, 8192}) {  // 97: the block kernel
+        for (double scale : {1.0, 1e-20, 1e18, 1e-42}) {
+          const auto coder =
+              bits == 4 && bucket == 256 ? saddle::CoderKind::kEntropy : saddle::CoderKind::kFixed;
+          const torch::Tensor v = base * scale;
+          Codec codec(
+              saddle::CodecOptions().quantizer(quantizer).bits(bits).bucket_size(bucket).coder(
+                  coder));
+          if (codec.adaptive()) codec.adapt(codec.statistics(v));
+          // Also as a piece of a longer vector whose stream index crosses a key boundary
+          // (2^32) in the second bucket of 1024.
+          for (int64_t first : {int64_t{0}, (int64_t{1} << 32) - 2000}) {
+            if (first != 0 && scale != 1.0) continue;
+            const torch::Tensor cpu = codec.encode(v, 4, 2, first);
+            const torch::Tensor gpu = codec.encode(v.to(kGpu), 4, 2, first);
+            if (!torch::equal(cpu, gpu.cpu())) {
+              ADD_FAILURE() << quantizer << "/b" << bits << "/k" << bucket << "/x" << scale
+                            << "/first " << first << "/" << saddle::coder_name(coder) << ": "
+                            << first_difference(codec, v, cpu, gpu, 4, 2);
+              if (++failures >= 8) return;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(Cuda, MalformedDeviceMessagesAreRejectedWithTheirIndex) {
   SKIP_WITHOUT_GPU();
   Codec codec(saddle::CodecOptions().quantizer("qsgd").bits(4).bucket_size(64));

@@ -90,9 +90,13 @@ class Codec {
   explicit Codec(const CodecOptions& options);
 
   // Quantizes and encodes a 1-D contiguous float32 tensor into one kUInt8 message on v's device.
-  // Unbiased; the same (v, seed, stream) give the same bytes on every device. Throws on non-finite
-  // input for level quantizers.
-  torch::Tensor encode(const torch::Tensor& v, uint64_t seed, uint64_t stream) const;
+  // Unbiased; the same (v, seed, stream, first) give the same bytes on every device. Throws on
+  // non-finite input for level quantizers. `first` says that v holds coordinates [first, first +
+  // n) of a longer vector: coordinate i draws the random number of index first + i, so a vector
+  // encoded piece by piece, each piece starting on a bucket boundary, is quantized exactly as when
+  // it is encoded whole (the overlapped exchange sends it so).
+  torch::Tensor encode(const torch::Tensor& v, uint64_t seed, uint64_t stream,
+                       int64_t first = 0) const;
 
   // Decodes an untrusted message and adds weight * decoded into `out` (1-D contiguous float32 CPU
   // of the length the message declares). Throws saddle::Error on any malformed or mismatched
