@@ -64,6 +64,12 @@ void ExchangeFlags::add_to(ConfigBinder& binder) {
              "(quantized reduce-scatter then all-gather: per rank, under one message at --bits and "
              "one at --second-bits whatever the ranks) | auto (two-phase from " +
                  std::to_string(kTwoPhaseFromRanks) + " ranks)");
+  binder.add("overlap", overlap,
+             "allgather: cut the operator into N pieces of whole buckets, each encoded, sent and "
+             "decoded while the next travels (the same averages) | off | auto (with 2+ ranks, one "
+             "piece per " +
+                 std::to_string(kOverlapPieceCoordinates) + " coordinates, at most " +
+                 std::to_string(kOverlapMaxPieces) + ")");
   binder.add("second-bits", second_bits,
              "two-phase: bits of the owners' second quantization (its noise is not averaged over "
              "ranks, so it takes more bits than the first; level quantizers, 2..8)");
@@ -84,8 +90,10 @@ ExchangeOptions exchange_options(const ExchangeFlags& flags, uint64_t seed) {
       .level_every(flags.level_every)
       .collective(flags.collective)
       .second_bits(flags.second_bits)
+      .overlap(flags.overlap)
       .seed(seed);
   resolve_collective(flags.collective, 1);  // a bad name fails here, before any run
+  resolve_overlap(flags.overlap, 0, 1, 1);
   return options;
 }
 

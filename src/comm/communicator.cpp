@@ -57,6 +57,17 @@ void Communicator::post_flag(bool flag) {
   posted_.push_back(any);
 }
 
+void Communicator::start_allgather(const torch::Tensor& message) {
+  started_.push_back(allgather_bytes(message));
+}
+
+std::vector<torch::Tensor> Communicator::finish_allgather() {
+  SADDLE_CHECK(!started_.empty(), "finish_allgather: no all-gather was started");
+  std::vector<torch::Tensor> messages = std::move(started_.front());
+  started_.pop_front();
+  return messages;
+}
+
 bool Communicator::collect_flag() {
   SADDLE_CHECK(!posted_.empty(), "collect_flag: no flag was posted");
   const bool any = posted_.front();

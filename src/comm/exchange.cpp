@@ -55,6 +55,24 @@ std::string resolve_collective(const std::string& spec, int ranks) {
   return spec;
 }
 
+int resolve_overlap(const std::string& spec, int64_t dim, int64_t bucket, int ranks) {
+  int64_t pieces = 1;
+  if (spec == "auto") {
+    pieces = ranks > 1 ? std::min<int64_t>(kOverlapMaxPieces, dim / kOverlapPieceCoordinates) : 1;
+  } else if (spec != "off") {
+    size_t used = 0;
+    try {
+      pieces = std::stoll(spec, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    SADDLE_CHECK(used == spec.size() && used > 0 && pieces >= 1 && pieces <= 64,
+                 "invalid --overlap '", spec, "' (expected off, auto or a piece count 1..64)");
+  }
+  const int64_t buckets = bucket > 0 ? (dim + bucket - 1) / bucket : 0;
+  return static_cast<int>(std::max<int64_t>(1, std::min(pieces, buckets)));
+}
+
 namespace {
 // Adaptive levels as a checkpoint tensor, and back.
 torch::Tensor levels_tensor(const std::vector<float>& levels) {
@@ -85,6 +103,7 @@ Exchange::Exchange(Communicator& communicator, const ExchangeOptions& options, c
       collective_(resolve_collective(options.collective(), communicator.size())) {
   SADDLE_CHECK(options.level_every() >= 0, "level_every must be >= 0 (0: no periodic refit), got ",
                options.level_every());
+  resolve_overlap(options.overlap(), 0, 1, 1);  // a malformed --overlap fails here
   for (int64_t t : options.level_schedule()) {
     SADDLE_CHECK(t >= 0, "level_schedule holds a negative iteration: ", t);
   }
@@ -343,6 +362,12 @@ torch::Tensor Exchange::average_allgather(const torch::Tensor& input, bool local
   const torch::Device device = input.device();
   const int ranks = communicator_.size();
   const int me = communicator_.rank();
+  // NCCL moves device messages in one collective of its own: not split.
+  const bool host_transport = device.is_cpu() || !communicator_.device_collectives(device);
+  last_pieces_ = host_transport ? resolve_overlap(options_.overlap(), input.numel(),
+                                                  codec_.options().bucket_size(), ranks)
+                                : 1;
+  if (last_pieces_ > 1) return average_overlapped(input, local_finite, last_pieces_);
   // Distinct streams for every (rank, call): ranks' quantization noise is independent.
   const uint64_t stream =
       static_cast<uint64_t>(calls_) * static_cast<uint64_t>(ranks) + static_cast<uint64_t>(me);
@@ -376,6 +401,99 @@ torch::Tensor Exchange::average_allgather(const torch::Tensor& input, bool local
   ledger_.bytes_sent += message.numel();
   ledger_.bytes_received += total_bytes(messages) - message.numel();
   ledger_.bytes_all_ranks += total_bytes(messages);
+  return average;
+}
+
+// The all-gather as a pipeline of pieces of whole buckets: while piece p travels, piece p + 1 is
+// encoded and piece p - 1 decoded. Each piece is quantized at its index in this call's stream, so
+// the average is the same bits as in one piece. The ledger books the time this rank spends in each
+// phase; transfers that proceed under the encoding and decoding leave less to wait for, which
+// shows as fewer seconds communicating.
+torch::Tensor Exchange::average_overlapped(const torch::Tensor& input, bool local_finite,
+                                           int pieces) {
+  const torch::Device device = input.device();
+  const int ranks = communicator_.size();
+  const int me = communicator_.rank();
+  const int64_t dim = input.numel();
+  const uint64_t stream =
+      static_cast<uint64_t>(calls_) * static_cast<uint64_t>(ranks) + static_cast<uint64_t>(me);
+  const int64_t bucket = codec_.options().bucket_size();
+  const int64_t buckets = (dim + bucket - 1) / bucket;
+  std::vector<int64_t> bounds(pieces + 1);
+  for (int p = 0; p <= pieces; ++p) bounds[p] = std::min(dim, buckets * p / pieces * bucket);
+
+  torch::Tensor average = torch::empty({dim}, input.options());
+  if (keep_ranks_) {
+    rank_previous_ = rank_last_.defined() ? rank_last_.to(device) : rank_last_;
+    rank_last_ = torch::empty({ranks, dim}, input.options());
+  }
+  double encode = 0.0, communicate = 0.0, wait = 0.0, decode = 0.0;
+  int64_t sent = 0, everyone = 0;
+  int non_finite = -1;  // the first rank whose operator was not finite
+  auto start = [&](int p) {
+    auto t0 = Clock::now();
+    torch::Tensor message = local_finite
+                                ? codec_
+                                      .encode(input.narrow(0, bounds[p], bounds[p + 1] - bounds[p]),
+                                              options_.seed(), stream, bounds[p])
+                                      .cpu()
+                                : non_finite_marker(torch::kCPU);
+    auto t1 = Clock::now();
+    communicator_.start_allgather(message);
+    encode += seconds_between(t0, t1);
+    communicate += seconds_between(t1, Clock::now());
+    sent += message.numel();
+  };
+  auto finish = [&](int p) {
+    auto t0 = Clock::now();
+    std::vector<torch::Tensor> messages = communicator_.finish_allgather();
+    const double moved = seconds_between(t0, Clock::now());
+    const double waited = std::min(moved, communicator_.last_wait_seconds());
+    wait += waited;
+    communicate += moved - waited;
+    SADDLE_CHECK(static_cast<int>(messages.size()) == ranks, "finish_allgather returned ",
+                 messages.size(), " messages for ", ranks, " ranks");
+    everyone += total_bytes(messages);
+    for (int r = 0; r < ranks && non_finite < 0; ++r) {
+      if (is_non_finite_marker(messages[r])) non_finite = r;
+    }
+    if (non_finite >= 0) return;  // every rank throws once every piece has arrived
+    auto t1 = Clock::now();
+    if (!device.is_cpu()) {
+      std::vector<int64_t> sizes;
+      for (const auto& m : messages) sizes.push_back(m.numel());
+      const torch::Tensor all = torch::cat(messages).to(device);
+      for (int r = 0, offset = 0; r < ranks; offset += sizes[r], ++r)
+        messages[r] = all.narrow(0, offset, sizes[r]);
+    }
+    const int64_t length = bounds[p + 1] - bounds[p];
+    torch::Tensor out = average.narrow(0, bounds[p], length);
+    decode_from_ranks(codec_, messages, out, 1.0f / static_cast<float>(ranks));
+    for (int r = 0; keep_ranks_ && r < ranks; ++r) {
+      torch::Tensor row = rank_last_[r].narrow(0, bounds[p], length);
+      codec_.decode_average({messages[r]}, row, 1.0f);  // validated by the decode above
+    }
+    communicator_.progress();
+    decode += seconds_between(t1, Clock::now());
+  };
+  start(0);
+  for (int p = 1; p < pieces; ++p) {
+    start(p);
+    finish(p - 1);
+  }
+  finish(pieces - 1);
+  auto t0 = Clock::now();
+  synchronize(device);  // the decode's time belongs to the decode
+  decode += seconds_between(t0, Clock::now());
+  if (non_finite >= 0) throw NonFiniteOperator(non_finite);
+
+  ledger_.seconds_encode += encode;
+  ledger_.seconds_communicate += communicate;
+  ledger_.seconds_wait += wait;
+  ledger_.seconds_decode += decode;
+  ledger_.bytes_sent += sent;
+  ledger_.bytes_received += everyone - sent;
+  ledger_.bytes_all_ranks += everyone;
   return average;
 }
 

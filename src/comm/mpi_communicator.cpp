@@ -102,6 +102,81 @@ class MpiCommunicator final : public Communicator {
     return messages;
   }
 
+  // The split all-gather: start posts the size announcements and the sends of this rank's bytes
+  // (tags of their own, so they never match the blocking collectives' messages); progress() posts
+  // a gather's receives once its sizes are in, oldest gather first, so that receives from one rank
+  // are posted in the order its sends were (MPI matches them in order).
+  void start_allgather(const torch::Tensor& message) override {
+    check_message_bytes(message, "start_allgather");
+    gathers_.emplace_back();
+    Gather& g = gathers_.back();  // a deque: its address stays while newer gathers are added
+    g.message = message;
+    g.mine = message.numel();
+    g.sizes.assign(size_, 0);
+    g.sizes[rank_] = g.mine;
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      g.size_requests.emplace_back();
+      g.size_from.push_back(r);
+      check_mpi(
+          MPI_Irecv(&g.sizes[r], 1, MPI_INT64_T, r, kGatherSizeTag, comm_, &g.size_requests.back()),
+          "MPI_Irecv");
+    }
+    auto* data = const_cast<uint8_t*>(message.data_ptr<uint8_t>());
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      g.size_requests.emplace_back();
+      check_mpi(
+          MPI_Isend(&g.mine, 1, MPI_INT64_T, r, kGatherSizeTag, comm_, &g.size_requests.back()),
+          "MPI_Isend");
+      for (int64_t start = 0; start < g.mine; start += chunk_) {
+        g.sends.emplace_back();
+        const int count = static_cast<int>(std::min<int64_t>(chunk_, g.mine - start));
+        check_mpi(
+            MPI_Isend(data + start, count, MPI_BYTE, r, kGatherDataTag, comm_, &g.sends.back()),
+            "MPI_Isend");
+      }
+    }
+    progress();
+  }
+
+  void progress() override {
+    for (Gather& g : gathers_) {
+      if (g.receiving) continue;
+      int done = 0;
+      check_mpi(MPI_Testall(static_cast<int>(g.size_requests.size()), g.size_requests.data(), &done,
+                            MPI_STATUSES_IGNORE),
+                "MPI_Testall");
+      if (!done) return;  // receives are posted in the order the gathers started
+      post_gather_receives(g);
+    }
+    // One test drives MPI's progress engine for every pending transfer.
+    if (!gathers_.empty() && !gathers_.back().receives.empty()) {
+      int done = 0;
+      check_mpi(MPI_Test(&gathers_.back().receives.back(), &done, MPI_STATUS_IGNORE), "MPI_Test");
+    }
+  }
+
+  std::vector<torch::Tensor> finish_allgather() override {
+    SADDLE_CHECK(!gathers_.empty(), "finish_allgather: no all-gather was started");
+    const char* what = "the exchange's all-gather";
+    Gather& g = gathers_.front();
+    const auto start = std::chrono::steady_clock::now();
+    if (!g.receiving) {
+      wait(g.size_requests, what, late_ranks(g.size_requests, g.size_from));
+      post_gather_receives(g);
+    }
+    last_wait_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::vector<MPI_Request> requests = g.receives;  // receives first: late_ranks reads them
+    requests.insert(requests.end(), g.sends.begin(), g.sends.end());
+    wait(requests, what, late_ranks(requests, g.receive_from));
+    std::vector<torch::Tensor> messages;
+    messages.reserve(size_);
+    for (int r = 0; r < size_; ++r) messages.push_back(g.all.narrow(0, g.offsets[r], g.sizes[r]));
+    gathers_.pop_front();
+    return messages;
+  }
+
   std::vector<torch::Tensor> alltoall_bytes(const std::vector<torch::Tensor>& messages) override {
     check_alltoall_messages(messages, size_);
     const char* what = "the two-phase exchange's all-to-all";
@@ -225,8 +300,48 @@ class MpiCommunicator final : public Communicator {
   };
   std::deque<PendingFlag> pending_;  // deque: posted buffers keep their addresses
 
+  // A started all-gather (start_allgather), oldest first.
+  struct Gather {
+    torch::Tensor message;  // this rank's bytes, kept alive while they are sent
+    int64_t mine = 0;
+    std::vector<int64_t> sizes, offsets;
+    std::vector<MPI_Request> size_requests;  // receives (from size_from), then sends
+    std::vector<int> size_from;
+    std::vector<MPI_Request> sends, receives;
+    std::vector<int> receive_from;
+    torch::Tensor all;       // every rank's bytes, back to back
+    bool receiving = false;  // sizes known, receives posted
+  };
+  std::deque<Gather> gathers_;
+
   static constexpr int kSizeTag = 7301;
   static constexpr int kDataTag = 7302;
+  static constexpr int kGatherSizeTag = 7303;
+  static constexpr int kGatherDataTag = 7304;
+
+  void post_gather_receives(Gather& g) {
+    for (int r = 0; r < size_; ++r) {
+      SADDLE_CHECK(g.sizes[r] >= 0, "the exchange's all-gather: rank ", r, " announced ",
+                   g.sizes[r], " bytes");
+    }
+    g.offsets.assign(size_ + 1, 0);
+    for (int r = 0; r < size_; ++r) g.offsets[r + 1] = g.offsets[r] + g.sizes[r];
+    g.all = torch::empty({g.offsets[size_]}, torch::kUInt8);
+    auto* out = g.all.data_ptr<uint8_t>();
+    std::copy_n(g.message.data_ptr<uint8_t>(), g.mine, out + g.offsets[rank_]);
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      for (int64_t start = 0; start < g.sizes[r]; start += chunk_) {
+        g.receives.emplace_back();
+        g.receive_from.push_back(r);
+        const int count = static_cast<int>(std::min<int64_t>(chunk_, g.sizes[r] - start));
+        check_mpi(MPI_Irecv(out + g.offsets[r] + start, count, MPI_BYTE, r, kGatherDataTag, comm_,
+                            &g.receives.back()),
+                  "MPI_Irecv");
+      }
+    }
+    g.receiving = true;
+  }
 
   struct Transfer {
     int peer;

@@ -112,6 +112,17 @@ class NcclCommunicator final : public Communicator {
     return out;
   }
 
+  // Host messages only (the exchange overlaps only what travels through host memory).
+  void start_allgather(const torch::Tensor& message) override {
+    last_on_host_ = true;
+    host_->start_allgather(message);
+  }
+  std::vector<torch::Tensor> finish_allgather() override {
+    last_on_host_ = true;
+    return host_->finish_allgather();
+  }
+  void progress() override { host_->progress(); }
+
   // Host messages only (the exchange stages device chunks through host memory).
   std::vector<torch::Tensor> alltoall_bytes(const std::vector<torch::Tensor>& messages) override {
     last_on_host_ = true;

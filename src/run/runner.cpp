@@ -881,6 +881,7 @@ class Runner {
     summary["ranks"] = ranks_;
     summary["ranks_agree"] = result.ranks_agree;
     summary["collective"] = exchange_.collective();
+    summary["overlap_pieces"] = exchange_.overlap_pieces();
     summary["bytes_sent"] = result.bytes_sent_all;
     summary["bytes_received"] = result.bytes_received_all;
     summary["bytes_received_per_rank_exchange"] =

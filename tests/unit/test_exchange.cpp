@@ -328,6 +328,97 @@ ExchangeOptions two_phase(const CodecOptions& codec_options, int64_t bucket = 25
   return ExchangeOptions().codec(c).collective("two-phase");
 }
 
+TEST(OverlappedExchange, PieceCountsAndBadSpecs) {
+  EXPECT_EQ(resolve_overlap("off", 1 << 20, 1024, 4), 1);
+  EXPECT_EQ(resolve_overlap("auto", 1 << 20, 1024, 1), 1);  // one rank: nothing travels
+  EXPECT_EQ(resolve_overlap("auto", 1 << 20, 1024, 4), kOverlapMaxPieces);
+  EXPECT_EQ(resolve_overlap("auto", 3 * kOverlapPieceCoordinates, 1024, 2), 3);
+  EXPECT_EQ(resolve_overlap("auto", 1000, 1024, 2), 1);
+  EXPECT_EQ(resolve_overlap("16", 5000, 1024, 2), 5);  // at most one piece per bucket
+  EXPECT_EQ(resolve_overlap("3", 5000, 1024, 1), 3);
+  for (const char* bad : {"0", "65", "x", "", "4x", "-2"}) {
+    try {
+      resolve_overlap(bad, 5000, 1024, 2);
+      ADD_FAILURE() << "'" << bad << "' was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()), std::string("invalid --overlap '") + bad +
+                                           "' (expected off, auto or a piece count 1..64)");
+    }
+  }
+  auto single = make_single_process_communicator();
+  Logger quiet(LogLevel::kError);
+  EXPECT_THROW(Exchange(*single, ExchangeOptions().overlap("many"), quiet), Error);
+}
+
+// The overlapped all-gather cuts the vector into pieces of whole buckets, each quantized at its
+// place in the random stream: the averages, and each rank's decoded operator for the qgenx step
+// rule, are the unsplit exchange's bits; the pieces' headers are the only extra bytes.
+TEST(OverlappedExchange, PiecesGiveTheUnsplitAveragesBitForBit) {
+  const int ranks = 3, calls = 3, pieces = 5;
+  const int64_t dim = 1000;
+  for (const char* q : {"none", "qsgd", "alq"}) {
+    for (auto coder : {CoderKind::kFixed, CoderKind::kEntropy}) {
+      if (std::string(q) == "none" && coder == CoderKind::kEntropy) continue;
+      const ExchangeOptions base =
+          ExchangeOptions().codec(codec(q).bucket_size(64).coder(coder)).seed(5);
+      std::vector<Ledger> off_ledgers, on_ledgers;
+      const auto off =
+          run_averages(ranks, ExchangeOptions(base).overlap("off"), dim, calls, &off_ledgers);
+      const auto on = run_averages(ranks, ExchangeOptions(base).overlap(std::to_string(pieces)),
+                                   dim, calls, &on_ledgers);
+      for (int r = 0; r < ranks; ++r) {
+        for (int c = 0; c < calls; ++c) {
+          EXPECT_TRUE(torch::equal(on[r][c], off[r][c]))
+              << q << "/" << coder_name(coder) << ": rank " << r << ", call " << c;
+        }
+        if (coder == CoderKind::kEntropy) continue;  // each piece has its own rANS table too
+        EXPECT_EQ(on_ledgers[r].bytes_sent,
+                  off_ledgers[r].bytes_sent + calls * (pieces - 1) * Codec::kHeaderBytes)
+            << q;
+        EXPECT_EQ(on_ledgers[r].bytes_all_ranks, ranks * on_ledgers[r].bytes_sent) << q;
+      }
+    }
+  }
+  // The ranks' own decoded operators, which the qgenx step rule sums.
+  std::vector<std::vector<double>> sums(2, std::vector<double>(ranks));
+  for (int mode = 0; mode < 2; ++mode) {
+    InProcessGroup group(ranks);
+    Logger quiet(LogLevel::kError);
+    group.run([&](Communicator& comm) {
+      Exchange exchange(comm, ExchangeOptions().codec(codec("alq")).overlap(mode ? "4" : "off"),
+                        quiet);
+      exchange.keep_rank_operators(true);
+      exchange.average(local_operator(comm.rank(), 5000));
+      const double norm = exchange.rank_sq_difference(false);
+      exchange.average(local_operator(comm.rank() + 10, 5000));
+      EXPECT_EQ(exchange.overlap_pieces(), mode ? 4 : 1);
+      sums[mode][comm.rank()] = exchange.rank_sq_difference(true) + 1e3 * norm;
+    });
+  }
+  EXPECT_EQ(sums[0], sums[1]);
+}
+
+// A non-finite operator: the marker goes in every piece, every rank throws once all pieces have
+// arrived, and the next average works (no all-gather was left behind).
+TEST(OverlappedExchange, ANonFiniteOperatorOnOneRankIsSeenByEveryRank) {
+  InProcessGroup group(3);
+  Logger quiet(LogLevel::kError);
+  std::vector<int> seen(3, -1);
+  std::vector<bool> went_on(3, false);
+  group.run([&](Communicator& comm) {
+    Exchange exchange(comm, ExchangeOptions().codec(codec("alq").bucket_size(16)).overlap("4"),
+                      quiet);
+    try {
+      exchange.average(local_operator(comm.rank(), 640), /*local_finite=*/comm.rank() != 1);
+    } catch (const NonFiniteOperator& e) {
+      seen[comm.rank()] = e.rank();
+    }
+    went_on[comm.rank()] = exchange.average(local_operator(comm.rank(), 640)).numel() == 640;
+  });
+  EXPECT_EQ(seen, std::vector<int>({1, 1, 1}));
+  EXPECT_EQ(went_on, std::vector<bool>({true, true, true}));
+}
+
 TEST(TwoPhaseExchange, AutoPicksItFromEightRanksAndBadNamesAreRefused) {
   EXPECT_EQ(resolve_collective("auto", 1), "allgather");
   EXPECT_EQ(resolve_collective("auto", kTwoPhaseFromRanks - 1), "allgather");

@@ -39,6 +39,16 @@ class Communicator {
   // as views of one buffer, on the message's device.
   virtual std::vector<torch::Tensor> allgather_bytes(const torch::Tensor& message) = 0;
 
+  // The all-gather split in two, so that an exchange can encode and decode while bytes travel
+  // (Exchange's overlap): start_allgather() posts this rank's message (1-D kUInt8 CPU) and returns
+  // without waiting; finish_allgather() completes the oldest started one and returns what
+  // allgather_bytes would. Every rank starts and finishes them in the same order, and finishes all
+  // it started before calling another collective. progress() lets started transfers advance while
+  // the caller computes (MPI moves bytes only inside its calls). The default gathers at start.
+  virtual void start_allgather(const torch::Tensor& message);
+  virtual std::vector<torch::Tensor> finish_allgather();
+  virtual void progress() {}
+
   // Personalized exchange: messages[r] (1-D kUInt8 CPU, any size, empty allowed) goes to rank r.
   // Returns the message each rank sent to this one, in rank order (this rank's own included).
   // The two-phase exchange's first phase: each rank sends each owner its chunk.
@@ -79,6 +89,7 @@ class Communicator {
 
  private:
   std::deque<bool> posted_;  // results of the default post_flag, oldest first
+  std::deque<std::vector<torch::Tensor>> started_;  // the default start_allgather's results
 };
 
 // An error that every rank raises together, after agreeing on it (a configuration the ranks

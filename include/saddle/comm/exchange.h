@@ -4,7 +4,10 @@
 //
 //  - allgather: flatten -> bucket -> quantize -> encode -> allgather -> decode -> average. Every
 //    rank decodes every rank's message (its own included) in rank order with weight 1/K. Each rank
-//    receives (K-1) messages of d coordinates: traffic grows with K.
+//    receives (K-1) messages of d coordinates: traffic grows with K. Overlapped (ExchangeOptions::
+//    overlap), the vector goes in pieces of whole buckets through a pipeline: piece p + 1 is
+//    encoded and piece p - 1 decoded while piece p travels; each piece is quantized at its place
+//    in the random stream, so the average is the same bits as without pieces.
 //  - two-phase (quantized reduce-scatter, then all-gather): rank r owns the r-th of K contiguous,
 //    bucket-aligned chunks. Phase 1: each rank quantizes each chunk of its operator and sends it to
 //    the chunk's owner (all-to-all); the owner decodes the K pieces in rank order with weight 1/K.
@@ -56,7 +59,19 @@ struct ExchangeOptions {
   // quantizations are averaged, so at equal bits it would add about K times the all-gather's
   // variance. 8 bits make it small (its levels are fit from the same statistics).
   TORCH_ARG(int, second_bits) = 8;
+  // allgather: how many pieces the pipeline above cuts the vector into: "off" (one: encode, then
+  // send, then decode), a count 2..64, or "auto" (with two or more ranks, one piece per
+  // kOverlapPieceCoordinates coordinates, at most kOverlapMaxPieces). Host transports only (CPU
+  // tensors, or device messages staged through host memory); NCCL's all-gather is not split.
+  TORCH_ARG(std::string, overlap) = "auto";
 };
+
+constexpr int64_t kOverlapPieceCoordinates = int64_t{1} << 17;
+constexpr int kOverlapMaxPieces = 8;
+// The pieces `spec` (see ExchangeOptions::overlap) gives a vector of `dim` coordinates in buckets
+// of `bucket` among `ranks` ranks: at least 1, at most one per bucket. Throws saddle::Error for a
+// malformed spec.
+int resolve_overlap(const std::string& spec, int64_t dim, int64_t bucket, int ranks);
 
 // From this many ranks on, "auto" picks the two-phase collective: each rank then receives
 // (K-1)/K (b + second_bits)/b instead of K-1 b-bit messages' worth (2.7x less at K = 8 and
@@ -162,6 +177,8 @@ class Exchange {
   const Codec& second_codec() const { return second_codec_; }
   // "allgather" or "two-phase", as resolved for this communicator's size.
   const std::string& collective() const { return collective_; }
+  // The pieces the last average() was cut into (1: not overlapped).
+  int overlap_pieces() const { return last_pieces_; }
 
  private:
   std::vector<torch::Tensor> allgather_staged(const torch::Tensor& message);
@@ -169,6 +186,7 @@ class Exchange {
   // Books `seconds` of a collective: the communicator's wait for the other ranks apart.
   void book_communication(double seconds);
   torch::Tensor average_allgather(const torch::Tensor& input, bool local_finite);
+  torch::Tensor average_overlapped(const torch::Tensor& input, bool local_finite, int pieces);
   torch::Tensor average_two_phase(const torch::Tensor& input, bool local_finite);
   // Decodes `messages` (from ranks first_rank, first_rank + 1, ...) into `out` with `weight`,
   // naming a bad message's rank.
@@ -188,6 +206,7 @@ class Exchange {
   double predicted_variance_ = std::numeric_limits<double>::quiet_NaN();
   torch::Tensor pinned_;  // host staging of device messages for host transports
   bool keep_ranks_ = false;
+  int last_pieces_ = 1;
   // [K, dim] decoded operators of the last two calls; two-phase: [K, chunk] of this rank's chunk,
   // and the owners' sums of the last call (against the previous call, and plain).
   torch::Tensor rank_last_, rank_previous_;
