@@ -2,7 +2,8 @@
 //   ./bench/saddle_bench --benchmark_filter=Cuda --benchmark_repetitions=5
 //   --benchmark_report_aggregates_only
 // * CudaCopy: a device-to-device copy of the 16 MiB input, the bandwidth yardstick.
-// * CudaEncode/<q>, CudaDecode/<q>/K<k>: the fused codec kernels on 4M floats (bucket 1024).
+// * CudaEncode/<q>, CudaDecode/<q>/K<k>: the fused codec kernels on 4M floats (bucket 1024);
+//   CudaEncode/<q>/register the opt-in register encoder kernel (codec_kernels.h).
 //   Counter vs_copy is a call's input bytes per second over the copy's, measured in the same
 //   process (launches and waits included), kernel_vs_copy the same for the kernel's own GPU time
 //   (target for quantize+pack and decode+accumulate: >= 0.5).
@@ -166,8 +167,13 @@ Codec make_codec(const std::string& quantizer) {
   return codec;
 }
 
-void BM_CudaEncode(benchmark::State& state, const std::string& quantizer) {
+void BM_CudaEncode(benchmark::State& state, const std::string& quantizer,
+                   const std::string& kernel) {
   if (skip_without_gpu(state)) return;
+  // The encoder kernel (SADDLE_CUDA_ENCODER, codec_kernels.h), restored at the end.
+  const char* chosen = std::getenv("SADDLE_CUDA_ENCODER");
+  const std::string before = chosen != nullptr ? chosen : "";
+  if (!kernel.empty()) setenv("SADDLE_CUDA_ENCODER", kernel.c_str(), 1);
   const Codec codec = make_codec(quantizer);
   uint64_t seed = 0;
   for (auto _ : state) {
@@ -177,6 +183,11 @@ void BM_CudaEncode(benchmark::State& state, const std::string& quantizer) {
   report(state);
   report_kernel(
       state, [&] { codec.encode(device_input(), seed++, 0); }, "encode_");
+  if (before.empty()) {
+    unsetenv("SADDLE_CUDA_ENCODER");
+  } else {
+    setenv("SADDLE_CUDA_ENCODER", before.c_str(), 1);
+  }
 }
 
 void BM_CudaDecode(benchmark::State& state, const std::string& quantizer, int k) {
@@ -402,9 +413,15 @@ bool register_cuda_benchmarks() {
       ->UseRealTime();
   for (const char* q : {"none", "bf16", "qsgd", "nuq", "alq"}) {
     benchmark::RegisterBenchmark((std::string("CudaEncode/") + q).c_str(), BM_CudaEncode,
-                                 std::string(q))
+                                 std::string(q), std::string())
         ->Unit(benchmark::kMicrosecond)
         ->UseRealTime();
+    if (std::string(q) == "qsgd" || std::string(q) == "alq") {
+      benchmark::RegisterBenchmark((std::string("CudaEncode/") + q + "/register").c_str(),
+                                   BM_CudaEncode, std::string(q), std::string("register"))
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
+    }
     for (int k : {1, 2, 8}) {
       benchmark::RegisterBenchmark(
           (std::string("CudaDecode/") + q + "/K" + std::to_string(k)).c_str(), BM_CudaDecode,

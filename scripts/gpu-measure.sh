@@ -16,7 +16,7 @@
 #               from LibTorch's profiler
 #   nsys        CUDA API calls, kernels and copies over the WGAN-GP iteration and the codec
 #               benchmarks
-#   ncu         every section over one launch of each codec kernel (encode, decode)
+#   ncu         every section over one launch of each codec kernel (both encoders, decode)
 # Knobs: SADDLE_DATA_DIR (Fashion-MNIST folder), GPU_MEASURE_STEPS (default: all of the above),
 # GPU_MEASURE_ITERS (WGAN-GP iterations of the wgan-* runs, default 600), GPU_MEASURE_PACK=1 (pack
 # $OUT/gpu into $OUT/gpu.tar.gz, checkpoints and the classifier left out: one file to bring back
@@ -96,7 +96,7 @@ if want nsys || want ncu; then
   elif [ -n "$ncu" ]; then
     # One launch of each codec kernel, every section (--set full): throughput against the device's
     # peaks, occupancy, where the warps stall. The copy is the yardstick.
-    for k in encode_rows_kernel decode_fixed_kernel; do
+    for k in encode_kernel encode_rows_kernel decode_fixed_kernel; do
       step "ncu-$k" 60 env SADDLE_BENCH_NO_PROFILER=1 "$ncu" --kernel-name regex:"$k" --launch-skip 2 \
         --launch-count 1 --set full "$B/bench/saddle_bench" \
         --benchmark_filter='CudaEncode/alq|CudaDecode/alq/K1' --benchmark_min_time=0.05

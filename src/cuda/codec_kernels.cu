@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #include "cuda/codec_kernels.h"
@@ -430,8 +431,11 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// The register kernel's R for a bucket, or 0 where the bucket does not fit it.
+// The register kernel's R for a bucket, or 0 where the bucket does not fit it or the kernel is not
+// chosen (see encode_fixed in codec_kernels.h).
 int rows_per_thread(int64_t bucket) {
+  const char* choice = std::getenv("SADDLE_CUDA_ENCODER");
+  if (choice == nullptr || std::strcmp(choice, "register") != 0) return 0;
   if (bucket % 32 != 0) return 0;
   for (int r = 1; r <= 32; r *= 2) {
     if (bucket <= int64_t{kThreads} * r) return r;
@@ -439,32 +443,26 @@ int rows_per_thread(int64_t bucket) {
   return 0;
 }
 
+// Launches the register kernel with R rows per thread when the bucket wants that R.
+template <int R, bool kPack>
+bool launch_rows_with(int want, int blocks, const float* v, int64_t n, const QuantConfig& q,
+                      float* norms, uint8_t* out, DeviceErrors* errors, cudaStream_t stream) {
+  if (want != R) return false;
+  encode_rows_kernel<R, kPack><<<blocks, kThreads, 0, stream>>>(v, n, q, norms, out, errors);
+  return true;
+}
+
 // Launches the register kernel where the bucket fits it; false where it does not.
 template <bool kPack>
 bool launch_rows(const float* v, int64_t n, const QuantConfig& q, float* norms, uint8_t* out,
                  DeviceErrors* errors, cudaStream_t stream) {
-  const int blocks = blocks_for(n, q.bucket);
-  switch (rows_per_thread(q.bucket)) {
-    case 1:
-      encode_rows_kernel<1, kPack><<<blocks, kThreads, 0, stream>>>(v, n, q, norms, out, errors);
-      return true;
-    case 2:
-      encode_rows_kernel<2, kPack><<<blocks, kThreads, 0, stream>>>(v, n, q, norms, out, errors);
-      return true;
-    case 4:
-      encode_rows_kernel<4, kPack><<<blocks, kThreads, 0, stream>>>(v, n, q, norms, out, errors);
-      return true;
-    case 8:
-      encode_rows_kernel<8, kPack><<<blocks, kThreads, 0, stream>>>(v, n, q, norms, out, errors);
-      return true;
-    case 16:
-      encode_rows_kernel<16, kPack><<<blocks, kThreads, 0, stream>>>(v, n, q, norms, out, errors);
-      return true;
-    case 32:
-      encode_rows_kernel<32, kPack><<<blocks, kThreads, 0, stream>>>(v, n, q, norms, out, errors);
-      return true;
-    default: return false;
-  }
+  const int r = rows_per_thread(q.bucket), blocks = blocks_for(n, q.bucket);
+  return launch_rows_with<1, kPack>(r, blocks, v, n, q, norms, out, errors, stream) ||
+         launch_rows_with<2, kPack>(r, blocks, v, n, q, norms, out, errors, stream) ||
+         launch_rows_with<4, kPack>(r, blocks, v, n, q, norms, out, errors, stream) ||
+         launch_rows_with<8, kPack>(r, blocks, v, n, q, norms, out, errors, stream) ||
+         launch_rows_with<16, kPack>(r, blocks, v, n, q, norms, out, errors, stream) ||
+         launch_rows_with<32, kPack>(r, blocks, v, n, q, norms, out, errors, stream);
 }
 
 __global__ void write_header_kernel(uint8_t* dst, HeaderBytes header) {

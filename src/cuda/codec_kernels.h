@@ -48,6 +48,13 @@ void reset_errors(DeviceErrors* errors, cudaStream_t stream);
 // Fixed coder: writes buckets float norms to `norms` and the LSB-first bitstream of n symbols of
 // `bits` bits to `packed`, which must be 4-byte aligned with at least ceil(n * bits / 32) * 4
 // writable bytes (it is zeroed first; bits past n * bits stay zero).
+//
+// Two kernels write the same bytes: the block kernel (one block per bucket, any bucket size) and
+// the register kernel (buckets of a multiple of 32 coordinates, at most 8192: the input read
+// once, into registers, two barriers per bucket). The register kernel runs where the environment
+// says SADDLE_CUDA_ENCODER=register: it was written on a machine without a GPU, and stays opt-in
+// until the GPU tests (Cuda.EncodersMatchTheCpuAtExtremeScales and the others, which run
+// both) and the bench (CudaEncode/<q>/register) have run on one. quantize_symbols likewise.
 void encode_fixed(const float* v, int64_t n, const QuantConfig& q, float* norms, uint8_t* packed,
                   DeviceErrors* errors, cudaStream_t stream);
 // Entropy coder's input: the norms and one symbol byte per coordinate.

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
 #include <string>
@@ -34,6 +35,29 @@ bool have_gpu() { return saddle::cuda_device_count() > 0; }
   }
 
 const torch::Device kGpu(torch::kCUDA, 0);
+
+// Chooses the CUDA encoder kernel (SADDLE_CUDA_ENCODER, see codec_kernels.h) for its lifetime.
+class EncoderChoice {
+ public:
+  explicit EncoderChoice(const char* kernel) {
+    const char* old = std::getenv("SADDLE_CUDA_ENCODER");
+    if (old != nullptr) old_ = old;
+    setenv("SADDLE_CUDA_ENCODER", kernel, 1);
+  }
+  ~EncoderChoice() {
+    if (old_.empty()) {
+      unsetenv("SADDLE_CUDA_ENCODER");
+    } else {
+      setenv("SADDLE_CUDA_ENCODER", old_.c_str(), 1);
+    }
+  }
+  EncoderChoice(const EncoderChoice&) = delete;
+  EncoderChoice& operator=(const EncoderChoice&) = delete;
+
+ private:
+  std::string old_;
+};
+constexpr const char* kEncoders[] = {"block", "register"};
 
 Codec reference_codec(const saddle::testing::ReferenceCase& c, const torch::Tensor& v) {
   Codec codec(c.options);
@@ -111,21 +135,24 @@ std::string first_difference(const Codec& codec, const torch::Tensor& v, const t
 TEST(Cuda, EncoderWritesTheCpuEncodersBytes) {
   SKIP_WITHOUT_GPU();
   int failures = 0;
-  for (const auto& c : saddle::testing::reference_cases()) {
-    const torch::Tensor v = saddle::testing::reference_input(c.n, c.seed);
-    const Codec codec = reference_codec(c, v);
-    for (uint64_t stream : {0ULL, 3ULL, 123456789ULL}) {
-      const torch::Tensor cpu = codec.encode(v, 7, stream);
-      const torch::Tensor gpu = codec.encode(v.to(kGpu), 7, stream);
-      ASSERT_TRUE(gpu.is_cuda()) << c.name;
-      if (!torch::equal(cpu, gpu.cpu())) {
-        ++failures;
-        ADD_FAILURE() << c.name << " stream " << stream << ": "
-                      << first_difference(codec, v, cpu, gpu, 7, stream);
-        break;
+  for (const char* kernel : kEncoders) {
+    EncoderChoice choice(kernel);
+    for (const auto& c : saddle::testing::reference_cases()) {
+      const torch::Tensor v = saddle::testing::reference_input(c.n, c.seed);
+      const Codec codec = reference_codec(c, v);
+      for (uint64_t stream : {0ULL, 3ULL, 123456789ULL}) {
+        const torch::Tensor cpu = codec.encode(v, 7, stream);
+        const torch::Tensor gpu = codec.encode(v.to(kGpu), 7, stream);
+        ASSERT_TRUE(gpu.is_cuda()) << c.name;
+        if (!torch::equal(cpu, gpu.cpu())) {
+          ++failures;
+          ADD_FAILURE() << kernel << " kernel, " << c.name << " stream " << stream << ": "
+                        << first_difference(codec, v, cpu, gpu, 7, stream);
+          break;
+        }
       }
+      if (failures >= 12) break;
     }
-    if (failures >= 12) break;
   }
 }
 
@@ -173,69 +200,78 @@ TEST(Cuda, LongBucketsAndUnalignedOutputsMatchTheCpu) {
   };
   // Buckets longer than the kernel's chunk, aligned to words or not, and the symbols that the
   // entropy coder packs on the CPU.
-  for (const Case& c : {Case{"alq", 3, 5000}, Case{"qsgd", 4, 4096}, Case{"nuq", 5, 2500},
-                        Case{"qsgd-inf", 8, 3000}, Case{"alq", 7, 8192},
-                        Case{"alq", 4, 1024, saddle::CoderKind::kEntropy}}) {
-    const std::string name = std::string(c.quantizer) + "/b" + std::to_string(c.bits) + "/k" +
-                             std::to_string(c.bucket) + "/" + saddle::coder_name(c.coder);
-    const int64_t n = 12001;
-    const torch::Tensor v = saddle::testing::reference_input(n, 17);
-    Codec codec(saddle::CodecOptions()
-                    .quantizer(c.quantizer)
-                    .bits(c.bits)
-                    .bucket_size(c.bucket)
-                    .coder(c.coder));
-    if (codec.adaptive()) codec.adapt(codec.statistics(v));
-    std::vector<torch::Tensor> on_cpu, on_gpu;
-    for (uint64_t r = 0; r < 3; ++r) {
-      on_cpu.push_back(codec.encode(v * static_cast<float>(r + 1), 9, r));
-      on_gpu.push_back(codec.encode((v * static_cast<float>(r + 1)).to(kGpu), 9, r));
-      ASSERT_TRUE(torch::equal(on_cpu.back(), on_gpu.back().cpu()))
-          << name << " message " << r << ": "
-          << first_difference(codec, v * static_cast<float>(r + 1), on_cpu.back(), on_gpu.back(), 9,
-                              r);
+  for (const char* kernel : kEncoders) {
+    EncoderChoice choice(kernel);
+    for (const Case& c : {Case{"alq", 3, 5000}, Case{"qsgd", 4, 4096}, Case{"nuq", 5, 2500},
+                          Case{"qsgd-inf", 8, 3000}, Case{"alq", 7, 8192},
+                          Case{"alq", 4, 1024, saddle::CoderKind::kEntropy}}) {
+      const std::string name = std::string(kernel) + " kernel, " + c.quantizer + "/b" +
+                               std::to_string(c.bits) + "/k" + std::to_string(c.bucket) + "/" +
+                               saddle::coder_name(c.coder);
+      const int64_t n = 12001;
+      const torch::Tensor v = saddle::testing::reference_input(n, 17);
+      Codec codec(saddle::CodecOptions()
+                      .quantizer(c.quantizer)
+                      .bits(c.bits)
+                      .bucket_size(c.bucket)
+                      .coder(c.coder));
+      if (codec.adaptive()) codec.adapt(codec.statistics(v));
+      std::vector<torch::Tensor> on_cpu, on_gpu;
+      for (uint64_t r = 0; r < 3; ++r) {
+        on_cpu.push_back(codec.encode(v * static_cast<float>(r + 1), 9, r));
+        on_gpu.push_back(codec.encode((v * static_cast<float>(r + 1)).to(kGpu), 9, r));
+        ASSERT_TRUE(torch::equal(on_cpu.back(), on_gpu.back().cpu()))
+            << name << " message " << r << ": "
+            << first_difference(codec, v * static_cast<float>(r + 1), on_cpu.back(), on_gpu.back(),
+                                9, r);
+      }
+      torch::Tensor expected = torch::empty({n});
+      codec.decode_average(on_cpu, expected, 1.0f / 3);
+      torch::Tensor storage = torch::zeros({n + 1}, torch::TensorOptions().device(kGpu));
+      torch::Tensor got = storage.narrow(0, 1, n);  // 4 bytes past an aligned start
+      codec.decode_average(on_gpu, got, 1.0f / 3);
+      ASSERT_TRUE(torch::equal(expected, got.cpu())) << name << " (unaligned output)";
     }
-    torch::Tensor expected = torch::empty({n});
-    codec.decode_average(on_cpu, expected, 1.0f / 3);
-    torch::Tensor storage = torch::zeros({n + 1}, torch::TensorOptions().device(kGpu));
-    torch::Tensor got = storage.narrow(0, 1, n);  // 4 bytes past an aligned start
-    codec.decode_average(on_gpu, got, 1.0f / 3);
-    ASSERT_TRUE(torch::equal(expected, got.cpu())) << name << " (unaligned output)";
   }
 }
 
-// The register encoder (buckets a multiple of 32 coordinates, up to 8192) on the norm's edges:
-// sums of squares that underflow (x 1e-20) or overflow (x 1e18) float32 and take the double path,
-// subnormal inputs (x 1e-42) whose norm needs the wide scale, the L-inf norm, 3 and 7 bits (symbols
+// Both encoder kernels (the register kernel: buckets a multiple of 32 coordinates, up to 8192; the
+// block kernel: any, here 97) on the norm's edges: sums of squares that underflow (x 1e-20) or
+// overflow (x 1e18) float32 and take the double path, subnormal inputs (x 1e-42) whose norm needs
+// the wide scale, the L-inf norm, 3 and 7 bits (symbols
 // straddling words), a last bucket and a last row of 32 cut short, the entropy coder's symbols, and
 // a vector that is a piece of a longer one (Codec::encode's `first`).
-TEST(Cuda, RegisterEncoderMatchesTheCpuAtExtremeScales) {
+TEST(Cuda, EncodersMatchTheCpuAtExtremeScales) {
   SKIP_WITHOUT_GPU();
   const int64_t n = 5000;  // 1024-buckets: the last one holds 904 coordinates, 28 rows and 8 more
   const torch::Tensor base = saddle::testing::reference_input(n, 23);
   int failures = 0;
-  for (const char* quantizer : {"alq", "qsgd", "qsgd-inf", "nuq"}) {
-    for (int bits : {2, 3, 4, 7}) {
-      for (int64_t bucket : {32, 97, 256, 1024, 8192}) {  // 97: the block kernel
-        for (double scale : {1.0, 1e-20, 1e18, 1e-42}) {
-          const auto coder =
-              bits == 4 && bucket == 256 ? saddle::CoderKind::kEntropy : saddle::CoderKind::kFixed;
-          const torch::Tensor v = base * scale;
-          Codec codec(
-              saddle::CodecOptions().quantizer(quantizer).bits(bits).bucket_size(bucket).coder(
-                  coder));
-          if (codec.adaptive()) codec.adapt(codec.statistics(v));
-          // Also as a piece of a longer vector whose stream index crosses a key boundary
-          // (2^32) in the second bucket of 1024.
-          for (int64_t first : {int64_t{0}, (int64_t{1} << 32) - 2000}) {
-            if (first != 0 && scale != 1.0) continue;
-            const torch::Tensor cpu = codec.encode(v, 4, 2, first);
-            const torch::Tensor gpu = codec.encode(v.to(kGpu), 4, 2, first);
-            if (!torch::equal(cpu, gpu.cpu())) {
-              ADD_FAILURE() << quantizer << "/b" << bits << "/k" << bucket << "/x" << scale
-                            << "/first " << first << "/" << saddle::coder_name(coder) << ": "
-                            << first_difference(codec, v, cpu, gpu, 4, 2);
-              if (++failures >= 8) return;
+  for (const char* kernel : kEncoders) {
+    EncoderChoice choice(kernel);
+    for (const char* quantizer : {"alq", "qsgd", "qsgd-inf", "nuq"}) {
+      for (int bits : {2, 3, 4, 7}) {
+        for (int64_t bucket : {32, 97, 256, 1024, 8192}) {  // 97: the block kernel
+          for (double scale : {1.0, 1e-20, 1e18, 1e-42}) {
+            const auto coder = bits == 4 && bucket == 256 ? saddle::CoderKind::kEntropy
+                                                          : saddle::CoderKind::kFixed;
+            const torch::Tensor v = base * scale;
+            Codec codec(
+                saddle::CodecOptions().quantizer(quantizer).bits(bits).bucket_size(bucket).coder(
+                    coder));
+            if (codec.adaptive()) codec.adapt(codec.statistics(v));
+            // Also as a piece of a longer vector whose stream index crosses a key boundary
+            // (2^32) in the second bucket of 1024.
+            for (int64_t first : {int64_t{0}, (int64_t{1} << 32) - 2000}) {
+              if (first != 0 && scale != 1.0) continue;
+              const torch::Tensor cpu = codec.encode(v, 4, 2, first);
+              const torch::Tensor gpu = codec.encode(v.to(kGpu), 4, 2, first);
+              if (!torch::equal(cpu, gpu.cpu())) {
+                ADD_FAILURE() << kernel << " kernel, " << quantizer << "/b" << bits << "/k"
+                              << bucket << "/x" << scale << "/first " << first << "/"
+                              << saddle::coder_name(coder) << ": "
+                              << first_difference(codec, v, cpu, gpu, 4, 2);
+                if (++failures >= 8) return;
+              }
             }
           }
         }
