@@ -39,7 +39,7 @@ struct ExchangeFlags {
   int64_t level_every = 10000;
   std::string collective = "auto";
   int second_bits = 8;
-  std::string overlap = "auto";
+  std::string overlap = "off";
   void add_to(ConfigBinder& binder);
 };
 

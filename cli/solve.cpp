@@ -65,9 +65,9 @@ void ExchangeFlags::add_to(ConfigBinder& binder) {
              "one at --second-bits whatever the ranks) | auto (two-phase from " +
                  std::to_string(kTwoPhaseFromRanks) + " ranks)");
   binder.add("overlap", overlap,
-             "allgather: cut the operator into N pieces of whole buckets, each encoded, sent and "
-             "decoded while the next travels (the same averages) | off | auto (with 2+ ranks, one "
-             "piece per " +
+             "allgather: cut the operator into N pieces of whole buckets, each sent as soon as it "
+             "is encoded and decoded as soon as it arrives (the same averages) | off | auto (with "
+             "2+ ranks, one piece per " +
                  std::to_string(kOverlapPieceCoordinates) + " coordinates, at most " +
                  std::to_string(kOverlapMaxPieces) + ")");
   binder.add("second-bits", second_bits,

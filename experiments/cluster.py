@@ -16,6 +16,7 @@ game, 4-bit ALQ, both collectives: bytes received per rank and exchange against 
   sudo python3 experiments/cluster.py --quick       # the test suite's size: 2 hosts, a small game
   python3 experiments/cluster.py --traffic-only     # only the traffic against K (no root needed)
   sudo python3 experiments/cluster.py --threshold   # only auto's threshold: 8 hosts, both collectives
+  sudo python3 experiments/cluster.py --overlap     # only the overlapped all-gather: WGAN-GP, 4 hosts
 
 Writes OUT/results.json and, where matplotlib is installed, OUT/cluster.png and OUT/traffic.png.
 Exits 77 (skipped) in --quick mode where namespaces cannot be made (not root, no iproute2).
@@ -41,21 +42,33 @@ EXCHANGES = {
 }
 
 
-def solve_args(game, iters, exchange, collective, out):
+def solve_args(game, iters, exchange, collective, out, overlap="off"):
     args = ["solve", "--solver", "qgenx", "--iters", str(iters), "--out", out, "--overwrite",
             "--no-progress", "--log-level", "error", "--collective", collective,
-            "--checkpoint-every", "0"] + EXCHANGES[exchange].split()
+            "--checkpoint-every", "0", "--overlap", overlap] + EXCHANGES[exchange].split()
     if game == "wgan-gp":
         return args + ["--game", "wgan-gp", "--filters", "64", "--eval-every", "0"]
     return args + ["--game", "separable"] + (["--dim", str(game)] if isinstance(game, int) else [])
 
 
-def cluster_run(saddle, out, game, hosts, rate, exchange, collective, iters, reuse=False):
-    run_dir = os.path.join(out, "runs", "%s_h%d_%s_%s_%s" % (game, hosts, rate, exchange, collective))
+# OpenMPI's TCP transport sends a message above its eager limit (64 KiB) only after a handshake
+# with the receiver; with the exchange cut into pieces those handshakes stalled the link. Raising
+# the limit above a piece's size (environment variables OpenMPI reads, passed on to the ranks)
+# sends every piece at once.
+EAGER_2MB = {"OMPI_MCA_btl_tcp_eager_limit": "2097152", "OMPI_MCA_btl_tcp_max_send_size": "2097152"}
+
+
+def cluster_run(saddle, out, game, hosts, rate, exchange, collective, iters, reuse=False,
+                overlap="off", eager=False):
+    run_dir = os.path.join(out, "runs", "%s_h%d_%s_%s_%s%s%s" % (
+        game, hosts, rate, exchange, collective, "" if overlap == "off" else "_overlap-" + overlap,
+        "_eager2m" if eager else ""))
     command = ["bash", CLUSTER, "--hosts", str(hosts), "--rate", rate, "--", saddle] + solve_args(
-        game, iters, exchange, collective, run_dir)
+        game, iters, exchange, collective, run_dir, overlap)
     if not (reuse and os.path.exists(os.path.join(run_dir, "summary.json"))):
-        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        env = dict(os.environ, **EAGER_2MB) if eager else None
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=env)
         if done.returncode != 0:
             sys.exit("cluster run failed (%s): %s" % (" ".join(command), done.stderr.strip()[-2000:]))
     with open(os.path.join(run_dir, "summary.json")) as f:
@@ -72,6 +85,7 @@ def cluster_run(saddle, out, game, hosts, rate, exchange, collective, iters, reu
            "exchange_seconds_per_iteration": exchange_s,
            "bytes_received_per_rank_exchange": summary["bytes_received_per_rank_exchange"],
            "bits_per_coordinate": summary["bits_per_coordinate"],
+           "overlap_pieces": summary.get("overlap_pieces", 1),
            "ranks_agree": summary["ranks_agree"]}
     if game == "wgan-gp":
         row["h100_projection_seconds"] = H100_WGAN_ITERATION_S + phases["communicate"]
@@ -133,6 +147,54 @@ def threshold(args):
     print("wrote", path)
 
 
+def overlap(args):
+    """The overlapped all-gather (--overlap auto: pieces of whole buckets in a pipeline) against
+    the unsplit one (--overlap off), each with OpenMPI's default TCP eager limit and with 2 MiB:
+    WGAN-GP, 4 hosts, 100 Mbit/s and 1 Gbit/s, fp32 and 4-bit ALQ. Writes OUT/overlap.json."""
+    require_cluster(skip=False)
+    require_fashion_mnist()
+    rows = []
+    for rate in ("100mbit", "1gbit"):
+        for exchange in ("fp32", "alq4"):
+            for eager in (False, True):
+                for mode in ("off", "auto"):
+                    print("wgan-gp, 4 hosts, %s, %s, overlap %s%s" % (
+                        rate, exchange, mode, ", eager limit 2 MiB" if eager else ""), flush=True)
+                    row = cluster_run(args.saddle, args.out, "wgan-gp", 4, rate, exchange,
+                                      "allgather", 6, args.reuse, overlap=mode, eager=eager)
+                    if not row["ranks_agree"]:
+                        sys.exit("ranks disagree in %s" % row)
+                    row["overlap"] = mode
+                    row["eager_limit"] = "2MiB" if eager else "default"
+                    rows.append(row)
+    print("\n%7s %5s %7s %7s %6s | %8s %8s %8s %8s %8s %8s" % (
+        "rate", "exch", "eager", "overlap", "pieces", "s/iter", "compute", "exchange", "encode",
+        "comm", "decode"))
+    for r in rows:
+        p = r["phases"]
+        print("%7s %5s %7s %7s %6d | %8.3f %8.3f %8.3f %8.3f %8.3f %8.3f" % (
+            r["rate"], r["exchange"], r["eager_limit"], r["overlap"], r["overlap_pieces"],
+            r["seconds_per_iteration"], p["compute"], r["exchange_seconds_per_iteration"], p["encode"],
+            p["communicate"], p["decode"]))
+    verdicts = {}
+    for rate in ("100mbit", "1gbit"):
+        for eager in ("default", "2MiB"):
+            for mode in ("off", "auto"):
+                pick = lambda r: r["rate"] == rate and r["overlap"] == mode and r["eager_limit"] == eager
+                key = "wgan_%s_eager-%s_overlap-%s" % (rate, eager, mode)
+                verdicts[key + "_exchange_speedup"] = ratio(
+                    rows, pick, "fp32", "alq4", "exchange_seconds_per_iteration")
+                verdicts[key + "_iteration_speedup"] = ratio(
+                    rows, pick, "fp32", "alq4", "seconds_per_iteration")
+    for k, v in verdicts.items():
+        if v is not None:
+            print("%s: %.2fx" % (k, v))
+    path = os.path.join(args.out, "overlap.json")
+    with open(path, "w") as f:
+        json.dump({"runs": rows, "verdicts": verdicts}, f, indent=1)
+    print("wrote", path)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the test suite's size")
@@ -142,11 +204,15 @@ def main():
     parser.add_argument("--reuse", action="store_true", help="reuse the runs already in OUT/runs")
     parser.add_argument("--threshold", action="store_true",
                         help="only --collective auto's threshold: 8 hosts, both collectives")
+    parser.add_argument("--overlap", action="store_true",
+                        help="only the overlapped all-gather against the unsplit one (WGAN-GP, 4 hosts)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     results_path = os.path.join(args.out, "results.json")
     if args.threshold:
         return threshold(args)
+    if args.overlap:
+        return overlap(args)
 
     cluster_rows = []
     if not args.traffic_only:

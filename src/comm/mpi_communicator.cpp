@@ -141,15 +141,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   void progress() override {
-    for (Gather& g : gathers_) {
-      if (g.receiving) continue;
-      int done = 0;
-      check_mpi(MPI_Testall(static_cast<int>(g.size_requests.size()), g.size_requests.data(), &done,
-                            MPI_STATUSES_IGNORE),
-                "MPI_Testall");
-      if (!done) return;  // receives are posted in the order the gathers started
-      post_gather_receives(g);
-    }
+    post_ready_receives();
     // One test drives MPI's progress engine for every pending transfer.
     if (!gathers_.empty() && !gathers_.back().receives.empty()) {
       int done = 0;
@@ -169,7 +161,9 @@ class MpiCommunicator final : public Communicator {
     last_wait_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::vector<MPI_Request> requests = g.receives;  // receives first: late_ranks reads them
     requests.insert(requests.end(), g.sends.begin(), g.sends.end());
-    wait(requests, what, late_ranks(requests, g.receive_from));
+    // While this one completes, the later gathers' receives are posted as their sizes come in,
+    // so that their bytes can flow too.
+    wait(requests, what, late_ranks(requests, g.receive_from), [this] { post_ready_receives(); });
     std::vector<torch::Tensor> messages;
     messages.reserve(size_);
     for (int r = 0; r < size_; ++r) messages.push_back(g.all.narrow(0, g.offsets[r], g.sizes[r]));
@@ -319,6 +313,20 @@ class MpiCommunicator final : public Communicator {
   static constexpr int kGatherSizeTag = 7303;
   static constexpr int kGatherDataTag = 7304;
 
+  // Posts the receives of every started gather whose sizes are in, oldest first, stopping at the
+  // first whose sizes are not: receives from one rank are then posted in the order of its sends.
+  void post_ready_receives() {
+    for (Gather& g : gathers_) {
+      if (g.receiving) continue;
+      int done = 0;
+      check_mpi(MPI_Testall(static_cast<int>(g.size_requests.size()), g.size_requests.data(), &done,
+                            MPI_STATUSES_IGNORE),
+                "MPI_Testall");
+      if (!done) return;
+      post_gather_receives(g);
+    }
+  }
+
   void post_gather_receives(Gather& g) {
     for (int r = 0; r < size_; ++r) {
       SADDLE_CHECK(g.sizes[r] >= 0, "the exchange's all-gather: rank ", r, " announced ",
@@ -428,7 +436,8 @@ class MpiCommunicator final : public Communicator {
   // from `late`, the ranks it waited for. Spins briefly, then sleeps: a waiting rank does not burn
   // a core.
   void wait(std::vector<MPI_Request>& requests, const char* what,
-            const std::function<std::string()>& late = {}) {
+            const std::function<std::string()>& late = {},
+            const std::function<void()>& between = {}) {
     const auto start = std::chrono::steady_clock::now();
     auto nap = std::chrono::microseconds(20);
     for (;;) {
@@ -437,6 +446,7 @@ class MpiCommunicator final : public Communicator {
                             MPI_STATUSES_IGNORE),
                 "MPI_Testall");
       if (done) return;
+      if (between) between();
       if (timeout_ > 0 &&
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() >
               timeout_) {

@@ -5,9 +5,9 @@
 //  - allgather: flatten -> bucket -> quantize -> encode -> allgather -> decode -> average. Every
 //    rank decodes every rank's message (its own included) in rank order with weight 1/K. Each rank
 //    receives (K-1) messages of d coordinates: traffic grows with K. Overlapped (ExchangeOptions::
-//    overlap), the vector goes in pieces of whole buckets through a pipeline: piece p + 1 is
-//    encoded and piece p - 1 decoded while piece p travels; each piece is quantized at its place
-//    in the random stream, so the average is the same bits as without pieces.
+//    overlap), the vector goes in pieces of whole buckets: each piece is sent as soon as it is
+//    encoded and decoded as soon as it has arrived, while the others travel; each piece is
+//    quantized at its place in the random stream, so the average is the same bits as unsplit.
 //  - two-phase (quantized reduce-scatter, then all-gather): rank r owns the r-th of K contiguous,
 //    bucket-aligned chunks. Phase 1: each rank quantizes each chunk of its operator and sends it to
 //    the chunk's owner (all-to-all); the owner decodes the K pieces in rank order with weight 1/K.
@@ -62,8 +62,10 @@ struct ExchangeOptions {
   // allgather: how many pieces the pipeline above cuts the vector into: "off" (one: encode, then
   // send, then decode), a count 2..64, or "auto" (with two or more ranks, one piece per
   // kOverlapPieceCoordinates coordinates, at most kOverlapMaxPieces). Host transports only (CPU
-  // tensors, or device messages staged through host memory); NCCL's all-gather is not split.
-  TORCH_ARG(std::string, overlap) = "auto";
+  // tensors, or device messages staged through host memory); NCCL's all-gather is not split. Off
+  // by default: over OpenMPI's TCP transport the pieces pay off only with an eager limit above
+  // their size (README, "Encoding, sending and decoding at once").
+  TORCH_ARG(std::string, overlap) = "off";
 };
 
 constexpr int64_t kOverlapPieceCoordinates = int64_t{1} << 17;
