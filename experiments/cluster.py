@@ -13,7 +13,8 @@ Traffic runs (no namespaces): K = 2..16 ranks on this machine (oversubscribed), 
 game, 4-bit ALQ, both collectives: bytes received per rank and exchange against K.
 
   sudo python3 experiments/cluster.py               # everything (about 25 minutes on 2 cores)
-  sudo python3 experiments/cluster.py --quick       # the test suite's size: 2 hosts, a small game
+  sudo python3 experiments/cluster.py --quick       # the test suite's size: 2 hosts, a small game,
+                                                    # and --overlap 4 giving the unsplit run's iterates
   python3 experiments/cluster.py --traffic-only     # only the traffic against K (no root needed)
   sudo python3 experiments/cluster.py --threshold   # only auto's threshold: 8 hosts, both collectives
   sudo python3 experiments/cluster.py --overlap     # only the overlapped all-gather: WGAN-GP, 4 hosts
@@ -86,6 +87,7 @@ def cluster_run(saddle, out, game, hosts, rate, exchange, collective, iters, reu
            "bytes_received_per_rank_exchange": summary["bytes_received_per_rank_exchange"],
            "bits_per_coordinate": summary["bits_per_coordinate"],
            "overlap_pieces": summary.get("overlap_pieces", 1),
+           "distance_sq": summary.get("distance_sq"),
            "ranks_agree": summary["ranks_agree"]}
     if game == "wgan-gp":
         row["h100_projection_seconds"] = H100_WGAN_ITERATION_S + phases["communicate"]
@@ -222,6 +224,14 @@ def main():
                 for collective in ("allgather", "two-phase"):
                     cluster_rows.append(cluster_run(args.saddle, args.out, 20000, 2, "1gbit",
                                                     exchange, collective, 4))
+            # The overlapped all-gather over TCP between the hosts: the unsplit run's iterates.
+            split = cluster_run(args.saddle, args.out, 20000, 2, "1gbit", "alq4", "allgather", 4,
+                                overlap="4")
+            whole = [r for r in cluster_rows if r["exchange"] == "alq4" and r["collective"] == "allgather"]
+            if split["overlap_pieces"] != 4 or split["distance_sq"] != whole[0]["distance_sq"]:
+                sys.exit("--overlap 4 changed the run: distance_sq %r against %r unsplit (%d pieces)" % (
+                    split["distance_sq"], whole[0]["distance_sq"], split["overlap_pieces"]))
+            cluster_rows.append(split)
         else:
             for hosts in (2, 4):
                 for rate in ("100mbit", "1gbit", "10gbit"):
