@@ -4,10 +4,12 @@
 #   fault.sh SADDLE kill   one host's ranks are killed mid-run: every other rank ends within 10 s
 #   fault.sh SADDLE cut    one host's link goes down mid-run: the survivors' --rank-timeout (5 s
 #                          here) ends every other rank within 10 s of the cut
+# More arguments go to `saddle solve` (e.g. --overlap 4: the split all-gather's waits).
 # Exits 77 (skipped) where namespaces cannot be made.
 set -uo pipefail
 saddle="$1"
 kind="$2"
+shift 2
 here=$(cd "$(dirname "$0")" && pwd)
 cluster="$here/../../scripts/cluster.sh"
 bash "$cluster" --check >/dev/null 2>&1
@@ -18,7 +20,7 @@ trap 'rm -rf "$out"' EXIT
 # Long enough that the fault comes mid-run; each iteration exchanges 80 KB over the links.
 timeout 60 bash "$cluster" --hosts 3 --rate 1gbit --fault "$kind:2:3" -- \
   "$saddle" solve --game separable --dim 10000 --solver qgenx --iters 100000000 --no-progress \
-  --log-level warn --rank-timeout 5 --out "$out/run" > "$out/log" 2>&1
+  --log-level warn --rank-timeout 5 --out "$out/run" "$@" > "$out/log" 2>&1
 status=$?
 cat "$out/log"
 fail() { echo "FAILED: $*"; exit 1; }
