@@ -161,20 +161,17 @@ void BM_CudaCopy(benchmark::State& state) {
   report(state);
 }
 
-Codec make_codec(const std::string& quantizer) {
-  Codec codec(CodecOptions().quantizer(quantizer).bits(4).bucket_size(1024));
+Codec make_codec(const std::string& quantizer,
+                 saddle::CudaEncoder encoder = saddle::CudaEncoder::kBlock) {
+  Codec codec(CodecOptions().quantizer(quantizer).bits(4).bucket_size(1024).cuda_encoder(encoder));
   if (codec.adaptive()) codec.adapt(codec.statistics(device_input().slice(0, 0, 1 << 20)));
   return codec;
 }
 
 void BM_CudaEncode(benchmark::State& state, const std::string& quantizer,
-                   const std::string& kernel) {
+                   saddle::CudaEncoder encoder) {
   if (skip_without_gpu(state)) return;
-  // The encoder kernel (SADDLE_CUDA_ENCODER, codec_kernels.h), restored at the end.
-  const char* chosen = std::getenv("SADDLE_CUDA_ENCODER");
-  const std::string before = chosen != nullptr ? chosen : "";
-  if (!kernel.empty()) setenv("SADDLE_CUDA_ENCODER", kernel.c_str(), 1);
-  const Codec codec = make_codec(quantizer);
+  const Codec codec = make_codec(quantizer, encoder);
   uint64_t seed = 0;
   for (auto _ : state) {
     benchmark::DoNotOptimize(codec.encode(device_input(), seed++, 0).data_ptr());
@@ -183,11 +180,6 @@ void BM_CudaEncode(benchmark::State& state, const std::string& quantizer,
   report(state);
   report_kernel(
       state, [&] { codec.encode(device_input(), seed++, 0); }, "encode_");
-  if (before.empty()) {
-    unsetenv("SADDLE_CUDA_ENCODER");
-  } else {
-    setenv("SADDLE_CUDA_ENCODER", before.c_str(), 1);
-  }
 }
 
 void BM_CudaDecode(benchmark::State& state, const std::string& quantizer, int k) {
@@ -413,12 +405,12 @@ bool register_cuda_benchmarks() {
       ->UseRealTime();
   for (const char* q : {"none", "bf16", "qsgd", "nuq", "alq"}) {
     benchmark::RegisterBenchmark((std::string("CudaEncode/") + q).c_str(), BM_CudaEncode,
-                                 std::string(q), std::string())
+                                 std::string(q), saddle::CudaEncoder::kBlock)
         ->Unit(benchmark::kMicrosecond)
         ->UseRealTime();
     if (std::string(q) == "qsgd" || std::string(q) == "alq") {
       benchmark::RegisterBenchmark((std::string("CudaEncode/") + q + "/register").c_str(),
-                                   BM_CudaEncode, std::string(q), std::string("register"))
+                                   BM_CudaEncode, std::string(q), saddle::CudaEncoder::kRegister)
           ->Unit(benchmark::kMicrosecond)
           ->UseRealTime();
     }

@@ -74,6 +74,19 @@ int resolve_overlap(const std::string& spec, int64_t dim, int64_t bucket, int ra
 }
 
 namespace {
+// Host messages moved to `device` in one copy, as views of one buffer there.
+std::vector<torch::Tensor> to_device(const std::vector<torch::Tensor>& messages,
+                                     const torch::Device& device) {
+  const torch::Tensor all = torch::cat(messages).to(device);
+  std::vector<torch::Tensor> out;
+  int64_t offset = 0;
+  for (const auto& m : messages) {
+    out.push_back(all.narrow(0, offset, m.numel()));
+    offset += m.numel();
+  }
+  return out;
+}
+
 // Adaptive levels as a checkpoint tensor, and back.
 torch::Tensor levels_tensor(const std::vector<float>& levels) {
   torch::Tensor out = torch::empty({static_cast<int64_t>(levels.size())}, torch::kFloat32);
@@ -192,17 +205,7 @@ std::vector<torch::Tensor> Exchange::allgather_staged(const torch::Tensor& messa
   }
   torch::Tensor host = pinned_.narrow(0, 0, size);
   host.copy_(message);
-  std::vector<torch::Tensor> gathered = communicator_.allgather_bytes(host);
-  std::vector<int64_t> sizes;
-  for (const auto& m : gathered) sizes.push_back(m.numel());
-  torch::Tensor all = torch::cat(gathered).to(device);
-  std::vector<torch::Tensor> out;
-  int64_t offset = 0;
-  for (int64_t s : sizes) {
-    out.push_back(all.narrow(0, offset, s));
-    offset += s;
-  }
-  return out;
+  return to_device(communicator_.allgather_bytes(host), device);
 }
 
 void Exchange::keep_rank_operators(bool keep) {
@@ -358,19 +361,22 @@ void Exchange::decode_from_ranks(const Codec& codec, const std::vector<torch::Te
   }
 }
 
+// Distinct streams for every (rank, call): ranks' quantization noise is independent.
+uint64_t Exchange::allgather_stream() const {
+  return static_cast<uint64_t>(calls_) * static_cast<uint64_t>(communicator_.size()) +
+         static_cast<uint64_t>(communicator_.rank());
+}
+
 torch::Tensor Exchange::average_allgather(const torch::Tensor& input, bool local_finite) {
   const torch::Device device = input.device();
   const int ranks = communicator_.size();
-  const int me = communicator_.rank();
   // NCCL moves device messages in one collective of its own: not split.
   const bool host_transport = device.is_cpu() || !communicator_.device_collectives(device);
   last_pieces_ = host_transport ? resolve_overlap(options_.overlap(), input.numel(),
                                                   codec_.options().bucket_size(), ranks)
                                 : 1;
   if (last_pieces_ > 1) return average_overlapped(input, local_finite, last_pieces_);
-  // Distinct streams for every (rank, call): ranks' quantization noise is independent.
-  const uint64_t stream =
-      static_cast<uint64_t>(calls_) * static_cast<uint64_t>(ranks) + static_cast<uint64_t>(me);
+  const uint64_t stream = allgather_stream();
   auto start = Clock::now();
   // A rank whose operator is not finite sends a marker no codec message can be (those begin with
   // the codec's magic and are at least a header long) instead of a message.
@@ -413,10 +419,8 @@ torch::Tensor Exchange::average_overlapped(const torch::Tensor& input, bool loca
                                            int pieces) {
   const torch::Device device = input.device();
   const int ranks = communicator_.size();
-  const int me = communicator_.rank();
   const int64_t dim = input.numel();
-  const uint64_t stream =
-      static_cast<uint64_t>(calls_) * static_cast<uint64_t>(ranks) + static_cast<uint64_t>(me);
+  const uint64_t stream = allgather_stream();  // the unsplit exchange's: the same quantization
   const int64_t bucket = codec_.options().bucket_size();
   const int64_t buckets = (dim + bucket - 1) / bucket;
   std::vector<int64_t> bounds(pieces + 1);
@@ -459,13 +463,7 @@ torch::Tensor Exchange::average_overlapped(const torch::Tensor& input, bool loca
     }
     if (non_finite >= 0) return;  // every rank throws once every piece has arrived
     auto t1 = Clock::now();
-    if (!device.is_cpu()) {
-      std::vector<int64_t> sizes;
-      for (const auto& m : messages) sizes.push_back(m.numel());
-      const torch::Tensor all = torch::cat(messages).to(device);
-      for (int r = 0, offset = 0; r < ranks; offset += sizes[r], ++r)
-        messages[r] = all.narrow(0, offset, sizes[r]);
-    }
+    if (!device.is_cpu()) messages = to_device(messages, device);
     const int64_t length = bounds[p + 1] - bounds[p];
     torch::Tensor out = average.narrow(0, bounds[p], length);
     decode_from_ranks(codec_, messages, out, 1.0f / static_cast<float>(ranks));

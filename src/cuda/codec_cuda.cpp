@@ -31,6 +31,7 @@ cuda_kernels::QuantConfig config_of(const QuantSetup& q, uint64_t seed, uint64_t
   c.uniform = q.uniform;
   c.linf = q.linf;
   c.bucket = q.bucket;
+  c.register_encoder = q.register_encoder;
   c.seed = seed;
   c.stream = stream;
   c.first = first;

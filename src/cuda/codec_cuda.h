@@ -16,6 +16,7 @@ struct QuantSetup {
   bool uniform;
   bool linf;
   int64_t bucket;
+  bool register_encoder;  // CodecOptions::cuda_encoder is kRegister
   torch::Tensor tables;  // device float [2, count]: levels, 1 / gaps (undefined for casts)
 };
 

@@ -5,7 +5,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 
 #include "cuda/codec_kernels.h"
@@ -433,10 +432,9 @@ __global__ void __launch_bounds__(kThreads)
 
 // The register kernel's R for a bucket, or 0 where the bucket does not fit it or the kernel is not
 // chosen (see encode_fixed in codec_kernels.h).
-int rows_per_thread(int64_t bucket) {
-  const char* choice = std::getenv("SADDLE_CUDA_ENCODER");
-  if (choice == nullptr || std::strcmp(choice, "register") != 0) return 0;
-  if (bucket % 32 != 0) return 0;
+int rows_per_thread(const QuantConfig& q) {
+  const int64_t bucket = q.bucket;
+  if (!q.register_encoder || bucket % 32 != 0) return 0;
   for (int r = 1; r <= 32; r *= 2) {
     if (bucket <= int64_t{kThreads} * r) return r;
   }
@@ -456,7 +454,7 @@ bool launch_rows_with(int want, int blocks, const float* v, int64_t n, const Qua
 template <bool kPack>
 bool launch_rows(const float* v, int64_t n, const QuantConfig& q, float* norms, uint8_t* out,
                  DeviceErrors* errors, cudaStream_t stream) {
-  const int r = rows_per_thread(q.bucket), blocks = blocks_for(n, q.bucket);
+  const int r = rows_per_thread(q), blocks = blocks_for(n, q.bucket);
   return launch_rows_with<1, kPack>(r, blocks, v, n, q, norms, out, errors, stream) ||
          launch_rows_with<2, kPack>(r, blocks, v, n, q, norms, out, errors, stream) ||
          launch_rows_with<4, kPack>(r, blocks, v, n, q, norms, out, errors, stream) ||

@@ -268,6 +268,7 @@ cuda_detail::QuantSetup cuda_setup(const CodecOptions& o, const QuantizerSpec& s
           spec.family == LevelFamily::kUniform,
           o.norm() == NormKind::kLinf,
           o.bucket_size(),
+          o.cuda_encoder() == CudaEncoder::kRegister,
           std::move(tables)};
 }
 #endif

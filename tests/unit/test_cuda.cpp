@@ -5,10 +5,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <cstdlib>
 #include <cstring>
 #include <sstream>
 #include <string>
+#include <utility>
 
 #include "codec_reference.h"
 #include "paths.h"
@@ -36,31 +36,13 @@ bool have_gpu() { return saddle::cuda_device_count() > 0; }
 
 const torch::Device kGpu(torch::kCUDA, 0);
 
-// Chooses the CUDA encoder kernel (SADDLE_CUDA_ENCODER, see codec_kernels.h) for its lifetime.
-class EncoderChoice {
- public:
-  explicit EncoderChoice(const char* kernel) {
-    const char* old = std::getenv("SADDLE_CUDA_ENCODER");
-    if (old != nullptr) old_ = old;
-    setenv("SADDLE_CUDA_ENCODER", kernel, 1);
-  }
-  ~EncoderChoice() {
-    if (old_.empty()) {
-      unsetenv("SADDLE_CUDA_ENCODER");
-    } else {
-      setenv("SADDLE_CUDA_ENCODER", old_.c_str(), 1);
-    }
-  }
-  EncoderChoice(const EncoderChoice&) = delete;
-  EncoderChoice& operator=(const EncoderChoice&) = delete;
+// Both CUDA encoder kernels, with their names for failure messages.
+constexpr std::pair<saddle::CudaEncoder, const char*> kEncoders[] = {
+    {saddle::CudaEncoder::kBlock, "block"}, {saddle::CudaEncoder::kRegister, "register"}};
 
- private:
-  std::string old_;
-};
-constexpr const char* kEncoders[] = {"block", "register"};
-
-Codec reference_codec(const saddle::testing::ReferenceCase& c, const torch::Tensor& v) {
-  Codec codec(c.options);
+Codec reference_codec(const saddle::testing::ReferenceCase& c, const torch::Tensor& v,
+                      saddle::CudaEncoder encoder = saddle::CudaEncoder::kBlock) {
+  Codec codec(saddle::CodecOptions(c.options).cuda_encoder(encoder));
   if (codec.adaptive()) codec.adapt(codec.statistics(v));
   return codec;
 }
@@ -135,11 +117,10 @@ std::string first_difference(const Codec& codec, const torch::Tensor& v, const t
 TEST(Cuda, EncoderWritesTheCpuEncodersBytes) {
   SKIP_WITHOUT_GPU();
   int failures = 0;
-  for (const char* kernel : kEncoders) {
-    EncoderChoice choice(kernel);
+  for (const auto& [encoder, kernel] : kEncoders) {
     for (const auto& c : saddle::testing::reference_cases()) {
       const torch::Tensor v = saddle::testing::reference_input(c.n, c.seed);
-      const Codec codec = reference_codec(c, v);
+      const Codec codec = reference_codec(c, v, encoder);
       for (uint64_t stream : {0ULL, 3ULL, 123456789ULL}) {
         const torch::Tensor cpu = codec.encode(v, 7, stream);
         const torch::Tensor gpu = codec.encode(v.to(kGpu), 7, stream);
@@ -200,8 +181,7 @@ TEST(Cuda, LongBucketsAndUnalignedOutputsMatchTheCpu) {
   };
   // Buckets longer than the kernel's chunk, aligned to words or not, and the symbols that the
   // entropy coder packs on the CPU.
-  for (const char* kernel : kEncoders) {
-    EncoderChoice choice(kernel);
+  for (const auto& [encoder, kernel] : kEncoders) {
     for (const Case& c : {Case{"alq", 3, 5000}, Case{"qsgd", 4, 4096}, Case{"nuq", 5, 2500},
                           Case{"qsgd-inf", 8, 3000}, Case{"alq", 7, 8192},
                           Case{"alq", 4, 1024, saddle::CoderKind::kEntropy}}) {
@@ -214,7 +194,8 @@ TEST(Cuda, LongBucketsAndUnalignedOutputsMatchTheCpu) {
                       .quantizer(c.quantizer)
                       .bits(c.bits)
                       .bucket_size(c.bucket)
-                      .coder(c.coder));
+                      .coder(c.coder)
+                      .cuda_encoder(encoder));
       if (codec.adaptive()) codec.adapt(codec.statistics(v));
       std::vector<torch::Tensor> on_cpu, on_gpu;
       for (uint64_t r = 0; r < 3; ++r) {
@@ -246,8 +227,7 @@ TEST(Cuda, EncodersMatchTheCpuAtExtremeScales) {
   const int64_t n = 5000;  // 1024-buckets: the last one holds 904 coordinates, 28 rows and 8 more
   const torch::Tensor base = saddle::testing::reference_input(n, 23);
   int failures = 0;
-  for (const char* kernel : kEncoders) {
-    EncoderChoice choice(kernel);
+  for (const auto& [encoder, kernel] : kEncoders) {
     for (const char* quantizer : {"alq", "qsgd", "qsgd-inf", "nuq"}) {
       for (int bits : {2, 3, 4, 7}) {
         for (int64_t bucket : {32, 97, 256, 1024, 8192}) {  // 97: the block kernel
@@ -255,9 +235,12 @@ TEST(Cuda, EncodersMatchTheCpuAtExtremeScales) {
             const auto coder = bits == 4 && bucket == 256 ? saddle::CoderKind::kEntropy
                                                           : saddle::CoderKind::kFixed;
             const torch::Tensor v = base * scale;
-            Codec codec(
-                saddle::CodecOptions().quantizer(quantizer).bits(bits).bucket_size(bucket).coder(
-                    coder));
+            Codec codec(saddle::CodecOptions()
+                            .quantizer(quantizer)
+                            .bits(bits)
+                            .bucket_size(bucket)
+                            .coder(coder)
+                            .cuda_encoder(encoder));
             if (codec.adaptive()) codec.adapt(codec.statistics(v));
             // Also as a piece of a longer vector whose stream index crosses a key boundary
             // (2^32) in the second bucket of 1024.

@@ -189,6 +189,8 @@ class Exchange {
   void book_communication(double seconds);
   torch::Tensor average_allgather(const torch::Tensor& input, bool local_finite);
   torch::Tensor average_overlapped(const torch::Tensor& input, bool local_finite, int pieces);
+  // The random stream of this rank's all-gather message in this call.
+  uint64_t allgather_stream() const;
   torch::Tensor average_two_phase(const torch::Tensor& input, bool local_finite);
   // Decodes `messages` (from ranks first_rank, first_rank + 1, ...) into `out` with `weight`,
   // naming a bad message's rank.

@@ -32,6 +32,10 @@ NormKind parse_norm(const std::string& name);  // "l2" | "linf"
 const char* norm_name(NormKind kind);
 
 enum class CoderKind { kFixed, kEntropy };
+// Which CUDA kernel quantizes and packs (the same bytes either way; src/cuda/codec_kernels.h):
+// kBlock, any bucket size; kRegister, buckets of a multiple of 32 coordinates up to 8192 (others
+// fall back to kBlock). kRegister stays opt-in until it has run on a GPU. CPU encodes ignore it.
+enum class CudaEncoder { kBlock, kRegister };
 CoderKind parse_coder(const std::string& name);  // "fixed" | "entropy"
 const char* coder_name(CoderKind kind);
 
@@ -77,6 +81,7 @@ struct CodecOptions {
             bucket_size) = 1024;  // coordinates per bucket, each normalized by its own norm
   TORCH_ARG(NormKind, norm) = NormKind::kL2;  // qsgd-inf and terngrad force L-inf
   TORCH_ARG(CoderKind, coder) = CoderKind::kFixed;
+  TORCH_ARG(CudaEncoder, cuda_encoder) = CudaEncoder::kBlock;
 };
 
 class Codec {
