@@ -13,6 +13,12 @@ std::optional<double> find_metric(const Metrics& metrics, const std::string& key
   return std::nullopt;
 }
 
+torch::Tensor Game::operator_in_slices(at::Generator& gen, const SliceReady& ready) {
+  torch::Tensor f = operator_at(gen);
+  ready(f, 0, f.numel());
+  return f;
+}
+
 void Game::init_params(std::vector<Player> players, torch::Tensor initial) {
   int64_t offset = 0;
   for (auto& player : players) {

@@ -169,7 +169,7 @@ WganGpGame::Losses WganGpGame::losses(const Draw& d) {
   return l;
 }
 
-torch::Tensor WganGpGame::operator_at(const Draw& d) {
+torch::Tensor WganGpGame::operator_at(const Draw& d, const SliceReady& ready) {
   torch::AutoGradMode grad_mode(true);
   Forward f = forward(d, /*with_penalty=*/gp_lambda_ > 0);
   torch::Tensor out = torch::empty_like(params_);
@@ -185,31 +185,56 @@ torch::Tensor WganGpGame::operator_at(const Draw& d) {
   // Losses times the loss scale (1 unless fp16), gradients divided by it in copy_grads.
   const double unscale = 1.0 / loss_scale_;
   l_critic = l_critic * loss_scale_;
+  // The critic's half of F is final before the generator's backward pass starts: `ready` lets the
+  // exchange send it meanwhile.
+  const auto critic_ready = [&] {
+    if (ready) ready(out, critic.offset, critic.offset + critic.numel);
+  };
   if (loss_ == GanLoss::kWganGp) {
-    // L_G = -(the fake term of L_D) and the penalty sees G(z) detached, so one backward pass of
-    // L_D through both networks gives grad_phi L_D and grad_theta L_D = -grad_theta L_G.
-    std::vector<torch::Tensor> all = generator_params_;
-    all.insert(all.end(), critic_params_.begin(), critic_params_.end());
-    auto grads = torch::autograd::grad({l_critic}, all, {}, /*retain_graph=*/false,
+    // L_G = -(the fake term of L_D) and the penalty sees G(z) detached, so the backward pass of
+    // L_D through both networks gives grad_phi L_D and grad_theta L_D = -grad_theta L_G. It is cut
+    // at G(z): through the critic to its parameters and to the fake images, then from those
+    // through the generator (the same operations as one pass).
+    std::vector<torch::Tensor> inputs = critic_params_;
+    inputs.push_back(f.fake);
+    auto grads = torch::autograd::grad({l_critic}, inputs, {}, /*retain_graph=*/false,
                                        /*create_graph=*/false, /*allow_unused=*/true);
-    const auto split = grads.begin() + static_cast<std::ptrdiff_t>(generator_params_.size());
-    copy_grads(generator_params_, {grads.begin(), split}, out_gen, -unscale);
-    copy_grads(critic_params_, {split, grads.end()}, out_critic, unscale);
+    const torch::Tensor grad_fake = grads.back();
+    grads.pop_back();
+    copy_grads(critic_params_, grads, out_critic, unscale);
+    critic_ready();
+    std::vector<torch::Tensor> g_gen(generator_params_.size());
+    if (grad_fake.defined()) {
+      g_gen = torch::autograd::grad({f.fake}, generator_params_, {grad_fake},
+                                    /*retain_graph=*/false, /*create_graph=*/false,
+                                    /*allow_unused=*/true);
+    }
+    copy_grads(generator_params_, g_gen, out_gen, -unscale);
   } else {
     torch::Tensor l_gen = torch::nn::functional::softplus(-f.fake_scores).mean() * loss_scale_;
     auto g_critic = torch::autograd::grad({l_critic}, critic_params_, {}, /*retain_graph=*/true,
                                           /*create_graph=*/false, /*allow_unused=*/true);
+    copy_grads(critic_params_, g_critic, out_critic, unscale);
+    critic_ready();
     auto g_gen = torch::autograd::grad({l_gen}, generator_params_, {}, /*retain_graph=*/false,
                                        /*create_graph=*/false, /*allow_unused=*/true);
     copy_grads(generator_params_, g_gen, out_gen, unscale);
-    copy_grads(critic_params_, g_critic, out_critic, unscale);
   }
+  if (ready) ready(out, gen.offset, gen.offset + gen.numel);
   return out;
 }
 
 torch::Tensor WganGpGame::operator_at(at::Generator& gen) {
   const Draw d = draw(gen);
   return use_graphs_ ? graphed_operator_at(d) : operator_at(d);
+}
+
+torch::Tensor WganGpGame::operator_in_slices(at::Generator& gen, const SliceReady& ready) {
+  const Draw d = draw(gen);
+  if (!use_graphs_) return operator_at(d, ready);
+  torch::Tensor f = graphed_operator_at(d);  // one replay: the whole of F at once
+  ready(f, 0, f.numel());
+  return f;
 }
 
 torch::Tensor WganGpGame::graphed_operator_at(const Draw& d) {

@@ -10,6 +10,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -45,6 +46,15 @@ class Game {
   // own generator). Returns a new float tensor shaped like params(). Deterministic games ignore
   // gen.
   virtual torch::Tensor operator_at(at::Generator& gen) = 0;
+
+  // Told, while the game evaluates F, that the slice [begin, end) of the result `f` is final: the
+  // exchange sends the buckets it completes while the rest of F is computed (one player's
+  // exchange overlapping the other player's backward pass).
+  using SliceReady = std::function<void(const torch::Tensor& f, int64_t begin, int64_t end)>;
+  // operator_at(gen), telling `ready` about disjoint slices that cover F exactly once, each as soon
+  // as it is final; the same slices in the same order at every call (every rank must send its
+  // pieces in one order). This default reports the whole of F once it is computed.
+  virtual torch::Tensor operator_in_slices(at::Generator& gen, const SliceReady& ready);
 
   // The game's own metrics at the current parameters. Analytic games report at least
   // "operator_norm_sq" (of the exact, noise-free operator) and, where the equilibrium is known,

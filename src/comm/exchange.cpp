@@ -234,7 +234,8 @@ double Exchange::rank_sq_difference(bool against_previous) const {
   return sum_rank_squares(rank_last_, rank_previous_, against_previous);
 }
 
-torch::Tensor Exchange::average(const torch::Tensor& local, bool local_finite) {
+namespace {
+void check_operator(const torch::Tensor& local) {
   SADDLE_CHECK(local.defined(), "Exchange::average: undefined tensor");
   SADDLE_CHECK(local.dim() == 1, "Exchange::average: expected a 1-D tensor, got shape ",
                local.sizes());
@@ -242,6 +243,90 @@ torch::Tensor Exchange::average(const torch::Tensor& local, bool local_finite) {
                local.scalar_type(), " (expected kFloat32)");
   SADDLE_CHECK(local.device().is_cpu() || local.device().is_cuda(), "Exchange::average: tensor on ",
                local.device(), " (expected a CPU or CUDA tensor)");
+}
+}  // namespace
+
+// An overlapped all-gather in flight: the pieces of whole buckets, which of them are final, and
+// the order this rank started them in (every rank starts them in the same order).
+struct Exchange::Pipeline {
+  int64_t dim = 0;
+  torch::Device device = torch::kCPU;
+  bool deferred = false;  // one piece, or a level refit first: all of it at finish_average()
+  uint64_t stream = 0;
+  std::vector<int64_t> bounds;   // piece p is [bounds[p], bounds[p + 1])
+  std::vector<int64_t> missing;  // coordinates of piece p not final yet
+  std::vector<int> order;        // pieces in the order they were started
+  bool finite = true;            // every slice offered so far was finite
+  int64_t sent = 0;              // this rank's bytes
+};
+
+Exchange::~Exchange() = default;
+
+int Exchange::pieces_for(int64_t dim, const torch::Device& device) const {
+  // NCCL moves device messages in one collective of its own: not split; nor the two-phase one.
+  const bool host_transport = device.is_cpu() || !communicator_.device_collectives(device);
+  if (collective_ != "allgather" || !host_transport) return 1;
+  return resolve_overlap(options_.overlap(), dim, codec_.options().bucket_size(),
+                         communicator_.size());
+}
+
+void Exchange::begin_average(int64_t dim, const torch::Device& device) {
+  SADDLE_CHECK(!pipeline_, "Exchange::begin_average: the previous average is not finished");
+  SADDLE_CHECK(dim >= 0, "Exchange::begin_average: dim ", dim);
+  const int pieces = pieces_for(dim, device);
+  // Adaptive levels due for a refit need the whole operator's statistics before any encoding.
+  const bool refit = adapt_pending_ && codec_.adaptive();
+  pipeline_ = open_pipeline(dim, device, refit ? 1 : pieces);
+}
+
+void Exchange::offer(const torch::Tensor& f, int64_t begin, int64_t end, bool finite) {
+  SADDLE_CHECK(pipeline_, "Exchange::offer: no begin_average() before it");
+  Pipeline& pipe = *pipeline_;
+  if (pipe.deferred) return;
+  SADDLE_CHECK(f.dim() == 1 && f.numel() == pipe.dim && f.is_contiguous() &&
+                   f.scalar_type() == torch::kFloat32,
+               "Exchange::offer: expected a contiguous float32 vector of ", pipe.dim,
+               " entries, got shape ", f.sizes(), " and dtype ", f.scalar_type());
+  SADDLE_CHECK(0 <= begin && begin <= end && end <= pipe.dim, "Exchange::offer: slice [", begin,
+               ", ", end, ") outside [0, ", pipe.dim, ")");
+  pipe.finite = pipe.finite && finite;
+  const int pieces = static_cast<int>(pipe.missing.size());
+  for (int p = 0; p < pieces; ++p) {
+    const int64_t covered = std::min(end, pipe.bounds[p + 1]) - std::max(begin, pipe.bounds[p]);
+    if (covered <= 0) continue;
+    pipe.missing[p] -= covered;
+    SADDLE_CHECK(pipe.missing[p] >= 0, "Exchange::offer: slice [", begin, ", ", end,
+                 ") was offered before");
+    if (pipe.missing[p] == 0) start_piece(pipe, f, p);
+  }
+}
+
+int Exchange::pieces_started() const {
+  return pipeline_ ? static_cast<int>(pipeline_->order.size()) : 0;
+}
+
+torch::Tensor Exchange::finish_average(const torch::Tensor& local, bool local_finite) {
+  std::unique_ptr<Pipeline> pipe = std::move(pipeline_);
+  if (!pipe || pipe->deferred) return average(local, local_finite);
+  check_operator(local);
+  SADDLE_CHECK(local.numel() == pipe->dim && local.is_contiguous(),
+               "Exchange::finish_average: expected the contiguous vector of ", pipe->dim,
+               " entries begun, got shape ", local.sizes());
+  pipe->finite = pipe->finite && local_finite;
+  torch::Tensor average = close_pipeline(*pipe, local);
+  count_call(local.numel());
+  return average;
+}
+
+void Exchange::count_call(int64_t dim) {
+  ledger_.coordinates_sent += dim;
+  ++ledger_.exchanges;
+  ++calls_;
+}
+
+torch::Tensor Exchange::average(const torch::Tensor& local, bool local_finite) {
+  check_operator(local);
+  SADDLE_CHECK(!pipeline_, "Exchange::average: an average begun is not finished");
   const torch::Tensor input = local.contiguous();
   const int me = communicator_.rank();
 
@@ -274,11 +359,19 @@ torch::Tensor Exchange::average(const torch::Tensor& local, bool local_finite) {
   }
   adapt_pending_ = false;
 
-  torch::Tensor average = collective_ == "two-phase" ? average_two_phase(input, local_finite)
-                                                     : average_allgather(input, local_finite);
-  ledger_.coordinates_sent += input.numel();
-  ++ledger_.exchanges;
-  ++calls_;
+  torch::Tensor average;
+  if (collective_ == "two-phase") {
+    last_pieces_ = 1;
+    average = average_two_phase(input, local_finite);
+  } else if (const int pieces = pieces_for(input.numel(), input.device()); pieces > 1) {
+    std::unique_ptr<Pipeline> pipe = open_pipeline(input.numel(), input.device(), pieces);
+    pipe->finite = local_finite;
+    average = close_pipeline(*pipe, input);
+  } else {
+    last_pieces_ = 1;
+    average = average_allgather(input, local_finite);
+  }
+  count_call(input.numel());
   return average;
 }
 
@@ -370,12 +463,6 @@ uint64_t Exchange::allgather_stream() const {
 torch::Tensor Exchange::average_allgather(const torch::Tensor& input, bool local_finite) {
   const torch::Device device = input.device();
   const int ranks = communicator_.size();
-  // NCCL moves device messages in one collective of its own: not split.
-  const bool host_transport = device.is_cpu() || !communicator_.device_collectives(device);
-  last_pieces_ = host_transport ? resolve_overlap(options_.overlap(), input.numel(),
-                                                  codec_.options().bucket_size(), ranks)
-                                : 1;
-  if (last_pieces_ > 1) return average_overlapped(input, local_finite, last_pieces_);
   const uint64_t stream = allgather_stream();
   auto start = Clock::now();
   // A rank whose operator is not finite sends a marker no codec message can be (those begin with
@@ -410,45 +497,68 @@ torch::Tensor Exchange::average_allgather(const torch::Tensor& input, bool local
   return average;
 }
 
-// The all-gather as a pipeline of pieces of whole buckets: the later pieces are encoded while the
-// first travel, and the earlier ones decoded while the last travel. Each piece is quantized at its
-// index in this call's stream, so the average is the same bits as in one piece. The ledger books
-// the time this rank spends in each phase; transfers that proceed under the encoding and decoding
-// leave less to wait for, which shows as fewer seconds communicating.
-torch::Tensor Exchange::average_overlapped(const torch::Tensor& input, bool local_finite,
-                                           int pieces) {
-  const torch::Device device = input.device();
-  const int ranks = communicator_.size();
-  const int64_t dim = input.numel();
-  const uint64_t stream = allgather_stream();  // the unsplit exchange's: the same quantization
+// The all-gather as a pipeline of pieces of whole buckets: each piece is encoded and sent as soon
+// as its coordinates are final (offer()), the earlier ones decoded while the last travel. Each
+// piece is quantized at its index in this call's stream, so the average is the same bits as in one
+// piece, whatever order the pieces went in. The ledger books the time this rank spends in each
+// phase; transfers that proceed under the game's computation, the encoding and the decoding leave
+// less to wait for, which shows as fewer seconds communicating.
+std::unique_ptr<Exchange::Pipeline> Exchange::open_pipeline(int64_t dim,
+                                                            const torch::Device& device,
+                                                            int pieces) {
+  auto pipe = std::make_unique<Pipeline>();
+  pipe->dim = dim;
+  pipe->device = device;
+  pipe->deferred = pieces <= 1;
+  if (pipe->deferred) return pipe;
+  pipe->stream = allgather_stream();  // the unsplit exchange's: the same quantization
   const int64_t bucket = codec_.options().bucket_size();
   const int64_t buckets = (dim + bucket - 1) / bucket;
-  std::vector<int64_t> bounds(pieces + 1);
-  for (int p = 0; p <= pieces; ++p) bounds[p] = std::min(dim, buckets * p / pieces * bucket);
+  pipe->bounds.resize(pieces + 1);
+  for (int p = 0; p <= pieces; ++p) pipe->bounds[p] = std::min(dim, buckets * p / pieces * bucket);
+  for (int p = 0; p < pieces; ++p) pipe->missing.push_back(pipe->bounds[p + 1] - pipe->bounds[p]);
+  return pipe;
+}
 
-  torch::Tensor average = torch::empty({dim}, input.options());
+void Exchange::start_piece(Pipeline& pipe, const torch::Tensor& input, int p) {
+  auto t0 = Clock::now();
+  // A rank whose operator is not finite (so far) sends the non-finite marker in this piece.
+  const int64_t first = pipe.bounds[p];
+  torch::Tensor message = pipe.finite
+                              ? codec_
+                                    .encode(input.narrow(0, first, pipe.bounds[p + 1] - first),
+                                            options_.seed(), pipe.stream, first)
+                                    .cpu()
+                              : non_finite_marker(torch::kCPU);
+  auto t1 = Clock::now();
+  communicator_.start_allgather(message);
+  ledger_.seconds_encode += seconds_between(t0, t1);
+  ledger_.seconds_communicate += seconds_between(t1, Clock::now());
+  pipe.sent += message.numel();
+  pipe.order.push_back(p);
+  pipe.missing[p] = 0;
+}
+
+torch::Tensor Exchange::close_pipeline(Pipeline& pipe, const torch::Tensor& input) {
+  const torch::Device device = pipe.device;
+  const int ranks = communicator_.size();
+  const int pieces = static_cast<int>(pipe.missing.size());
+  last_pieces_ = pieces;
+  // Pieces no slice completed go now, in index order.
+  for (int p = 0; p < pieces; ++p) {
+    if (std::find(pipe.order.begin(), pipe.order.end(), p) == pipe.order.end()) {
+      start_piece(pipe, input, p);
+    }
+  }
+  torch::Tensor average = torch::empty({pipe.dim}, input.options());
   if (keep_ranks_) {
     rank_previous_ = rank_last_.defined() ? rank_last_.to(device) : rank_last_;
-    rank_last_ = torch::empty({ranks, dim}, input.options());
+    rank_last_ = torch::empty({ranks, pipe.dim}, input.options());
   }
-  double encode = 0.0, communicate = 0.0, wait = 0.0, decode = 0.0;
-  int64_t sent = 0, everyone = 0;
-  int non_finite = -1;  // the first rank whose operator was not finite
-  auto start = [&](int p) {
-    auto t0 = Clock::now();
-    torch::Tensor message = local_finite
-                                ? codec_
-                                      .encode(input.narrow(0, bounds[p], bounds[p + 1] - bounds[p]),
-                                              options_.seed(), stream, bounds[p])
-                                      .cpu()
-                                : non_finite_marker(torch::kCPU);
-    auto t1 = Clock::now();
-    communicator_.start_allgather(message);
-    encode += seconds_between(t0, t1);
-    communicate += seconds_between(t1, Clock::now());
-    sent += message.numel();
-  };
-  auto finish = [&](int p) {
+  double communicate = 0.0, wait = 0.0, decode = 0.0;
+  int64_t everyone = 0;
+  int non_finite = -1;  // the lowest rank that sent the marker in any piece
+  for (const int p : pipe.order) {
     auto t0 = Clock::now();
     std::vector<torch::Tensor> messages = communicator_.finish_allgather();
     const double moved = seconds_between(t0, Clock::now());
@@ -458,38 +568,32 @@ torch::Tensor Exchange::average_overlapped(const torch::Tensor& input, bool loca
     SADDLE_CHECK(static_cast<int>(messages.size()) == ranks, "finish_allgather returned ",
                  messages.size(), " messages for ", ranks, " ranks");
     everyone += total_bytes(messages);
-    for (int r = 0; r < ranks && non_finite < 0; ++r) {
-      if (is_non_finite_marker(messages[r])) non_finite = r;
+    for (int r = 0; r < ranks; ++r) {
+      if (is_non_finite_marker(messages[r]) && (non_finite < 0 || r < non_finite)) non_finite = r;
     }
-    if (non_finite >= 0) return;  // every rank throws once every piece has arrived
+    if (non_finite >= 0) continue;  // every rank throws once every piece has arrived
     auto t1 = Clock::now();
     if (!device.is_cpu()) messages = to_device(messages, device);
-    const int64_t length = bounds[p + 1] - bounds[p];
-    torch::Tensor out = average.narrow(0, bounds[p], length);
+    const int64_t length = pipe.bounds[p + 1] - pipe.bounds[p];
+    torch::Tensor out = average.narrow(0, pipe.bounds[p], length);
     decode_from_ranks(codec_, messages, out, 1.0f / static_cast<float>(ranks));
     for (int r = 0; keep_ranks_ && r < ranks; ++r) {
-      torch::Tensor row = rank_last_[r].narrow(0, bounds[p], length);
+      torch::Tensor row = rank_last_[r].narrow(0, pipe.bounds[p], length);
       codec_.decode_average({messages[r]}, row, 1.0f);  // validated by the decode above
     }
     communicator_.progress();
     decode += seconds_between(t1, Clock::now());
-  };
-  // Every piece is posted as soon as it is encoded, then the pieces are finished in order. (Two in
-  // flight at a time left the link idle for a round trip between pieces: the next piece's sends
-  // were posted only once the one before had arrived.)
-  for (int p = 0; p < pieces; ++p) start(p);
-  for (int p = 0; p < pieces; ++p) finish(p);
+  }
   auto t0 = Clock::now();
   synchronize(device);  // the decode's time belongs to the decode
   decode += seconds_between(t0, Clock::now());
   if (non_finite >= 0) throw NonFiniteOperator(non_finite);
 
-  ledger_.seconds_encode += encode;
   ledger_.seconds_communicate += communicate;
   ledger_.seconds_wait += wait;
   ledger_.seconds_decode += decode;
-  ledger_.bytes_sent += sent;
-  ledger_.bytes_received += everyone - sent;
+  ledger_.bytes_sent += pipe.sent;
+  ledger_.bytes_received += everyone - pipe.sent;
   ledger_.bytes_all_ranks += everyone;
   return average;
 }

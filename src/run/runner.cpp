@@ -450,10 +450,15 @@ class Runner {
   // One operator evaluation in the run's precision. fp16 scales the losses; an evaluation that
   // overflows is redone from the same sample (generator, sampler and batch-norm state restored)
   // with a smaller scale.
-  torch::Tensor evaluate(at::Generator& gen) {
-    if (options_.precision() == Precision::kFp32) return game_.operator_at(gen);
+  // With `ready` (not with fp16, whose retries would report slices twice), the game reports its
+  // slices of F as they are final (Game::operator_in_slices).
+  torch::Tensor evaluate(at::Generator& gen, const Game::SliceReady& ready = {}) {
+    const auto once = [&] {
+      return ready ? game_.operator_in_slices(gen, ready) : game_.operator_at(gen);
+    };
+    if (options_.precision() == Precision::kFp32) return once();
     AutocastScope autocast(options_.precision(), device_);
-    if (options_.precision() != Precision::kFp16) return game_.operator_at(gen);
+    if (options_.precision() != Precision::kFp16) return once();
     Game::State snapshot = game_.state();
     for (auto& entry : snapshot) entry.second = entry.second.clone();
     const torch::Tensor gen_state = gen.get_state();
@@ -479,12 +484,32 @@ class Runner {
       before = game_.state();
       for (auto& entry : before) entry.second = entry.second.clone();
     }
-    torch::Tensor local = evaluate(generators_[0]);
-    for (size_t r = 1; r < generators_.size(); ++r) local.add_(evaluate(generators_[r]));
-    if (generators_.size() > 1) local.div_(static_cast<double>(generators_.size()));
-    // Caught here, before the exchange, so the message names the cause rather than the codec.
-    const bool finite = all_finite(local, kLargestOperatorEntry);
-    ledger.seconds_compute += seconds_since(start);
+    // One evaluation per rank goes to the exchange slice by slice, so that an overlapped exchange
+    // sends the slices the game has finished while it computes the others. (Several simulated
+    // ranks' mean is known only at the end; fp16 may redo an evaluation; alone, nothing travels.)
+    const bool in_slices =
+        ranks_ > 1 && generators_.size() == 1 && options_.precision() != Precision::kFp16;
+    const double exchange_before = ledger.seconds_encode + ledger.seconds_communicate;
+    bool finite = true;
+    torch::Tensor local;
+    if (in_slices) {
+      exchange_.begin_average(game_.dim(), game_.device());
+      local = evaluate(generators_[0], [&](const torch::Tensor& f, int64_t begin, int64_t end) {
+        // Caught here, before the exchange, so the message names the cause rather than the codec.
+        const bool slice_finite =
+            all_finite(f.narrow(0, begin, end - begin), kLargestOperatorEntry);
+        finite = finite && slice_finite;
+        exchange_.offer(f, begin, end, slice_finite);
+      });
+    } else {
+      local = evaluate(generators_[0]);
+      for (size_t r = 1; r < generators_.size(); ++r) local.add_(evaluate(generators_[r]));
+      if (generators_.size() > 1) local.div_(static_cast<double>(generators_.size()));
+      finite = all_finite(local, kLargestOperatorEntry);
+    }
+    // The pieces the exchange encoded and posted during the evaluation are booked as its own.
+    ledger.seconds_compute += seconds_since(start) - (ledger.seconds_encode +
+                                                      ledger.seconds_communicate - exchange_before);
     // A non-finite operator is an event every rank agrees on: alone at once, with several ranks
     // through the exchange, which tells every rank which rank it was. The solver may retry with a
     // shorter step (from the game's state before the evaluation); else loop() ends the run.
@@ -496,7 +521,8 @@ class Runner {
     const double j1 = energy_per_phase_ ? energy_.meter->joules() : 0.0;
     torch::Tensor averaged;
     try {
-      averaged = exchange_.average(local, finite);
+      averaged =
+          in_slices ? exchange_.finish_average(local, finite) : exchange_.average(local, finite);
     } catch (const NonFiniteOperator& e) {
       throw non_finite(e.rank());
     }

@@ -11,6 +11,7 @@
 #include "mpi_test_env.h"
 #include "saddle/comm/exchange.h"
 #include "saddle/device.h"
+#include "saddle/games/wgan_gp.h"
 
 namespace saddle {
 namespace {
@@ -74,6 +75,43 @@ TEST(MpiExchange, OverlappedPiecesGiveTheUnsplitBitsOnEveryRank) {
                   3 * (comm.size() - 1) * 6 * Codec::kHeaderBytes);
       }
     }
+  }
+}
+
+// The game's slices under real MPI: the critic's pieces go while the generator's backward pass
+// runs, so ranks post pieces out of index order, and every rank still gets the unsplit bits.
+TEST(MpiExchange, AGamesSlicesGoEarlyAndGiveTheUnsplitBits) {
+  Communicator& comm = test_world();
+  Logger quiet(LogLevel::kError);
+  GameOptions options;
+  options.filters = 4;
+  options.batch = 4;
+  options.latent = 8;
+  options.seed = 3;
+  const RealBatches noise = [](int64_t batch, at::Generator& gen) {
+    return torch::rand({batch, 1, 32, 32}, gen) * 2 - 1;
+  };
+  WganGpGame game(options, noise, 1);
+  const auto codec = CodecOptions().quantizer("qsgd").bits(4).bucket_size(128);
+  Exchange off(comm, ExchangeOptions().codec(codec).overlap("off"), quiet);
+  Exchange on(comm, ExchangeOptions().codec(codec).overlap("6"), quiet);
+  for (int call = 0; call < 2; ++call) {
+    at::Generator a = at::make_generator<at::CPUGeneratorImpl>(100 * comm.rank() + call);
+    at::Generator b = at::make_generator<at::CPUGeneratorImpl>(100 * comm.rank() + call);
+    const torch::Tensor expected = off.average(game.operator_at(a));
+    on.begin_average(game.dim(), torch::kCPU);
+    int early = -1;
+    const torch::Tensor local =
+        game.operator_in_slices(b, [&](const torch::Tensor& f, int64_t begin, int64_t end) {
+          on.offer(f, begin, end, true);
+          if (early < 0) early = on.pieces_started();
+        });
+    const torch::Tensor average = on.finish_average(local);
+    EXPECT_TRUE(torch::equal(average, expected)) << "call " << call;
+    EXPECT_TRUE(identical_on_all_ranks(comm, average)) << "call " << call;
+    // The critic's slice (the second half of z) completes the last pieces, not the first.
+    EXPECT_GE(early, 1) << "call " << call;
+    EXPECT_LT(early, 6) << "call " << call;
   }
 }
 

@@ -419,6 +419,86 @@ TEST(OverlappedExchange, ANonFiniteOperatorOnOneRankIsSeenByEveryRank) {
   EXPECT_EQ(went_on, std::vector<bool>({true, true, true}));
 }
 
+// Fed slice by slice as a game computes them (the second half first, cut mid-bucket), each piece
+// goes once its coordinates are final, and the averages are the unsplit exchange's bits. Levels
+// due for a refit need the whole operator first: then nothing goes early.
+TEST(OverlappedExchange, SlicesSentAsTheyAreFinalGiveTheUnsplitBits) {
+  const int ranks = 3, calls = 3;
+  const int64_t dim = 1000,
+                cut = 617;  // 16 buckets of 64 in 5 pieces: [768, 1000) is in [cut, dim)
+  for (const char* q : {"none", "qsgd", "alq"}) {
+    const ExchangeOptions base = ExchangeOptions().codec(codec(q).bucket_size(64)).seed(5);
+    const auto off = run_averages(ranks, ExchangeOptions(base).overlap("off"), dim, calls);
+    InProcessGroup group(ranks);
+    Logger quiet(LogLevel::kError);
+    std::vector<std::vector<int>> started(ranks);
+    group.run([&](Communicator& comm) {
+      Exchange exchange(comm, ExchangeOptions(base).overlap("5"), quiet);
+      for (int c = 0; c < calls; ++c) {
+        exchange.begin_iteration(c);
+        const torch::Tensor local = local_operator(comm.rank(), dim);  // as run_averages has it
+        exchange.begin_average(dim, torch::kCPU);
+        exchange.offer(local, cut, dim, true);
+        started[comm.rank()].push_back(exchange.pieces_started());
+        exchange.offer(local, 0, cut, true);
+        started[comm.rank()].push_back(exchange.pieces_started());
+        const torch::Tensor average = exchange.finish_average(local);
+        EXPECT_TRUE(torch::equal(average, off[comm.rank()][c]))
+            << q << ": rank " << comm.rank() << ", call " << c;
+        EXPECT_EQ(exchange.overlap_pieces(), 5);  // after a refit too, all at once
+      }
+    });
+    const std::vector<int> expected = std::string(q) == "alq" ? std::vector<int>{0, 0, 1, 5, 1, 5}
+                                                              : std::vector<int>{1, 5, 1, 5, 1, 5};
+    for (int r = 0; r < ranks; ++r) EXPECT_EQ(started[r], expected) << q << ": rank " << r;
+  }
+}
+
+// A slice that is not finite: the pieces it completes, and every later one, carry the marker, and
+// every rank throws naming the lowest such rank once all pieces have arrived (rank 2's first
+// slice, rank 1's second), then goes on.
+TEST(OverlappedExchange, ANonFiniteSliceIsSeenByEveryRank) {
+  InProcessGroup group(3);
+  Logger quiet(LogLevel::kError);
+  std::vector<int> seen(3, -1);
+  std::vector<bool> went_on(3, false);
+  group.run([&](Communicator& comm) {
+    Exchange exchange(comm, ExchangeOptions().codec(codec("qsgd").bucket_size(16)).overlap("4"),
+                      quiet);
+    const torch::Tensor local = local_operator(comm.rank(), 640);
+    exchange.begin_average(640, torch::kCPU);
+    exchange.offer(local, 320, 640, comm.rank() != 2);
+    exchange.offer(local, 0, 320, comm.rank() != 1);
+    try {
+      exchange.finish_average(local, comm.rank() != 1);
+    } catch (const NonFiniteOperator& e) {
+      seen[comm.rank()] = e.rank();
+    }
+    went_on[comm.rank()] = exchange.average(local).numel() == 640;
+  });
+  EXPECT_EQ(seen, std::vector<int>({1, 1, 1}));
+  EXPECT_EQ(went_on, std::vector<bool>({true, true, true}));
+}
+
+TEST(OverlappedExchange, MisusedSlicesAreRefused) {
+  auto single = make_single_process_communicator();
+  Logger quiet(LogLevel::kError);
+  Exchange exchange(*single, ExchangeOptions().codec(codec("none").bucket_size(16)).overlap("4"),
+                    quiet);
+  const torch::Tensor local = local_operator(0, 640);
+  EXPECT_THROW(exchange.offer(local, 0, 640, true), Error);  // no begin_average
+  exchange.begin_average(640, torch::kCPU);
+  EXPECT_THROW(exchange.begin_average(640, torch::kCPU), Error);
+  EXPECT_THROW(exchange.offer(local, 600, 700, true), Error);
+  EXPECT_THROW(exchange.offer(local.narrow(0, 0, 320), 0, 320, true), Error);
+  exchange.offer(local, 0, 320, true);
+  EXPECT_THROW(exchange.offer(local, 300, 400, true), Error);  // offered before
+  EXPECT_THROW(exchange.average(local), Error);                // the begun one is not finished
+  exchange.offer(local, 400, 640, true);
+  EXPECT_TRUE(torch::equal(exchange.finish_average(local), local));
+  EXPECT_TRUE(torch::equal(exchange.average(local), local));
+}
+
 TEST(TwoPhaseExchange, AutoPicksItFromEightRanksAndBadNamesAreRefused) {
   EXPECT_EQ(resolve_collective("auto", 1), "allgather");
   EXPECT_EQ(resolve_collective("auto", kTwoPhaseFromRanks - 1), "allgather");

@@ -117,6 +117,31 @@ TEST_F(WganGp, OperatorMatchesFiniteDifferencesNonSaturating) {
   check_finite_differences("nonsaturating");
 }
 
+// In slices: the critic's, final before the generator's backward pass, then the generator's; the
+// same operator as in one piece, for both losses.
+TEST_F(WganGp, SlicesCoverTheOperatorCriticFirst) {
+  for (const char* loss : {"wgan-gp", "nonsaturating"}) {
+    WganGpGame game(tiny(loss), noise_images(1), 1);
+    const Player& g = game.players()[0];
+    const Player& d = game.players()[1];
+    at::Generator ga = at::make_generator<at::CPUGeneratorImpl>(7);
+    at::Generator gb = at::make_generator<at::CPUGeneratorImpl>(7);
+    const torch::Tensor whole = game.operator_at(ga);
+    std::vector<std::pair<int64_t, int64_t>> slices;
+    torch::Tensor critic_when_ready;
+    const torch::Tensor f =
+        game.operator_in_slices(gb, [&](const torch::Tensor& out, int64_t begin, int64_t end) {
+          slices.emplace_back(begin, end);
+          if (slices.size() == 1) critic_when_ready = out.narrow(0, begin, end - begin).clone();
+        });
+    EXPECT_TRUE(torch::equal(f, whole)) << loss;
+    const std::vector<std::pair<int64_t, int64_t>> expected = {{d.offset, d.offset + d.numel},
+                                                               {g.offset, g.offset + g.numel}};
+    EXPECT_EQ(slices, expected) << loss;
+    EXPECT_TRUE(torch::equal(critic_when_ready, whole.narrow(0, d.offset, d.numel))) << loss;
+  }
+}
+
 TEST_F(WganGp, SameSeedSameOperator) {
   WganGpGame a(tiny(), noise_images(1), 1);
   WganGpGame b(tiny(), noise_images(1), 1);

@@ -6,8 +6,9 @@
 //    rank decodes every rank's message (its own included) in rank order with weight 1/K. Each rank
 //    receives (K-1) messages of d coordinates: traffic grows with K. Overlapped (ExchangeOptions::
 //    overlap), the vector goes in pieces of whole buckets: each piece is sent as soon as it is
-//    encoded and decoded as soon as it has arrived, while the others travel; each piece is
-//    quantized at its place in the random stream, so the average is the same bits as unsplit.
+//    encoded (fed by the game slice by slice, as soon as its coordinates are computed) and decoded
+//    as soon as it has arrived, while the others travel; each piece is quantized at its place in
+//    the random stream, so the average is the same bits as unsplit.
 //  - two-phase (quantized reduce-scatter, then all-gather): rank r owns the r-th of K contiguous,
 //    bucket-aligned chunks. Phase 1: each rank quantizes each chunk of its operator and sends it to
 //    the chunk's owner (all-to-all); the owner decodes the K pieces in rank order with weight 1/K.
@@ -34,6 +35,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -130,6 +132,7 @@ class Exchange {
   // Throws saddle::Error for a bad option (the codec checks its own). `communicator` and `logger`
   // must outlive the Exchange.
   Exchange(Communicator& communicator, const ExchangeOptions& options, const Logger& logger);
+  ~Exchange();
 
   // Called by the runner at the start of iteration t (drives the level-update schedule): when t is
   // due, the next average() first refits the levels from statistics summed over all ranks
@@ -148,6 +151,20 @@ class Exchange {
   // and then every rank throws NonFiniteOperator naming the first such rank, at the same call: an
   // agreed divergence rather than one rank ending the job.
   torch::Tensor average(const torch::Tensor& local, bool local_finite = true);
+
+  // average() of an operator the game computes in slices (Game::operator_in_slices), overlapped
+  // (ExchangeOptions::overlap) with its computation: begin_average() before the evaluation; offer()
+  // each slice [begin, end) of `f` once it is final (and whether it is finite), which sends every
+  // piece it completes while the game computes the rest; finish_average() with the whole operator
+  // sends what is left and returns average(local, local_finite)'s bits. Every rank offers the same
+  // slices in the same order. Where pieces cannot go early (one piece, the two-phase collective,
+  // NCCL, or adaptive levels due for a refit, which needs the whole operator's statistics first),
+  // offer() keeps nothing and finish_average() is average().
+  void begin_average(int64_t dim, const torch::Device& device);
+  void offer(const torch::Tensor& f, int64_t begin, int64_t end, bool finite);
+  torch::Tensor finish_average(const torch::Tensor& local, bool local_finite = true);
+  // Pieces of the average begun that offer() has already sent (0 outside one).
+  int pieces_started() const;
 
   // The codec's predicted variance at the last level refit (NaN before the first).
   double predicted_variance() const { return predicted_variance_; }
@@ -188,7 +205,14 @@ class Exchange {
   // Books `seconds` of a collective: the communicator's wait for the other ranks apart.
   void book_communication(double seconds);
   torch::Tensor average_allgather(const torch::Tensor& input, bool local_finite);
-  torch::Tensor average_overlapped(const torch::Tensor& input, bool local_finite, int pieces);
+  // The overlapped all-gather ("Overlapped" in the comment above): opened with the pieces'
+  // bounds, each piece started once final, closed by finishing them in the order they started.
+  struct Pipeline;
+  int pieces_for(int64_t dim, const torch::Device& device) const;
+  std::unique_ptr<Pipeline> open_pipeline(int64_t dim, const torch::Device& device, int pieces);
+  void start_piece(Pipeline& pipe, const torch::Tensor& input, int p);
+  torch::Tensor close_pipeline(Pipeline& pipe, const torch::Tensor& input);
+  void count_call(int64_t dim);
   // The random stream of this rank's all-gather message in this call.
   uint64_t allgather_stream() const;
   torch::Tensor average_two_phase(const torch::Tensor& input, bool local_finite);
@@ -211,6 +235,7 @@ class Exchange {
   torch::Tensor pinned_;  // host staging of device messages for host transports
   bool keep_ranks_ = false;
   int last_pieces_ = 1;
+  std::unique_ptr<Pipeline> pipeline_;  // between begin_average() and finish_average()
   // [K, dim] decoded operators of the last two calls; two-phase: [K, chunk] of this rank's chunk,
   // and the owners' sums of the last call (against the previous call, and plain).
   torch::Tensor rank_last_, rank_previous_;

@@ -92,8 +92,12 @@ class WganGpGame final : public Game {
   // the order cuDNN's algorithms sum in); recaptured when the precision, the loss scale or z's
   // storage changes.
   torch::Tensor operator_at(at::Generator& gen) override;
-  // One evaluation at `draw`, run eagerly.
-  torch::Tensor operator_at(const Draw& draw);
+  // The critic's slice of F first, once its backward pass is done (eagerly; a graph replay
+  // reports the whole of F).
+  torch::Tensor operator_in_slices(at::Generator& gen, const SliceReady& ready) override;
+  // One evaluation at `draw`, run eagerly, telling `ready` (if set) about the critic's slice,
+  // then the generator's.
+  torch::Tensor operator_at(const Draw& draw, const SliceReady& ready = {});
   // CUDA graph captures so far (0: every evaluation ran eagerly).
   int64_t graph_captures() const override { return graph_captures_; }
 
