@@ -65,8 +65,9 @@ void ExchangeFlags::add_to(ConfigBinder& binder) {
              "one at --second-bits whatever the ranks) | auto (two-phase from " +
                  std::to_string(kTwoPhaseFromRanks) + " ranks)");
   binder.add("overlap", overlap,
-             "allgather: cut the operator into N pieces of whole buckets, each sent as soon as it "
-             "is encoded and decoded as soon as it arrives (the same averages) | off | auto (with "
+             "allgather: cut the operator into N pieces of whole buckets, each sent as soon as the "
+             "game has computed it (wgan-gp: the critic's while the generator's gradient is "
+             "computed) and decoded as soon as it arrives (the same averages) | off | auto (with "
              "2+ ranks, one piece per " +
                  std::to_string(kOverlapPieceCoordinates) + " coordinates, at most " +
                  std::to_string(kOverlapMaxPieces) + ")");
