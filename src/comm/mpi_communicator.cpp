@@ -50,7 +50,9 @@ MPI_Datatype reduce_type(const torch::Tensor& tensor) {
 class MpiCommunicator final : public Communicator {
  public:
   MpiCommunicator(MPI_Comm comm, const MpiOptions& options)
-      : comm_(comm), chunk_(std::min<int64_t>(options.max_chunk(), INT_MAX)) {
+      : comm_(comm),
+        chunk_(std::min<int64_t>(options.max_chunk(), INT_MAX)),
+        segment_(std::min<int64_t>(options.segment_bytes(), chunk_)) {
     check_mpi(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
     check_mpi(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
     // The ranks that share this node's memory: their order gives each its GPU.
@@ -59,6 +61,19 @@ class MpiCommunicator final : public Communicator {
               "MPI_Comm_split_type");
     check_mpi(MPI_Comm_rank(node, &local_rank_), "MPI_Comm_rank");
     check_mpi(MPI_Comm_size(node, &local_size_), "MPI_Comm_size");
+    // Which ranks share this node: messages to them go through shared memory, unsegmented.
+    MPI_Group node_group = MPI_GROUP_NULL, group = MPI_GROUP_NULL;
+    check_mpi(MPI_Comm_group(node, &node_group), "MPI_Comm_group");
+    check_mpi(MPI_Comm_group(comm_, &group), "MPI_Comm_group");
+    std::vector<int> local(local_size_), global(local_size_);
+    for (int i = 0; i < local_size_; ++i) local[i] = i;
+    check_mpi(
+        MPI_Group_translate_ranks(node_group, local_size_, local.data(), group, global.data()),
+        "MPI_Group_translate_ranks");
+    same_node_.assign(size_, false);
+    for (const int r : global) same_node_.at(r) = true;
+    MPI_Group_free(&node_group);
+    MPI_Group_free(&group);
     MPI_Comm_free(&node);
   }
 
@@ -75,9 +90,9 @@ class MpiCommunicator final : public Communicator {
   int local_size() const override { return local_size_; }
 
   // Every message travels point to point (what MPI_Allgatherv and MPI_Alltoallv do underneath,
-  // with the same bytes per rank): sizes first, then the bytes in pieces of at most chunk_ (no
-  // int-count limit), so that a rank whose bytes never arrive (stopped, crashed, cut off) can be
-  // named by the others.
+  // with the same bytes per rank): sizes first, then the bytes in segments (no int-count limit;
+  // to other nodes, no handshake before each: MpiOptions::segment_bytes), so that a rank whose
+  // bytes never arrive (stopped, crashed, cut off) can be named by the others.
   std::vector<torch::Tensor> allgather_bytes(const torch::Tensor& message) override {
     check_message_bytes(message, "allgather_bytes");
     const char* what = "the exchange's all-gather";
@@ -129,9 +144,10 @@ class MpiCommunicator final : public Communicator {
       check_mpi(
           MPI_Isend(&g.mine, 1, MPI_INT64_T, r, kGatherSizeTag, comm_, &g.size_requests.back()),
           "MPI_Isend");
-      for (int64_t start = 0; start < g.mine; start += chunk_) {
+      const int64_t segment = segment_for(r);
+      for (int64_t start = 0; start < g.mine; start += segment) {
         g.sends.emplace_back();
-        const int count = static_cast<int>(std::min<int64_t>(chunk_, g.mine - start));
+        const int count = static_cast<int>(std::min<int64_t>(segment, g.mine - start));
         check_mpi(
             MPI_Isend(data + start, count, MPI_BYTE, r, kGatherDataTag, comm_, &g.sends.back()),
             "MPI_Isend");
@@ -280,7 +296,11 @@ class MpiCommunicator final : public Communicator {
 
  private:
   MPI_Comm comm_;
-  int64_t chunk_;
+  int64_t chunk_;    // the most bytes (elements for sums) in one MPI call
+  int64_t segment_;  // the most bytes in one point-to-point message to another node (<= chunk_)
+  std::vector<bool> same_node_;  // by rank: shares this rank's node (shared memory)
+  // Both ends of a transfer split it alike: a peer on this node shares the node with it too.
+  int64_t segment_for(int peer) const { return same_node_[peer] ? chunk_ : segment_; }
   int rank_ = 0;
   int size_ = 1;
   int local_rank_ = 0;
@@ -339,10 +359,11 @@ class MpiCommunicator final : public Communicator {
     std::copy_n(g.message.data_ptr<uint8_t>(), g.mine, out + g.offsets[rank_]);
     for (int r = 0; r < size_; ++r) {
       if (r == rank_) continue;
-      for (int64_t start = 0; start < g.sizes[r]; start += chunk_) {
+      const int64_t segment = segment_for(r);
+      for (int64_t start = 0; start < g.sizes[r]; start += segment) {
         g.receives.emplace_back();
         g.receive_from.push_back(r);
-        const int count = static_cast<int>(std::min<int64_t>(chunk_, g.sizes[r] - start));
+        const int count = static_cast<int>(std::min<int64_t>(segment, g.sizes[r] - start));
         check_mpi(MPI_Irecv(out + g.offsets[r] + start, count, MPI_BYTE, r, kGatherDataTag, comm_,
                             &g.receives.back()),
                   "MPI_Irecv");
@@ -386,25 +407,28 @@ class MpiCommunicator final : public Communicator {
     return sizes;
   }
 
-  // Posts every receive, then every send, in pieces of at most chunk_ bytes, and completes them.
+  // Posts every receive, then every send, in segments of at most segment_for(peer) bytes, and
+  // completes them.
   void transfer(const std::vector<Transfer>& sends, const std::vector<Transfer>& receives,
                 const char* what) {
     std::vector<MPI_Request> requests;
     std::vector<int> from;
     for (const Transfer& t : receives) {
-      for (int64_t start = 0; start < t.size; start += chunk_) {
+      const int64_t segment = segment_for(t.peer);
+      for (int64_t start = 0; start < t.size; start += segment) {
         requests.emplace_back();
         from.push_back(t.peer);
-        const int count = static_cast<int>(std::min<int64_t>(chunk_, t.size - start));
+        const int count = static_cast<int>(std::min<int64_t>(segment, t.size - start));
         check_mpi(
             MPI_Irecv(t.data + start, count, MPI_BYTE, t.peer, kDataTag, comm_, &requests.back()),
             "MPI_Irecv");
       }
     }
     for (const Transfer& t : sends) {
-      for (int64_t start = 0; start < t.size; start += chunk_) {
+      const int64_t segment = segment_for(t.peer);
+      for (int64_t start = 0; start < t.size; start += segment) {
         requests.emplace_back();
-        const int count = static_cast<int>(std::min<int64_t>(chunk_, t.size - start));
+        const int count = static_cast<int>(std::min<int64_t>(segment, t.size - start));
         check_mpi(
             MPI_Isend(t.data + start, count, MPI_BYTE, t.peer, kDataTag, comm_, &requests.back()),
             "MPI_Isend");
@@ -500,6 +524,8 @@ MpiRuntime::~MpiRuntime() {
 std::unique_ptr<Communicator> MpiRuntime::world(const MpiOptions& options) {
   SADDLE_CHECK(options.max_chunk() >= 1, "MpiOptions::max_chunk must be >= 1, got ",
                options.max_chunk());
+  SADDLE_CHECK(options.segment_bytes() >= 1, "MpiOptions::segment_bytes must be >= 1, got ",
+               options.segment_bytes());
   MPI_Comm comm = MPI_COMM_NULL;
   check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &comm), "MPI_Comm_dup");
   check_mpi(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");

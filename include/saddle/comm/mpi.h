@@ -24,11 +24,22 @@
 
 namespace saddle {
 
+// 64 KiB, OpenMPI's default TCP eager limit, less 128 bytes for its message header.
+constexpr int64_t kEagerSegmentBytes = 65536 - 128;
+
 struct MpiOptions {
   // Largest number of bytes (elements for allreduce_sum) handed to one MPI call: MPI counts are
   // `int`, so larger messages travel in pieces of at most this size.
   // Lower it only to exercise the chunked path in tests.
   TORCH_ARG(int64_t, max_chunk) = std::numeric_limits<int>::max();
+  // Largest point-to-point message of the exchange's all-gathers and all-to-alls to a rank on
+  // another node (at most max_chunk): longer ones travel as several. (Ranks on one node talk
+  // through shared memory, where this would only add calls.) OpenMPI's TCP transport sends a
+  // message up to its eager limit (64 KiB by default, its header included) as soon as it is posted,
+  // and a longer one only after a handshake with the receiver; on an emulated cluster those
+  // handshakes stalled the overlapped exchange's pieces (README, "Encoding, sending and decoding at
+  // once"). The default leaves room for the header.
+  TORCH_ARG(int64_t, segment_bytes) = kEagerSegmentBytes;
 };
 
 class MpiRuntime {
