@@ -65,8 +65,8 @@ struct ExchangeOptions {
   // send, then decode), a count 2..64, or "auto" (with two or more ranks, one piece per
   // kOverlapPieceCoordinates coordinates, at most kOverlapMaxPieces). Host transports only (CPU
   // tensors, or device messages staged through host memory); NCCL's all-gather is not split. Off
-  // by default: over OpenMPI's TCP transport the pieces pay off only with an eager limit above
-  // their size (README, "Encoding, sending and decoding at once").
+  // by default: they shorten exchanges between hosts, but not through one host's shared memory
+  // (README, "Encoding, sending and decoding at once").
   TORCH_ARG(std::string, overlap) = "off";
 };
 
