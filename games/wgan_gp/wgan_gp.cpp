@@ -230,11 +230,9 @@ torch::Tensor WganGpGame::operator_at(at::Generator& gen) {
 }
 
 torch::Tensor WganGpGame::operator_in_slices(at::Generator& gen, const SliceReady& ready) {
-  const Draw d = draw(gen);
-  if (!use_graphs_) return operator_at(d, ready);
-  torch::Tensor f = graphed_operator_at(d);  // one replay: the whole of F at once
-  ready(f, 0, f.numel());
-  return f;
+  // A graph replay computes the whole of F at once: the default reports it whole.
+  if (use_graphs_) return Game::operator_in_slices(gen, ready);
+  return operator_at(draw(gen), ready);
 }
 
 torch::Tensor WganGpGame::graphed_operator_at(const Draw& d) {

@@ -360,15 +360,14 @@ torch::Tensor Exchange::average(const torch::Tensor& local, bool local_finite) {
   adapt_pending_ = false;
 
   torch::Tensor average;
+  last_pieces_ = 1;  // close_pipeline() sets its own count
   if (collective_ == "two-phase") {
-    last_pieces_ = 1;
     average = average_two_phase(input, local_finite);
   } else if (const int pieces = pieces_for(input.numel(), input.device()); pieces > 1) {
     std::unique_ptr<Pipeline> pipe = open_pipeline(input.numel(), input.device(), pieces);
     pipe->finite = local_finite;
     average = close_pipeline(*pipe, input);
   } else {
-    last_pieces_ = 1;
     average = average_allgather(input, local_finite);
   }
   count_call(input.numel());
