@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "cuda/codec_kernels.h"
 #include "quant/quantize_math.h"
@@ -249,7 +250,10 @@ __global__ void __launch_bounds__(kThreads)
 // to warp 0, which finishes the tree in registers and shuffles; then each warp quantizes its rows
 // of 32 coordinates and packs a row's 32 * bits bits (whole words, since the bucket starts on a
 // word boundary) with shuffles, its first `bits` lanes storing the words. Every word of the
-// stream is written once, so nothing is zeroed first.
+// stream is written once, so nothing is zeroed first. What is the same for the whole launch (the
+// bucket count, the random stream's keys, the level search's first step) comes from the host, so
+// a coordinate costs its load, its share of the norm, one draw, the level search and its share of
+// the packing.
 static_assert(kThreads == 256, "warp_tree folds 256 lanes in one warp");
 
 // lanes[0, 256) folded in block_tree's canonical order by warp 0 alone: lane t holds lanes t + 32k
@@ -279,42 +283,132 @@ __device__ unsigned int warp_or(unsigned int part) {
 #endif
 }
 
-// The 32 symbols of a warp's row (lane j holds the row's coordinate j) as `bits` LSB-first words:
-// lane k < bits returns word k. Called by the whole warp.
-__device__ unsigned int pack_row(unsigned int sym, int bits, int lane) {
-  if ((bits & (bits - 1)) == 0) {  // 1, 2, 4, 8 bits: a word holds the symbols of 32 / bits lanes
-    const int per = 32 / bits;
-    unsigned int word = sym << ((lane * bits) & 31);
-    for (int h = 1; h < per; h *= 2) word |= __shfl_xor_sync(0xffffffffu, word, h);
-    return __shfl_sync(0xffffffffu, word, (lane & (bits - 1)) * per);
-  }
-  unsigned int mine = 0;  // 3, 5, 6, 7 bits: symbols straddle words
-  for (int k = 0; k < bits; ++k) {
-    const int offset = lane * bits - 32 * k;  // the symbol's first bit in word k
-    const unsigned int part = offset >= 32 || offset <= -bits ? 0u
-                              : offset >= 0                   ? sym << offset
-                                                              : sym >> -offset;
-    const unsigned int word = warp_or(part);
-    if (lane == k) mine = word;
-  }
-  return mine;
+// What the register kernel takes from the host, the same for every bucket of a launch.
+struct RowsSetup {
+  int64_t buckets = 0;
+  int64_t total_words = 0;      // of the packed stream
+  uint64_t block0 = 0;          // the random stream's 2^32-block of v[0]
+  uint32_t key0 = 0, key1 = 0;  // the keys of blocks block0 and block0 + 1
+  int top = 0;         // the largest power of two <= count - 2, or 0: the level search's first step
+  int log2_bits = -1;  // log2(bits) where bits is a power of two, else -1
+};
+
+RowsSetup rows_setup(int64_t n, const QuantConfig& q) {
+  RowsSetup rs;
+  rs.buckets = (n + q.bucket - 1) / q.bucket;
+  rs.total_words = (n * q.bits + 31) / 32;
+  rs.block0 = static_cast<uint64_t>(q.first) >> 32;
+  rs.key0 = detail::block_key(q.seed, q.stream, rs.block0);
+  rs.key1 = detail::block_key(q.seed, q.stream, rs.block0 + 1);
+  while (rs.top * 2 <= q.count - 2) rs.top = rs.top == 0 ? 1 : rs.top * 2;
+  if ((q.bits & (q.bits - 1)) == 0) rs.log2_bits = __builtin_ctz(static_cast<unsigned>(q.bits));
+  return rs;
 }
 
-// The largest j <= count - 2 with levels[j] <= r, as quantize_math.h's level_bracket, in a fixed
-// number of halvings from `top` (the largest power of two <= count - 2, or 0): every thread takes
-// the same steps.
+// The key of the stream's 2^32-block `block` (key_for's): from the host's two, or computed for a
+// vector past 2^33 coordinates.
+__device__ uint32_t key_of_block(const QuantConfig& q, const RowsSetup& rs, uint64_t block) {
+  return block == rs.block0       ? rs.key0
+         : block == rs.block0 + 1 ? rs.key1
+                                  : detail::block_key(q.seed, q.stream, block);
+}
+
+// A warp's row of 32 symbols (lane j holds the row's coordinate j) packed into `bits` LSB-first
+// words with shuffles: lane k < bits gets word k. Called by the whole warp. The constants that
+// depend only on the lane and on `bits` are the thread's, computed once.
+struct RowPacker {
+  int bits = 4;
+  bool pow2 = true;    // 1, 2, 4, 8 bits: a word holds the symbols of `per` whole lanes
+  unsigned shift = 0;  // where the lane's symbol goes in its word
+  int source = 0;      // the lane that ends up with the word this lane stores
+  bool step[5] = {};   // the butterfly's steps 1, 2, 4, 8, 16 that `per` takes
+  int lane = 0;
+
+  __device__ RowPacker(int bits_, int log2_bits, int lane_) : bits(bits_), lane(lane_) {
+    pow2 = log2_bits >= 0;
+    if (pow2) {
+      const int per = 32 >> log2_bits;
+      shift = (lane << log2_bits) & 31;
+      source = (lane & (bits - 1)) * per;
+#pragma unroll
+      for (int h = 0; h < 5; ++h) step[h] = (1 << h) < per;
+    }
+  }
+  __device__ unsigned int operator()(unsigned int sym) const {
+    if (pow2) {
+      unsigned int word = sym << shift;
+#pragma unroll
+      for (int h = 0; h < 5; ++h) {
+        if (step[h]) word |= __shfl_xor_sync(0xffffffffu, word, 1 << h);
+      }
+      return __shfl_sync(0xffffffffu, word, source);
+    }
+    unsigned int mine = 0;  // 3, 5, 6, 7 bits: symbols straddle words
+    for (int k = 0; k < bits; ++k) {
+      const int offset = lane * bits - 32 * k;  // the symbol's first bit in word k
+      const unsigned int part = offset >= 32 || offset <= -bits ? 0u
+                                : offset >= 0                   ? sym << offset
+                                                                : sym >> -offset;
+      const unsigned int word = warp_or(part);
+      if (lane == k) mine = word;
+    }
+    return mine;
+  }
+};
+
+// The largest j <= count - 2 with levels[j] <= r, as quantize_math.h's level_bracket, in the
+// halvings from `top` down (unrolled; the steps above `top` are skipped alike by every thread).
 __device__ int bracket_fixed(const float* levels, int count, int top, float r) {
   int j = 0;
-  for (int step = top; step > 0; step /= 2) {
-    const int k = j + step;
-    if (k <= count - 2 && levels[k] <= r) j = k;
+#pragma unroll
+  for (int step = kMaxLevels / 2; step > 0; step /= 2) {
+    if (step <= top) {
+      const int k = j + step;
+      if (k <= count - 2 && levels[k] <= r) j = k;
+    }
   }
   return j;
 }
 
-template <int R, bool kPack>
+// Level sets of at most 8 levels (4-bit ALQ, NUQ, AMQ and fewer bits): levels 1 .. 6 in registers
+// (+inf past count - 2), and level_bracket's j (the largest j <= count - 2 with levels[j] <= r)
+// in the three halvings 4, 2, 1, each picking the level it compares by predicate rather than by
+// index. The padded levels only grow, so this is the same search (NaN gives 0, as there).
+struct FewLevels {
+  float l1, l2, l3, l4, l5, l6;
+
+  __device__ FewLevels(const float* levels, int count) {
+    const float inf = __int_as_float(0x7f800000);
+    l1 = 1 <= count - 2 ? levels[1] : inf;
+    l2 = 2 <= count - 2 ? levels[2] : inf;
+    l3 = 3 <= count - 2 ? levels[3] : inf;
+    l4 = 4 <= count - 2 ? levels[4] : inf;
+    l5 = 5 <= count - 2 ? levels[5] : inf;
+    l6 = 6 <= count - 2 ? levels[6] : inf;
+  }
+  __device__ int bracket(float r) const {
+    const bool p4 = l4 <= r;
+    const bool p2 = (p4 ? l6 : l2) <= r;
+    const float odd_low = p4 ? l5 : l1;  // levels[j + 1] for j = 4p4 + 2p2: selects, no branch
+    const float odd_high = p4 ? __int_as_float(0x7f800000) : l3;
+    const float next = p2 ? odd_high : odd_low;
+    return (p4 ? 4 : 0) + (p2 ? 2 : 0) + (next <= r ? 1 : 0);
+  }
+};
+
+// quantize_math.h's make_symbol(idx, bits of x, bits), with 1 << (bits - 1) given: the sign bit
+// where x's sign is set and idx is not 0.
+__device__ __forceinline__ unsigned int symbol_of(int idx, float x, unsigned int sign_bit) {
+  return static_cast<unsigned int>(idx) | (idx != 0 && __float_as_int(x) < 0 ? sign_bit : 0u);
+}
+
+// How the register kernel finds a coordinate's level: uniform levels by arithmetic
+// (quantize_uniform_one), at most 8 levels by FewLevels, more by bracket_fixed in shared memory.
+enum RowsMode : int { kRowsUniform, kRowsFew, kRowsSearch };
+
+template <int R, bool kPack, int kMode>
 __global__ void __launch_bounds__(kThreads)
-    encode_rows_kernel(const float* __restrict__ v, int64_t n, QuantConfig q,
+    encode_rows_kernel(const float* __restrict__ v, int64_t n, QuantConfig q, RowsSetup rs,
                        float* __restrict__ norms, uint8_t* __restrict__ out, DeviceErrors* errors) {
   __shared__ SharedLevels s;
   __shared__ float lanes[kThreads];
@@ -322,12 +416,12 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ int scale_state;  // 0: narrow scale, 1: wide scale, 2: the norm needs the double sum
   __shared__ float scale_narrow;
   __shared__ double scale_precise;
-  load_levels(q, s);  // the first barrier comes before the levels are read
+  if (kMode != kRowsUniform) load_levels(q, s);  // the first barrier comes before they are read
   const int l = threadIdx.x, lane = l % 32, warp = l / 32;
-  int top = 0;
-  while (top * 2 <= q.count - 2) top = top == 0 ? 1 : top * 2;
-  const int64_t buckets = (n + q.bucket - 1) / q.bucket;
-  const int64_t total_words = (n * q.bits + 31) / 32;
+  const FewLevels few(q.levels, kMode == kRowsFew ? q.count : 0);
+  const RowPacker pack(q.bits, rs.log2_bits, lane);
+  const unsigned int sign_bit = 1u << (q.bits - 1);
+  const int s_top = q.count - 1;  // the uniform levels' s
   auto* words = reinterpret_cast<unsigned int*>(out);
   // By lane 0 of warp 0: the bucket's norm from its total, stored, and its scale shared.
   auto finish = [&](double total, int64_t b, int64_t first) {
@@ -338,12 +432,14 @@ __global__ void __launch_bounds__(kThreads)
     scale_narrow = sc.narrow;
     scale_precise = sc.precise;
   };
-  for (int64_t b = blockIdx.x; b < buckets; b += gridDim.x) {
+  for (int64_t b = blockIdx.x; b < rs.buckets; b += gridDim.x) {
     const int64_t first = b * q.bucket;
     const int m = static_cast<int>(q.bucket < n - first ? q.bucket : n - first);
+    const bool whole = m == R * kThreads;  // every thread holds R coordinates: no bounds checks
+    const float* __restrict__ p = v + first + l;
     float x[R];
 #pragma unroll
-    for (int r = 0; r < R; ++r) x[r] = l + r * kThreads < m ? v[first + l + r * kThreads] : 0.0f;
+    for (int r = 0; r < R; ++r) x[r] = whole || l + r * kThreads < m ? p[r * kThreads] : 0.0f;
     // The lane's part of the norm (the zeros past m change nothing), then the tree.
     float acc = 0.0f;
 #pragma unroll
@@ -386,46 +482,63 @@ __global__ void __launch_bounds__(kThreads)
       }
       __syncthreads();
     }
-    BucketScale sc;
-    sc.wide = scale_state == 1;
-    sc.narrow = scale_narrow;
-    sc.precise = scale_precise;
-    // The stream's key: one per 2^32 indices, so at most two in a bucket.
-    const uint32_t key_first = key_for(q, first), key_last = key_for(q, first + m - 1);
-    const uint64_t block_first = static_cast<uint64_t>(q.first + first) >> 32;
-    const bool straddles = block_first != static_cast<uint64_t>(q.first + first + m - 1) >> 32;
+    const bool wide_scale = scale_state == 1;
+    const float narrow = scale_narrow;
+    const double precise = scale_precise;
+    // The stream's counter is the coordinate's index mod 2^32; its key changes where the counter
+    // wraps (at most once in a bucket).
+    const uint64_t at = static_cast<uint64_t>(q.first + first);
+    const uint32_t c0 = static_cast<uint32_t>(at);
+    const uint32_t key_first = key_of_block(q, rs, at >> 32);
+    const uint32_t key_last = key_of_block(q, rs, (at + m - 1) >> 32);
+    // Lane l's word of its warp's first row, and the distance to the next row of the same warp.
+    unsigned int* const wp = words + ((first >> 5) * q.bits + warp * q.bits + lane);
+    const int64_t word_end = rs.total_words - ((first >> 5) * q.bits + warp * q.bits + lane);
+    const int row_stride = (kThreads / 32) * q.bits;
+    // The rows, in one of two copies: kFast for a whole bucket with a float scale whose counter
+    // does not wrap (every bucket but the rarest), kFast false for the rest, which checks each.
+    auto quantize_rows = [&](auto fast_tag) {
+      constexpr bool kFast = decltype(fast_tag)::value;
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const int k = l + r * kThreads;
-      const int64_t i = first + k;
-      const uint32_t key = straddles && static_cast<uint64_t>(q.first + i) >> 32 != block_first
-                               ? key_last
-                               : key_first;
-      unsigned int sym = 0;
-      if (k < m) {
-        const float u = detail::uniform24(static_cast<uint32_t>(q.first + i), key);
-        if (q.uniform) {
-          sym = sc.wide ? quant_detail::quantize_uniform_one<double>(x[r], sc.precise, q.count - 1,
-                                                                     q.bits, u)
-                        : quant_detail::quantize_uniform_one<float>(x[r], sc.narrow, q.count - 1,
-                                                                    q.bits, u);
-        } else {
-          const float ratio = sc.wide ? quant_detail::level_ratio(x[r], sc.precise)
-                                      : quant_detail::level_ratio(x[r], sc.narrow);
-          const int j = bracket_fixed(s.levels, q.count, top, ratio);
-          sym = quant_detail::round_to_levels(x[r], ratio, j, s.levels, s.inv_gap, q.bits, u);
+      for (int r = 0; r < R; ++r) {
+        const int k = l + r * kThreads;
+        const uint32_t counter = c0 + static_cast<uint32_t>(k);
+        const bool valid = kFast || k < m;
+        unsigned int sym = 0;
+        if (valid) {
+          const float u = detail::uniform24(counter, kFast || counter >= c0 ? key_first : key_last);
+          if (kMode == kRowsUniform) {
+            const float a = kFast || !wide_scale ? static_cast<float>(fabsf(x[r]) * narrow)
+                                                 : static_cast<float>(fabsf(x[r]) * precise);
+            int floor_index = static_cast<int>(a);  // quantize_uniform_one, operation for operation
+            floor_index = floor_index < s_top - 1 ? floor_index : s_top - 1;
+            const float frac = a - static_cast<float>(floor_index);
+            sym = symbol_of(floor_index + (u < frac ? 1 : 0), x[r], sign_bit);
+          } else {
+            const float ratio = kFast || !wide_scale ? quant_detail::level_ratio(x[r], narrow)
+                                                     : quant_detail::level_ratio(x[r], precise);
+            const int j = kMode == kRowsFew ? few.bracket(ratio)
+                                            : bracket_fixed(s.levels, q.count, rs.top, ratio);
+            const float frac = (ratio - s.levels[j]) * s.inv_gap[j];  // round_to_levels
+            sym = symbol_of(j + (u < frac ? 1 : 0), x[r], sign_bit);
+          }
+        }
+        if (kPack) {
+          if (kFast || r * kThreads + warp * 32 < m) {  // the row holds coordinates: whole warp
+            const unsigned int word = pack(sym);
+            const int offset = r * row_stride;
+            if (lane < q.bits && (kFast || offset < word_end)) wp[offset] = word;
+          }
+        } else if (valid) {
+          out[first + k] = static_cast<uint8_t>(sym);
         }
       }
-      if (kPack) {
-        const int row = r * kThreads + warp * 32;  // the row's first coordinate in the bucket
-        if (row < m) {                             // the same for the whole warp
-          const unsigned int word = pack_row(sym, q.bits, lane);
-          const int64_t w = (first + row) / 32 * q.bits + lane;
-          if (lane < q.bits && w < total_words) words[w] = word;
-        }
-      } else if (k < m) {
-        out[i] = static_cast<uint8_t>(sym);
-      }
+    };
+    const bool wraps = static_cast<uint32_t>(c0 + static_cast<uint32_t>(m - 1)) < c0;
+    if (whole && !wide_scale && !wraps) {
+      quantize_rows(std::true_type());
+    } else {
+      quantize_rows(std::false_type());
     }
   }
 }
@@ -441,12 +554,26 @@ int rows_per_thread(const QuantConfig& q) {
   return 0;
 }
 
-// Launches the register kernel with R rows per thread when the bucket wants that R.
+// Launches the register kernel with R rows per thread when the bucket wants that R. A block takes
+// two buckets of up to 1024 coordinates (grid-stride), so that its setup (the levels, the packing
+// constants) is shared by twice as many coordinates.
 template <int R, bool kPack>
-bool launch_rows_with(int want, int blocks, const float* v, int64_t n, const QuantConfig& q,
-                      float* norms, uint8_t* out, DeviceErrors* errors, cudaStream_t stream) {
+bool launch_rows_with(int want, const float* v, int64_t n, const QuantConfig& q,
+                      const RowsSetup& rs, float* norms, uint8_t* out, DeviceErrors* errors,
+                      cudaStream_t stream) {
   if (want != R) return false;
-  encode_rows_kernel<R, kPack><<<blocks, kThreads, 0, stream>>>(v, n, q, norms, out, errors);
+  const int blocks = blocks_for(n, q.bucket * (R <= 4 ? 2 : 1));
+  const int mode = q.uniform ? kRowsUniform : q.count <= 8 ? kRowsFew : kRowsSearch;
+  if (mode == kRowsUniform) {
+    encode_rows_kernel<R, kPack, kRowsUniform>
+        <<<blocks, kThreads, 0, stream>>>(v, n, q, rs, norms, out, errors);
+  } else if (mode == kRowsFew) {
+    encode_rows_kernel<R, kPack, kRowsFew>
+        <<<blocks, kThreads, 0, stream>>>(v, n, q, rs, norms, out, errors);
+  } else {
+    encode_rows_kernel<R, kPack, kRowsSearch>
+        <<<blocks, kThreads, 0, stream>>>(v, n, q, rs, norms, out, errors);
+  }
   return true;
 }
 
@@ -454,13 +581,15 @@ bool launch_rows_with(int want, int blocks, const float* v, int64_t n, const Qua
 template <bool kPack>
 bool launch_rows(const float* v, int64_t n, const QuantConfig& q, float* norms, uint8_t* out,
                  DeviceErrors* errors, cudaStream_t stream) {
-  const int r = rows_per_thread(q), blocks = blocks_for(n, q.bucket);
-  return launch_rows_with<1, kPack>(r, blocks, v, n, q, norms, out, errors, stream) ||
-         launch_rows_with<2, kPack>(r, blocks, v, n, q, norms, out, errors, stream) ||
-         launch_rows_with<4, kPack>(r, blocks, v, n, q, norms, out, errors, stream) ||
-         launch_rows_with<8, kPack>(r, blocks, v, n, q, norms, out, errors, stream) ||
-         launch_rows_with<16, kPack>(r, blocks, v, n, q, norms, out, errors, stream) ||
-         launch_rows_with<32, kPack>(r, blocks, v, n, q, norms, out, errors, stream);
+  const int r = rows_per_thread(q);
+  if (r == 0) return false;
+  const RowsSetup rs = rows_setup(n, q);
+  return launch_rows_with<1, kPack>(r, v, n, q, rs, norms, out, errors, stream) ||
+         launch_rows_with<2, kPack>(r, v, n, q, rs, norms, out, errors, stream) ||
+         launch_rows_with<4, kPack>(r, v, n, q, rs, norms, out, errors, stream) ||
+         launch_rows_with<8, kPack>(r, v, n, q, rs, norms, out, errors, stream) ||
+         launch_rows_with<16, kPack>(r, v, n, q, rs, norms, out, errors, stream) ||
+         launch_rows_with<32, kPack>(r, v, n, q, rs, norms, out, errors, stream);
 }
 
 __global__ void write_header_kernel(uint8_t* dst, HeaderBytes header) {
