@@ -370,40 +370,9 @@ __device__ int bracket_fixed(const float* levels, int count, int top, float r) {
   return j;
 }
 
-// Level sets of at most 8 levels (4-bit ALQ, NUQ, AMQ and fewer bits): levels 1 .. 6 in registers
-// (+inf past count - 2), and level_bracket's j (the largest j <= count - 2 with levels[j] <= r)
-// in the three halvings 4, 2, 1, each picking the level it compares by predicate rather than by
-// index. The padded levels only grow, so this is the same search (NaN gives 0, as there).
-struct FewLevels {
-  float l1, l2, l3, l4, l5, l6;
-
-  __device__ FewLevels(const float* levels, int count) {
-    const float inf = __int_as_float(0x7f800000);
-    l1 = 1 <= count - 2 ? levels[1] : inf;
-    l2 = 2 <= count - 2 ? levels[2] : inf;
-    l3 = 3 <= count - 2 ? levels[3] : inf;
-    l4 = 4 <= count - 2 ? levels[4] : inf;
-    l5 = 5 <= count - 2 ? levels[5] : inf;
-    l6 = 6 <= count - 2 ? levels[6] : inf;
-  }
-  __device__ int bracket(float r) const {
-    const bool p4 = l4 <= r;
-    const bool p2 = (p4 ? l6 : l2) <= r;
-    const float odd_low = p4 ? l5 : l1;  // levels[j + 1] for j = 4p4 + 2p2: selects, no branch
-    const float odd_high = p4 ? __int_as_float(0x7f800000) : l3;
-    const float next = p2 ? odd_high : odd_low;
-    return (p4 ? 4 : 0) + (p2 ? 2 : 0) + (next <= r ? 1 : 0);
-  }
-};
-
-// quantize_math.h's make_symbol(idx, bits of x, bits), with 1 << (bits - 1) given: the sign bit
-// where x's sign is set and idx is not 0.
-__device__ __forceinline__ unsigned int symbol_of(int idx, float x, unsigned int sign_bit) {
-  return static_cast<unsigned int>(idx) | (idx != 0 && __float_as_int(x) < 0 ? sign_bit : 0u);
-}
-
 // How the register kernel finds a coordinate's level: uniform levels by arithmetic
-// (quantize_uniform_one), at most 8 levels by FewLevels, more by bracket_fixed in shared memory.
+// (quantize_uniform_one), at most 8 levels by quant_detail::FewLevels, more by bracket_fixed in
+// shared memory.
 enum RowsMode : int { kRowsUniform, kRowsFew, kRowsSearch };
 
 template <int R, bool kPack, int kMode>
@@ -418,7 +387,7 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ double scale_precise;
   if (kMode != kRowsUniform) load_levels(q, s);  // the first barrier comes before they are read
   const int l = threadIdx.x, lane = l % 32, warp = l / 32;
-  const FewLevels few(q.levels, kMode == kRowsFew ? q.count : 0);
+  const quant_detail::FewLevels few(q.levels, kMode == kRowsFew ? q.count : 0);
   const RowPacker pack(q.bits, rs.log2_bits, lane);
   const unsigned int sign_bit = 1u << (q.bits - 1);
   const int s_top = q.count - 1;  // the uniform levels' s
@@ -513,14 +482,14 @@ __global__ void __launch_bounds__(kThreads)
             int floor_index = static_cast<int>(a);  // quantize_uniform_one, operation for operation
             floor_index = floor_index < s_top - 1 ? floor_index : s_top - 1;
             const float frac = a - static_cast<float>(floor_index);
-            sym = symbol_of(floor_index + (u < frac ? 1 : 0), x[r], sign_bit);
+            sym = quant_detail::symbol_of(floor_index + (u < frac ? 1 : 0), x[r], sign_bit);
           } else {
             const float ratio = kFast || !wide_scale ? quant_detail::level_ratio(x[r], narrow)
                                                      : quant_detail::level_ratio(x[r], precise);
             const int j = kMode == kRowsFew ? few.bracket(ratio)
                                             : bracket_fixed(s.levels, q.count, rs.top, ratio);
             const float frac = (ratio - s.levels[j]) * s.inv_gap[j];  // round_to_levels
-            sym = symbol_of(j + (u < frac ? 1 : 0), x[r], sign_bit);
+            sym = quant_detail::symbol_of(j + (u < frac ? 1 : 0), x[r], sign_bit);
           }
         }
         if (kPack) {
@@ -563,7 +532,9 @@ bool launch_rows_with(int want, const float* v, int64_t n, const QuantConfig& q,
                       cudaStream_t stream) {
   if (want != R) return false;
   const int blocks = blocks_for(n, q.bucket * (R <= 4 ? 2 : 1));
-  const int mode = q.uniform ? kRowsUniform : q.count <= 8 ? kRowsFew : kRowsSearch;
+  const int mode = q.uniform                                       ? kRowsUniform
+                   : q.count <= quant_detail::FewLevels::kMaxCount ? kRowsFew
+                                                                   : kRowsSearch;
   if (mode == kRowsUniform) {
     encode_rows_kernel<R, kPack, kRowsUniform>
         <<<blocks, kThreads, 0, stream>>>(v, n, q, rs, norms, out, errors);

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "../detail/hash.h"
 
@@ -117,6 +118,42 @@ SADDLE_HOST_DEVICE inline uint8_t quantize_levels_one(float x, Scale inv_norm, c
                                                       float u) {
   const float r = level_ratio(x, inv_norm);
   return round_to_levels(x, r, level_bracket(levels, count, r), levels, inv_gap, bits, u);
+}
+
+// The CUDA register encoder's forms of the above, branch-free on a GPU; tests/unit/test_quant.cpp
+// checks them against level_bracket and make_symbol.
+//
+// Level sets of at most 8 levels (4-bit ALQ, NUQ, AMQ and fewer bits): levels 1 .. 6 held by
+// value (+inf past count - 2), and level_bracket's j (the largest j <= count - 2 with
+// levels[j] <= r) in the three halvings 4, 2, 1, each picking the level it compares by select
+// rather than by index. The padded levels only grow, so this is the same search (NaN gives 0, as
+// there).
+struct FewLevels {
+  static constexpr int kMaxCount = 8;
+  float l1, l2, l3, l4, l5, l6;
+
+  SADDLE_HOST_DEVICE FewLevels(const float* levels, int count) {
+    const float inf = std::numeric_limits<float>::infinity();
+    l1 = 1 <= count - 2 ? levels[1] : inf;
+    l2 = 2 <= count - 2 ? levels[2] : inf;
+    l3 = 3 <= count - 2 ? levels[3] : inf;
+    l4 = 4 <= count - 2 ? levels[4] : inf;
+    l5 = 5 <= count - 2 ? levels[5] : inf;
+    l6 = 6 <= count - 2 ? levels[6] : inf;
+  }
+  SADDLE_HOST_DEVICE int bracket(float r) const {
+    const bool p4 = l4 <= r;
+    const bool p2 = (p4 ? l6 : l2) <= r;
+    const float odd_low = p4 ? l5 : l1;  // levels[j + 1] for j = 4p4 + 2p2
+    const float odd_high = p4 ? std::numeric_limits<float>::infinity() : l3;
+    const float next = p2 ? odd_high : odd_low;
+    return (p4 ? 4 : 0) + (p2 ? 2 : 0) + (next <= r ? 1 : 0);
+  }
+};
+
+// make_symbol(idx, float_bits(x), bits), given sign_bit = 1 << (bits - 1).
+SADDLE_HOST_DEVICE inline unsigned int symbol_of(int idx, float x, unsigned int sign_bit) {
+  return static_cast<unsigned int>(idx) | (idx != 0 && (float_bits(x) >> 31) != 0 ? sign_bit : 0u);
 }
 
 }  // namespace quant_detail

@@ -7,13 +7,18 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <map>
+#include <random>
+#include <vector>
 
 #include "codec_reference.h"
+#include "quant/quantize_math.h"
 #include "saddle/quant/codec.h"
 
 namespace {
@@ -94,6 +99,64 @@ TEST(CodecReference, MessagesAreThePinnedBytes) {
   }
   EXPECT_EQ(missing, 0) << "cases without pinned bytes (printed above)";
   EXPECT_EQ(pinned().size(), reference_cases().size());
+}
+
+// The CUDA register encoder's level search and symbol (quantize_math.h's FewLevels and
+// symbol_of) against level_bracket and make_symbol, which the CPU encoder's arithmetic follows:
+// every level set of at most 8 levels that the table's quantizers make (fixed, and fitted to an
+// input), and random increasing sets, probed at each level, just beside it, between, at 0, 1 and
+// NaN. The GPU test (test_cuda.cpp) checks the kernel's bytes; this checks the search on any
+// machine.
+TEST(CodecReference, TheGpuLevelSearchIsTheCpus) {
+  using saddle::quant_detail::FewLevels;
+  std::vector<std::vector<float>> sets;
+  const torch::Tensor v = reference_input(4096, 5);
+  for (const char* quantizer : {"qsgd", "nuq", "alq", "amq"}) {
+    for (int bits : {2, 3, 4}) {
+      Codec codec(saddle::CodecOptions().quantizer(quantizer).bits(bits));
+      if (codec.adaptive()) codec.adapt(codec.statistics(v));
+      ASSERT_LE(codec.levels().size(), size_t{FewLevels::kMaxCount}) << quantizer << bits;
+      sets.push_back(codec.levels());
+    }
+  }
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+  for (int count = 2; count <= FewLevels::kMaxCount; ++count) {
+    for (int draw = 0; draw < 20; ++draw) {
+      std::vector<float> levels = {0.0f, 1.0f};
+      while (static_cast<int>(levels.size()) < count) levels.push_back(unit(rng));
+      std::sort(levels.begin(), levels.end());
+      if (std::adjacent_find(levels.begin(), levels.end()) == levels.end()) sets.push_back(levels);
+    }
+  }
+  const float inf = std::numeric_limits<float>::infinity();
+  int64_t probes = 0;
+  for (const auto& levels : sets) {
+    const int count = static_cast<int>(levels.size());
+    const FewLevels few(levels.data(), count);
+    std::vector<float> rs = {0.0f, 1.0f, 0.5f, std::numeric_limits<float>::quiet_NaN()};
+    for (float level : levels) {
+      rs.insert(rs.end(), {level, std::nextafter(level, -inf), std::nextafter(level, inf)});
+    }
+    for (int k = 0; k < 50; ++k) rs.push_back(unit(rng));
+    for (float r : rs) {
+      if (r < 0.0f || r > 1.0f) continue;  // the encoder's r is |x| / norm clamped to 1
+      ++probes;
+      ASSERT_EQ(few.bracket(r), saddle::quant_detail::level_bracket(levels.data(), count, r))
+          << "r = " << r << " among " << count << " levels";
+    }
+  }
+  EXPECT_GT(probes, 2000);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int bits = 1; bits <= 8; ++bits) {
+    for (int idx = 0; idx < 1 << (bits - 1); ++idx) {
+      for (float x : {1.5f, -1.5f, 0.0f, -0.0f, nan, -nan, inf, -inf}) {
+        ASSERT_EQ(saddle::quant_detail::symbol_of(idx, x, 1u << (bits - 1)),
+                  saddle::quant_detail::make_symbol(idx, saddle::quant_detail::float_bits(x), bits))
+            << "idx " << idx << ", bits " << bits << ", x " << x;
+      }
+    }
+  }
 }
 
 }  // namespace
