@@ -16,7 +16,8 @@
 #               from LibTorch's profiler
 #   nsys        CUDA API calls, kernels and copies over the WGAN-GP iteration and the codec
 #               benchmarks
-#   ncu         every section over one launch of each codec kernel (both encoders, decode)
+#   ncu         every section over one launch of each codec kernel (both encoders, decode), and
+#               its source view (instructions and stalls per line) as ncu-KERNEL.source.csv
 # Knobs: SADDLE_DATA_DIR (Fashion-MNIST folder), GPU_MEASURE_STEPS (default: all of the above),
 # GPU_MEASURE_ITERS (WGAN-GP iterations of the wgan-* runs, default 600), GPU_MEASURE_PACK=1 (pack
 # $OUT/gpu into $OUT/gpu.tar.gz, checkpoints and the classifier left out: one file to bring back
@@ -95,13 +96,21 @@ if want nsys || want ncu; then
     :
   elif [ -n "$ncu" ]; then
     # One launch of each codec kernel, every section (--set full): throughput against the device's
-    # peaks, occupancy, where the warps stall. The copy is the yardstick.
-    for k in encode_kernel encode_rows_kernel decode_fixed_kernel; do
-      step "ncu-$k" 60 env SADDLE_BENCH_NO_PROFILER=1 "$ncu" --kernel-name regex:"$k" --launch-skip 2 \
-        --launch-count 1 --set full "$B/bench/saddle_bench" \
-        --benchmark_filter='CudaEncode/alq|CudaDecode/alq/K1' --benchmark_min_time=0.05
-      grep -E 'Duration|Throughput|Occupancy|Registers Per|Block Limit|Warp Cycles|Issue Slots|Eligible|Executed Ipc|Hit Rate|Mem Busy|Max Bandwidth|Waves Per SM' \
-        "$R/ncu-$k.log" | cut -c1-140 | head -40
+    # peaks, occupancy, where the warps stall; the copy is the yardstick. Each kernel's report is
+    # also exported line by line (ncu-KERNEL.source.csv: instructions executed and stall samples
+    # per CUDA line and SASS instruction; build with -DCMAKE_CUDA_FLAGS=-lineinfo for the lines).
+    # The first launch is profiled: ncu replays it, and the bench runs few iterations under ncu.
+    for k in encode_rows_kernel:CudaEncode/alq/real_time encode_kernel:CudaEncode/alq/block \
+      decode_fixed_kernel:CudaDecode/alq/K1; do
+      name=${k%%:*}
+      step "ncu-$name" 60 env SADDLE_BENCH_NO_PROFILER=1 "$ncu" --kernel-name "regex:$name" \
+        --launch-skip 0 --launch-count 1 --set full --import-source yes -o "$R/ncu-$name" \
+        "$B/bench/saddle_bench" --benchmark_filter="${k#*:}" --benchmark_min_time=0.02s
+      timeout 30 "$ncu" --import "$R/ncu-$name.ncu-rep" --page details >"$R/ncu-$name.details.log" 2>&1
+      timeout 30 "$ncu" --import "$R/ncu-$name.ncu-rep" --page source --print-source cuda,sass \
+        --csv >"$R/ncu-$name.source.csv" 2>&1
+      grep -E 'Duration|Throughput|Occupancy|Registers Per|Block Limit|Warp Cycles|Issue Slots|Eligible|Executed Ipc|Executed Instructions  |Hit Rate|Mem Busy|Max Bandwidth|Waves Per SM' \
+        "$R/ncu-$name.details.log" | cut -c1-140 | head -40
     done
   else
     echo "== ncu: not on this machine"
@@ -124,6 +133,6 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "*", "summary.json"))):
               d.get("bytes_sent"), d.get("cuda_graph_captures"), json.dumps(e)))
 EOF
 if [ -n "${GPU_MEASURE_PACK:-}" ]; then
-  tar -czf "$R.tar.gz" -C "$(dirname "$R")" --exclude='*.pt' --exclude='*.nsys-rep' --exclude='*.sqlite' "$(basename "$R")" && rm -rf "$R" &&
+  tar -czf "$R.tar.gz" -C "$(dirname "$R")" --exclude='*.pt' --exclude='*.nsys-rep' --exclude='*.ncu-rep' --exclude='*.sqlite' "$(basename "$R")" && rm -rf "$R" &&
     echo "packed: $R.tar.gz"
 fi
