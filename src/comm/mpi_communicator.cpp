@@ -144,14 +144,11 @@ class MpiCommunicator final : public Communicator {
       check_mpi(
           MPI_Isend(&g.mine, 1, MPI_INT64_T, r, kGatherSizeTag, comm_, &g.size_requests.back()),
           "MPI_Isend");
-      const int64_t segment = segment_for(r);
-      for (int64_t start = 0; start < g.mine; start += segment) {
+      for_each_segment(r, data, g.mine, [&](uint8_t* p, int count) {
         g.sends.emplace_back();
-        const int count = static_cast<int>(std::min<int64_t>(segment, g.mine - start));
-        check_mpi(
-            MPI_Isend(data + start, count, MPI_BYTE, r, kGatherDataTag, comm_, &g.sends.back()),
-            "MPI_Isend");
-      }
+        check_mpi(MPI_Isend(p, count, MPI_BYTE, r, kGatherDataTag, comm_, &g.sends.back()),
+                  "MPI_Isend");
+      });
     }
     progress();
   }
@@ -301,6 +298,15 @@ class MpiCommunicator final : public Communicator {
   std::vector<bool> same_node_;  // by rank: shares this rank's node (shared memory)
   // Both ends of a transfer split it alike: a peer on this node shares the node with it too.
   int64_t segment_for(int peer) const { return same_node_[peer] ? chunk_ : segment_; }
+  // Calls post(p, count) for each segment [p, p + count) of the bytes [data, data + size) sent to
+  // or received from `peer`: one MPI_Isend or MPI_Irecv each.
+  template <typename Post>
+  void for_each_segment(int peer, uint8_t* data, int64_t size, Post post) const {
+    const int64_t segment = segment_for(peer);
+    for (int64_t start = 0; start < size; start += segment) {
+      post(data + start, static_cast<int>(std::min<int64_t>(segment, size - start)));
+    }
+  }
   int rank_ = 0;
   int size_ = 1;
   int local_rank_ = 0;
@@ -359,15 +365,12 @@ class MpiCommunicator final : public Communicator {
     std::copy_n(g.message.data_ptr<uint8_t>(), g.mine, out + g.offsets[rank_]);
     for (int r = 0; r < size_; ++r) {
       if (r == rank_) continue;
-      const int64_t segment = segment_for(r);
-      for (int64_t start = 0; start < g.sizes[r]; start += segment) {
+      for_each_segment(r, out + g.offsets[r], g.sizes[r], [&](uint8_t* p, int count) {
         g.receives.emplace_back();
         g.receive_from.push_back(r);
-        const int count = static_cast<int>(std::min<int64_t>(segment, g.sizes[r] - start));
-        check_mpi(MPI_Irecv(out + g.offsets[r] + start, count, MPI_BYTE, r, kGatherDataTag, comm_,
-                            &g.receives.back()),
+        check_mpi(MPI_Irecv(p, count, MPI_BYTE, r, kGatherDataTag, comm_, &g.receives.back()),
                   "MPI_Irecv");
-      }
+      });
     }
     g.receiving = true;
   }
@@ -414,25 +417,19 @@ class MpiCommunicator final : public Communicator {
     std::vector<MPI_Request> requests;
     std::vector<int> from;
     for (const Transfer& t : receives) {
-      const int64_t segment = segment_for(t.peer);
-      for (int64_t start = 0; start < t.size; start += segment) {
+      for_each_segment(t.peer, t.data, t.size, [&](uint8_t* p, int count) {
         requests.emplace_back();
         from.push_back(t.peer);
-        const int count = static_cast<int>(std::min<int64_t>(segment, t.size - start));
-        check_mpi(
-            MPI_Irecv(t.data + start, count, MPI_BYTE, t.peer, kDataTag, comm_, &requests.back()),
-            "MPI_Irecv");
-      }
+        check_mpi(MPI_Irecv(p, count, MPI_BYTE, t.peer, kDataTag, comm_, &requests.back()),
+                  "MPI_Irecv");
+      });
     }
     for (const Transfer& t : sends) {
-      const int64_t segment = segment_for(t.peer);
-      for (int64_t start = 0; start < t.size; start += segment) {
+      for_each_segment(t.peer, t.data, t.size, [&](uint8_t* p, int count) {
         requests.emplace_back();
-        const int count = static_cast<int>(std::min<int64_t>(segment, t.size - start));
-        check_mpi(
-            MPI_Isend(t.data + start, count, MPI_BYTE, t.peer, kDataTag, comm_, &requests.back()),
-            "MPI_Isend");
-      }
+        check_mpi(MPI_Isend(p, count, MPI_BYTE, t.peer, kDataTag, comm_, &requests.back()),
+                  "MPI_Isend");
+      });
     }
     wait(requests, what, late_ranks(requests, from));
   }

@@ -390,7 +390,6 @@ __global__ void __launch_bounds__(kThreads)
   const quant_detail::FewLevels few(q.levels, kMode == kRowsFew ? q.count : 0);
   const RowPacker pack(q.bits, rs.log2_bits, lane);
   const unsigned int sign_bit = 1u << (q.bits - 1);
-  const int s_top = q.count - 1;  // the uniform levels' s
   auto* words = reinterpret_cast<unsigned int*>(out);
   // By lane 0 of warp 0: the bucket's norm from its total, stored, and its scale shared.
   auto finish = [&](double total, int64_t b, int64_t first) {
@@ -461,8 +460,9 @@ __global__ void __launch_bounds__(kThreads)
     const uint32_t key_first = key_of_block(q, rs, at >> 32);
     const uint32_t key_last = key_of_block(q, rs, (at + m - 1) >> 32);
     // Lane l's word of its warp's first row, and the distance to the next row of the same warp.
-    unsigned int* const wp = words + ((first >> 5) * q.bits + warp * q.bits + lane);
-    const int64_t word_end = rs.total_words - ((first >> 5) * q.bits + warp * q.bits + lane);
+    const int64_t w0 = (first >> 5) * q.bits + warp * q.bits + lane;
+    unsigned int* const wp = words + w0;
+    const int64_t word_end = rs.total_words - w0;
     const int row_stride = (kThreads / 32) * q.bits;
     // The rows, in one of two copies: kFast for a whole bucket with a float scale whose counter
     // does not wrap (every bucket but the rarest), kFast false for the rest, which checks each.
@@ -476,21 +476,19 @@ __global__ void __launch_bounds__(kThreads)
         unsigned int sym = 0;
         if (valid) {
           const float u = detail::uniform24(counter, kFast || counter >= c0 ? key_first : key_last);
+          int idx;
           if (kMode == kRowsUniform) {
-            const float a = kFast || !wide_scale ? static_cast<float>(fabsf(x[r]) * narrow)
-                                                 : static_cast<float>(fabsf(x[r]) * precise);
-            int floor_index = static_cast<int>(a);  // quantize_uniform_one, operation for operation
-            floor_index = floor_index < s_top - 1 ? floor_index : s_top - 1;
-            const float frac = a - static_cast<float>(floor_index);
-            sym = quant_detail::symbol_of(floor_index + (u < frac ? 1 : 0), x[r], sign_bit);
+            idx = kFast || !wide_scale
+                      ? quant_detail::uniform_index<float>(x[r], narrow, q.count - 1, u)
+                      : quant_detail::uniform_index<double>(x[r], precise, q.count - 1, u);
           } else {
             const float ratio = kFast || !wide_scale ? quant_detail::level_ratio(x[r], narrow)
                                                      : quant_detail::level_ratio(x[r], precise);
             const int j = kMode == kRowsFew ? few.bracket(ratio)
                                             : bracket_fixed(s.levels, q.count, rs.top, ratio);
-            const float frac = (ratio - s.levels[j]) * s.inv_gap[j];  // round_to_levels
-            sym = quant_detail::symbol_of(j + (u < frac ? 1 : 0), x[r], sign_bit);
+            idx = quant_detail::rounded_level(ratio, j, s.levels, s.inv_gap, u);
           }
+          sym = quant_detail::symbol_of(idx, x[r], sign_bit);
         }
         if (kPack) {
           if (kFast || r * kThreads + warp * 32 < m) {  // the row holds coordinates: whole warp

@@ -76,13 +76,17 @@ SADDLE_HOST_DEVICE inline uint8_t make_symbol(int idx, uint32_t value_bits, int 
 // Uniform levels j / s: a = |x| * s / norm, index floor(a) (at most s - 1), rounded up when the
 // uniform u falls below the fraction.
 template <typename Scale>
-SADDLE_HOST_DEVICE inline uint8_t quantize_uniform_one(float x, Scale mul, int s, int bits,
-                                                       float u) {
+SADDLE_HOST_DEVICE inline int uniform_index(float x, Scale mul, int s, float u) {
   const float a = static_cast<float>(magnitude(x) * mul);
   int floor_index = static_cast<int>(a);
   floor_index = floor_index < s - 1 ? floor_index : s - 1;
   const float frac = a - static_cast<float>(floor_index);
-  return make_symbol(floor_index + (u < frac), float_bits(x), bits);
+  return floor_index + (u < frac);
+}
+template <typename Scale>
+SADDLE_HOST_DEVICE inline uint8_t quantize_uniform_one(float x, Scale mul, int s, int bits,
+                                                       float u) {
+  return make_symbol(uniform_index(x, mul, s, u), float_bits(x), bits);
 }
 
 // The largest j <= count - 2 with levels[j] <= r (levels strictly increasing, levels[0] = 0).
@@ -107,10 +111,14 @@ SADDLE_HOST_DEVICE inline float level_ratio(float x, Scale inv_norm) {
   const float a = static_cast<float>(magnitude(x) * inv_norm);
   return 1.0f < a ? 1.0f : a;
 }
+SADDLE_HOST_DEVICE inline int rounded_level(float r, int j, const float* levels,
+                                            const float* inv_gap, float u) {
+  const float frac = (r - levels[j]) * inv_gap[j];
+  return j + (u < frac);
+}
 SADDLE_HOST_DEVICE inline uint8_t round_to_levels(float x, float r, int j, const float* levels,
                                                   const float* inv_gap, int bits, float u) {
-  const float frac = (r - levels[j]) * inv_gap[j];
-  return make_symbol(j + (u < frac), float_bits(x), bits);
+  return make_symbol(rounded_level(r, j, levels, inv_gap, u), float_bits(x), bits);
 }
 template <typename Scale>
 SADDLE_HOST_DEVICE inline uint8_t quantize_levels_one(float x, Scale inv_norm, const float* levels,
