@@ -441,9 +441,14 @@ void Exchange::book_communication(double seconds) {
 }
 
 void Exchange::decode_from_ranks(const Codec& codec, const std::vector<torch::Tensor>& messages,
-                                 torch::Tensor& out, float weight, int first_rank) const {
+                                 torch::Tensor& out, float weight, int first_rank,
+                                 std::vector<torch::Tensor>* rows) const {
   try {
-    codec.decode_average(messages, out, weight);
+    if (rows) {
+      codec.decode_average(messages, out, weight, *rows);
+    } else {
+      codec.decode_average(messages, out, weight);
+    }
   } catch (const MalformedMessage& e) {
     const int sender = first_rank + e.index();
     if (sender == communicator_.rank()) {
@@ -452,6 +457,25 @@ void Exchange::decode_from_ranks(const Codec& codec, const std::vector<torch::Te
     throw Error(detail::concat("malformed message from rank ", sender, ": ", e.what()));
   }
 }
+
+void Exchange::keep_rank_rows(const torch::Tensor& decoded) {
+  rank_previous_ = rank_last_.defined() ? rank_last_.to(decoded.device()) : rank_last_;
+  rank_last_ = decoded;
+}
+
+namespace {
+
+// A fresh [ranks, n] tensor for the per-rank operators and its rows (none without keep).
+std::vector<torch::Tensor> rank_rows(bool keep, int ranks, int64_t n, const torch::Tensor& like,
+                                     torch::Tensor& all) {
+  std::vector<torch::Tensor> rows;
+  if (!keep) return rows;
+  all = torch::empty({ranks, n}, like.options());
+  for (int r = 0; r < ranks; ++r) rows.push_back(all[r]);
+  return rows;
+}
+
+}  // namespace
 
 // Distinct streams for every (rank, call): ranks' quantization noise is independent.
 uint64_t Exchange::allgather_stream() const {
@@ -474,16 +498,12 @@ torch::Tensor Exchange::average_allgather(const torch::Tensor& input, bool local
   throw_if_non_finite(messages);
 
   torch::Tensor average = torch::empty({input.numel()}, input.options());
-  decode_from_ranks(codec_, messages, average, 1.0f / static_cast<float>(ranks));
-  if (keep_ranks_) {
-    // Each rank's own decoded operator (weight 1), for the qgenx step rule.
-    rank_previous_ = rank_last_.defined() ? rank_last_.to(device) : rank_last_;
-    rank_last_ = torch::empty({ranks, input.numel()}, input.options());
-    for (int r = 0; r < ranks; ++r) {
-      torch::Tensor row = rank_last_[r];
-      codec_.decode_average({messages[r]}, row, 1.0f);
-    }
-  }
+  // With keep_ranks_, each rank's own decoded operator (weight 1) too, for the qgenx step rule.
+  torch::Tensor per_rank;
+  std::vector<torch::Tensor> rows = rank_rows(keep_ranks_, ranks, input.numel(), input, per_rank);
+  decode_from_ranks(codec_, messages, average, 1.0f / static_cast<float>(ranks), 0,
+                    keep_ranks_ ? &rows : nullptr);
+  if (keep_ranks_) keep_rank_rows(per_rank);
   synchronize(device);  // the decode's time belongs to the decode
   auto decoded = Clock::now();
 
@@ -550,10 +570,8 @@ torch::Tensor Exchange::close_pipeline(Pipeline& pipe, const torch::Tensor& inpu
     }
   }
   torch::Tensor average = torch::empty({pipe.dim}, input.options());
-  if (keep_ranks_) {
-    rank_previous_ = rank_last_.defined() ? rank_last_.to(device) : rank_last_;
-    rank_last_ = torch::empty({ranks, pipe.dim}, input.options());
-  }
+  torch::Tensor per_rank;
+  std::vector<torch::Tensor> rows = rank_rows(keep_ranks_, ranks, pipe.dim, input, per_rank);
   double communicate = 0.0, wait = 0.0, decode = 0.0;
   int64_t everyone = 0;
   int non_finite = -1;  // the lowest rank that sent the marker in any piece
@@ -575,11 +593,10 @@ torch::Tensor Exchange::close_pipeline(Pipeline& pipe, const torch::Tensor& inpu
     if (!device.is_cpu()) messages = to_device(messages, device);
     const int64_t length = pipe.bounds[p + 1] - pipe.bounds[p];
     torch::Tensor out = average.narrow(0, pipe.bounds[p], length);
-    decode_from_ranks(codec_, messages, out, 1.0f / static_cast<float>(ranks));
-    for (int r = 0; keep_ranks_ && r < ranks; ++r) {
-      torch::Tensor row = rank_last_[r].narrow(0, pipe.bounds[p], length);
-      codec_.decode_average({messages[r]}, row, 1.0f);  // validated by the decode above
-    }
+    std::vector<torch::Tensor> piece_rows;
+    for (const auto& row : rows) piece_rows.push_back(row.narrow(0, pipe.bounds[p], length));
+    decode_from_ranks(codec_, messages, out, 1.0f / static_cast<float>(ranks), 0,
+                      keep_ranks_ ? &piece_rows : nullptr);
     communicator_.progress();
     decode += seconds_between(t1, Clock::now());
   }
@@ -587,6 +604,7 @@ torch::Tensor Exchange::close_pipeline(Pipeline& pipe, const torch::Tensor& inpu
   synchronize(device);  // the decode's time belongs to the decode
   decode += seconds_between(t0, Clock::now());
   if (non_finite >= 0) throw NonFiniteOperator(non_finite);
+  if (keep_ranks_) keep_rank_rows(per_rank);
 
   ledger_.seconds_communicate += communicate;
   ledger_.seconds_wait += wait;
@@ -640,8 +658,11 @@ torch::Tensor Exchange::average_two_phase(const torch::Tensor& input, bool local
   torch::Tensor chunk = torch::empty({mine}, input.options());
   std::vector<torch::Tensor> on_device;
   for (const auto& m : received) on_device.push_back(m.to(device));
+  torch::Tensor per_rank;
+  std::vector<torch::Tensor> rows = rank_rows(keep_ranks_, ranks, mine, input, per_rank);
   if (mine > 0) {
-    decode_from_ranks(codec_, on_device, chunk, 1.0f / static_cast<float>(ranks));
+    decode_from_ranks(codec_, on_device, chunk, 1.0f / static_cast<float>(ranks), 0,
+                      keep_ranks_ ? &rows : nullptr);
   } else {
     for (int r = 0; r < ranks; ++r) {
       SADDLE_CHECK(received[r].numel() == 0, "malformed message from rank ", r, ": ",
@@ -651,12 +672,7 @@ torch::Tensor Exchange::average_two_phase(const torch::Tensor& input, bool local
   OwnerHeader header;
   header.first_phase_bytes = total_bytes(received);
   if (keep_ranks_) {
-    rank_previous_ = rank_last_.defined() ? rank_last_.to(device) : rank_last_;
-    rank_last_ = torch::empty({ranks, mine}, input.options());
-    for (int r = 0; r < ranks && mine > 0; ++r) {
-      torch::Tensor row = rank_last_[r];
-      codec_.decode_average({on_device[r]}, row, 1.0f);  // validated by the decode above
-    }
+    keep_rank_rows(per_rank);
     header.sq_difference = sum_rank_squares(rank_last_, rank_previous_, true);
     header.sq_norm = sum_rank_squares(rank_last_, rank_previous_, false);
   }

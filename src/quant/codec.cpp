@@ -524,6 +524,7 @@ void Codec::decode_average(const std::vector<torch::Tensor>& messages, torch::Te
     return;
   }
 #endif
+  if (decode_average_in_one_pass(messages, out, weight, nullptr)) return;
   // Validate everything first, then decode: `out` changes only when every message is good.
   torch::Tensor sum = torch::zeros_like(out, torch::TensorOptions().device(torch::kCPU));
   for (size_t r = 0; r < messages.size(); ++r) {
@@ -534,6 +535,75 @@ void Codec::decode_average(const std::vector<torch::Tensor>& messages, torch::Te
     }
   }
   out.copy_(sum);
+}
+
+void Codec::decode_average(const std::vector<torch::Tensor>& messages, torch::Tensor& out,
+                           float weight, std::vector<torch::Tensor>& rows) const {
+  SADDLE_CHECK(rows.size() == messages.size(), "decode_average: ", rows.size(), " rows for ",
+               messages.size(), " messages");
+  if (decode_average_in_one_pass(messages, out, weight, &rows)) return;
+  decode_average(messages, out, weight);
+  for (size_t r = 0; r < messages.size(); ++r) decode_average({messages[r]}, rows[r], 1.0f);
+}
+
+bool Codec::decode_average_in_one_pass(const std::vector<torch::Tensor>& messages,
+                                       torch::Tensor& out, float weight,
+                                       std::vector<torch::Tensor>* rows) const {
+  if (!out.device().is_cpu() || !(is_cast() || options_.coder() == CoderKind::kFixed)) {
+    return false;
+  }
+  check_vector(out, "codec output");
+  const int64_t n = out.numel();
+  for (size_t r = 0; rows && r < rows->size(); ++r) {
+    check_vector((*rows)[r], "codec row output");
+    SADDLE_CHECK((*rows)[r].device().is_cpu() && (*rows)[r].numel() == n, "decode_average: row ", r,
+                 " has ", (*rows)[r].numel(), " coordinates on ", (*rows)[r].device(),
+                 " (expected ", n, " on the CPU)");
+  }
+  for (size_t r = 0; r < messages.size(); ++r) {
+    try {
+      check_message_tensor(messages[r]);
+      SADDLE_CHECK(messages[r].device().is_cpu(), "codec message on ", messages[r].device(),
+                   " but the output on the CPU");
+      check_message(messages[r].data_ptr<uint8_t>(), messages[r].numel(), n, /*check_norms=*/true);
+    } catch (const Error& e) {
+      throw MalformedMessage(static_cast<int>(r), e.what());
+    }
+  }
+  if (messages.empty()) {
+    out.zero_();
+    return true;
+  }
+  float* o = out.data_ptr<float>();
+  const auto params = params_of(options_, *spec_, levels_, inv_gap_, level_lut_);
+  const int64_t buckets = is_cast() ? 0 : bucket_count(n, options_.bucket_size());
+  std::vector<float> norms(buckets);
+  for (size_t r = 0; r < messages.size(); ++r) {
+    const uint8_t* body = messages[r].data_ptr<uint8_t>() + kHeaderBytes;
+    float* row = rows ? (*rows)[r].data_ptr<float>() : nullptr;
+    const bool assign = r == 0;  // 0 + x: the bits of adding into zeros
+    if (!is_cast()) {
+      if (buckets > 0) std::memcpy(norms.data(), body, 4 * buckets);
+      quant_detail::decode_fixed_into(body + 4 * buckets, n, norms.data(), params, weight, assign,
+                                      o, row);
+      continue;
+    }
+    const CastKind cast = spec_->cast;
+    for (int64_t i = 0; i < n; ++i) {
+      float x;
+      if (cast == CastKind::kFp32) {
+        std::memcpy(&x, body + 4 * i, 4);
+      } else {
+        uint16_t bits;
+        std::memcpy(&bits, body + 2 * i, 2);
+        x = cast == CastKind::kFp16 ? c10::detail::fp16_ieee_to_fp32_value(bits)
+                                    : c10::detail::f32_from_bits(bits);
+      }
+      o[i] = (assign ? 0.0f : o[i]) + weight * x;
+      if (row) row[i] = 0.0f + 1.0f * x;
+    }
+  }
+  return true;
 }
 
 torch::Tensor Codec::statistics(const torch::Tensor& v) const {

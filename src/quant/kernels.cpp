@@ -415,12 +415,14 @@ void encode_fixed_impl(const float* v, int64_t n, const QuantParams& p, float* n
 }
 
 // Walks the output bucket by bucket with a per-bucket table of the 2^bits decoded values; the
-// source fills chunks of kChunk symbols (the last one shorter).
-template <typename Source>
+// source fills chunks of kChunk symbols (the last one shorter). kAssign writes out[i] = 0 + x
+// instead of out[i] += x (the same bits as adding into zeros, without reading `out`); kRow also
+// writes row[i] = 0 + the coordinate decoded at weight 1.
+template <bool kAssign, bool kRow, typename Source>
 void accumulate_stream(int64_t n, const float* norms, const QuantParams& p, float weight,
-                       float* out, Source&& source) {
+                       float* out, float* row, Source&& source) {
   alignas(64) uint8_t buf[kChunk];
-  float table[256];
+  float table[256], unit[256];
   const int half = 1 << (p.bits - 1);
   int avail = 0, pos = 0;
   for (int64_t first = 0, b = 0; first < n; first += p.bucket, ++b) {
@@ -429,8 +431,13 @@ void accumulate_stream(int64_t n, const float* norms, const QuantParams& p, floa
     for (int k = 0; k < half; ++k) {
       table[k] = scale * p.levels[k];
       table[k + half] = -table[k];
+      if constexpr (kRow) {
+        unit[k] = 1.0f * norms[b] * p.levels[k];
+        unit[k + half] = -unit[k];
+      }
     }
     float* __restrict o = out;
+    float* __restrict w = row;
     for (int64_t i = first; i < first + m;) {
       if (pos == avail) {
         avail = static_cast<int>(std::min<int64_t>(kChunk, n - i));
@@ -438,24 +445,94 @@ void accumulate_stream(int64_t n, const float* norms, const QuantParams& p, floa
         pos = 0;
       }
       const int take = static_cast<int>(std::min<int64_t>(avail - pos, first + m - i));
-      for (int k = 0; k < take; ++k) o[i + k] += table[buf[pos + k]];
+      for (int k = 0; k < take; ++k) {
+        const uint8_t s = buf[pos + k];
+        o[i + k] = (kAssign ? 0.0f : o[i + k]) + table[s];
+        if constexpr (kRow) w[i + k] = 0.0f + unit[s];
+      }
       pos += take;
       i += take;
     }
   }
 }
 
-template <int B>
+template <int B, bool kAssign, bool kRow>
 void accumulate_fixed_impl(const uint8_t* packed, int64_t n, const float* norms,
-                           const QuantParams& p, float weight, float* out) {
+                           const QuantParams& p, float weight, float* out, float* row) {
   const uint8_t* src = packed;
-  accumulate_stream(n, norms, p, weight, out, [&src](uint8_t* buf, int count) {
+  accumulate_stream<kAssign, kRow>(n, norms, p, weight, out, row, [&src](uint8_t* buf, int count) {
     uint64_t words[B] = {};
     const int64_t bytes = count == kChunk ? 8 * B : packed_bytes(count, B);
     std::memcpy(words, src, bytes);
     src += bytes;
     unpack_chunk<B>(words, buf);
   });
+}
+
+#ifdef SADDLE_QUANT_GATHER
+// Widths of at most 4 bits whose buckets start on whole bytes (bucket % 8 == 0): 8 symbols (B
+// bytes) at a time, the level of each from a lane permute of the bucket's scaled levels and the
+// sign by flipping the float's sign bit: the same products and sums as accumulate_stream.
+template <int B, bool kAssign, bool kRow>
+__attribute__((target("avx2"))) void accumulate_narrow_avx2(const uint8_t* packed, int64_t n,
+                                                            const float* norms,
+                                                            const QuantParams& p, float weight,
+                                                            float* out, float* row) {
+  static_assert(B == 2 || B == 4, "8 symbols of B bits are B whole bytes");
+  constexpr int kHalf = 1 << (B - 1);
+  alignas(32) float lv[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int k = 0; k < kHalf; ++k) lv[k] = p.levels[k];
+  const __m256 levels = _mm256_load_ps(lv), zero = _mm256_setzero_ps();
+  const __m256i shifts = _mm256_setr_epi32(0, B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B);
+  const __m256i index_mask = _mm256_set1_epi32(kHalf - 1), sign_bit = _mm256_set1_epi32(kHalf);
+// kHalf << (32 - B) is the float sign bit exactly when the symbol's sign bit is set.
+#define SADDLE_SIGNED_LEVEL(table, s)                                             \
+  _mm256_xor_ps(_mm256_permutevar8x32_ps(table, _mm256_and_si256(s, index_mask)), \
+                _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(s, sign_bit), 32 - B)))
+  for (int64_t first = 0, b = 0; first < n; first += p.bucket, ++b) {
+    const int64_t m = std::min(p.bucket, n - first);
+    const __m256 table = _mm256_mul_ps(_mm256_set1_ps(weight * norms[b]), levels);
+    const __m256 unit = _mm256_mul_ps(_mm256_set1_ps(1.0f * norms[b]), levels);
+    const uint8_t* src = packed + first * B / 8;
+    float* o = out + first;
+    float* w = row + first;
+    int64_t i = 0;
+    for (; i + 8 <= m; i += 8, src += B) {
+      uint32_t word = 0;
+      std::memcpy(&word, src, B);
+      const __m256i s = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts);
+      const __m256 base = kAssign ? zero : _mm256_loadu_ps(o + i);
+      _mm256_storeu_ps(o + i, _mm256_add_ps(base, SADDLE_SIGNED_LEVEL(table, s)));
+      if constexpr (kRow)
+        _mm256_storeu_ps(w + i, _mm256_add_ps(zero, SADDLE_SIGNED_LEVEL(unit, s)));
+    }
+    // The last bucket's tail: fewer than 8 symbols, in the bytes the message still has.
+    if (i < m) {
+      const float scale = weight * norms[b];
+      for (int64_t k = 0; i + k < m; ++k) {
+        const int s = (src[k * B / 8] >> ((k * B) % 8)) & ((1 << B) - 1);
+        const float level = p.levels[s & (kHalf - 1)];
+        const float x = scale * level, u = 1.0f * norms[b] * level;
+        o[i + k] = (kAssign ? 0.0f : o[i + k]) + (s & kHalf ? -x : x);
+        if constexpr (kRow) w[i + k] = 0.0f + (s & kHalf ? -u : u);
+      }
+    }
+  }
+}
+#undef SADDLE_SIGNED_LEVEL
+#endif
+
+template <int B, bool kAssign, bool kRow>
+void accumulate_fixed_pick(const uint8_t* packed, int64_t n, const float* norms,
+                           const QuantParams& p, float weight, float* out, float* row) {
+#ifdef SADDLE_QUANT_GATHER
+  if constexpr (B == 2 || B == 4) {
+    if (kHasAvx2 && p.bucket % 8 == 0) {
+      return accumulate_narrow_avx2<B, kAssign, kRow>(packed, n, norms, p, weight, out, row);
+    }
+  }
+#endif
+  accumulate_fixed_impl<B, kAssign, kRow>(packed, n, norms, p, weight, out, row);
 }
 
 }  // namespace
@@ -489,15 +566,35 @@ void quantize_symbols(const float* v, int64_t n, const QuantParams& p, float* no
 
 void accumulate_fixed(const uint8_t* packed, int64_t n, const float* norms, const QuantParams& p,
                       float weight, float* out) {
-#define SADDLE_CALL(B) accumulate_fixed_impl<B>(packed, n, norms, p, weight, out)
+#define SADDLE_CALL(B) accumulate_fixed_pick<B, false, false>(packed, n, norms, p, weight, out, out)
   SADDLE_QUANT_DISPATCH_BITS(p.bits, SADDLE_CALL)
 #undef SADDLE_CALL
+}
+
+void decode_fixed_into(const uint8_t* packed, int64_t n, const float* norms, const QuantParams& p,
+                       float weight, bool assign, float* out, float* row) {
+#define SADDLE_PICK(B, A, R) accumulate_fixed_pick<B, A, R>(packed, n, norms, p, weight, out, row)
+#define SADDLE_CALL(B)              \
+  if (assign) {                     \
+    if (row)                        \
+      SADDLE_PICK(B, true, true);   \
+    else                            \
+      SADDLE_PICK(B, true, false);  \
+  } else {                          \
+    if (row)                        \
+      SADDLE_PICK(B, false, true);  \
+    else                            \
+      SADDLE_PICK(B, false, false); \
+  }
+  SADDLE_QUANT_DISPATCH_BITS(p.bits, SADDLE_CALL)
+#undef SADDLE_CALL
+#undef SADDLE_PICK
 }
 
 void accumulate_symbols(const uint8_t* symbols, int64_t n, const float* norms, const QuantParams& p,
                         float weight, float* out) {
   const uint8_t* src = symbols;
-  accumulate_stream(n, norms, p, weight, out, [&src](uint8_t* buf, int count) {
+  accumulate_stream<false, false>(n, norms, p, weight, out, out, [&src](uint8_t* buf, int count) {
     std::memcpy(buf, src, count);
     src += count;
   });

@@ -41,6 +41,11 @@ void quantize_symbols(const float* v, int64_t n, const QuantParams& p, float* no
 // out[i] += weight * decoded_i.
 void accumulate_fixed(const uint8_t* packed, int64_t n, const float* norms, const QuantParams& p,
                       float weight, float* out);
+// One message into an average and into its own row in one pass: out[i] = (assign ? 0 : out[i]) +
+// weight * decoded_i and, unless row is null, row[i] = 0 + decoded_i. The same bits as
+// accumulate_fixed into zeroed outputs (at weight and at 1).
+void decode_fixed_into(const uint8_t* packed, int64_t n, const float* norms, const QuantParams& p,
+                       float weight, bool assign, float* out, float* row);
 void accumulate_symbols(const uint8_t* symbols, int64_t n, const float* norms, const QuantParams& p,
                         float weight, float* out);
 // Adds v's magnitude statistics into stats ([3, kLevelStatBins] row-major doubles).

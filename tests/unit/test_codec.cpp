@@ -4,8 +4,10 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
+#include "codec_reference.h"
 #include "saddle/error.h"
 #include "saddle/quant/codec.h"
 
@@ -117,6 +119,96 @@ TEST(CodecRoundTrip, AccumulatesWithWeightAndIsDeterministic) {
   auto out = torch::ones({1000});
   codec.decode_accumulate(a, out, 0.5f);
   EXPECT_TRUE(torch::allclose(out, 1 + 0.5 * decode(codec, a, 1000)));
+}
+
+namespace {
+
+// The wire format read byte by byte, apart from the kernels: the 32-byte header, the bucket norms,
+// then `bits`-bit symbols from the lowest bit up (sign in the top bit, level index below). Entry i
+// is weight * norm * level, negated for a set sign bit, in the kernels' order of operations.
+std::vector<float> reference_decode(const Codec& codec, const torch::Tensor& message, int64_t n,
+                                    float weight) {
+  const auto* p = message.data_ptr<uint8_t>() + Codec::kHeaderBytes;
+  const int bits = codec.options().bits(), half = 1 << (bits - 1);
+  const int64_t bucket = codec.options().bucket_size(), buckets = (n + bucket - 1) / bucket;
+  const uint8_t* packed = p + 4 * buckets;
+  std::vector<float> out(n);
+  for (int64_t i = 0; i < n; ++i) {
+    float norm;
+    std::memcpy(&norm, p + 4 * (i / bucket), 4);
+    int symbol = 0;
+    for (int k = 0; k < bits; ++k) {
+      const int64_t bit = i * bits + k;
+      symbol |= ((packed[bit / 8] >> (bit % 8)) & 1) << k;
+    }
+    const float x = weight * norm * codec.levels()[symbol & (half - 1)];
+    out[i] = symbol & half ? -x : x;
+  }
+  return out;
+}
+
+bool same_bits(const torch::Tensor& t, const std::vector<float>& expected) {
+  return t.numel() == static_cast<int64_t>(expected.size()) &&
+         std::memcmp(t.data_ptr<float>(), expected.data(), 4 * expected.size()) == 0;
+}
+
+}  // namespace
+
+// decode_average with rows reads each message once (the vector kernels for 2 and 4 bits when
+// buckets hold whole bytes, the scalar ones otherwise): the average is the sum in rank order
+// started from +0, each row the message at weight 1, bit for bit as the wire format says; a bad
+// message is named by index and nothing is written.
+TEST(CodecDecode, OnePassAverageAndRowsAreTheWireFormatsBits) {
+  struct Case {
+    const char* quantizer;
+    int bits;
+    int64_t bucket, n;
+  };
+  const Case cases[] = {{"alq", 4, 1024, 3001}, {"qsgd", 4, 8, 37},     {"qsgd", 2, 64, 1000},
+                        {"qsgd", 2, 24, 203},   {"qsgd", 4, 100, 999},  {"nuq", 3, 1024, 2050},
+                        {"alq", 8, 512, 1500},  {"qsgd-inf", 4, 16, 77}};
+  for (const Case& c : cases) {
+    const std::string what = std::string(c.quantizer) + "/b" + std::to_string(c.bits) + "/k" +
+                             std::to_string(c.bucket) + "/n" + std::to_string(c.n);
+    Codec codec(CodecOptions().quantizer(c.quantizer).bits(c.bits).bucket_size(c.bucket));
+    const float weight = 1.0f / 3.0f;
+    std::vector<torch::Tensor> messages;
+    std::vector<float> average(c.n, 0.0f);
+    std::vector<std::vector<float>> rows_expected;
+    for (int r = 0; r < 3; ++r) {
+      messages.push_back(
+          codec.encode(saddle::testing::reference_input(c.n, 40 + r), 9, static_cast<uint64_t>(r)));
+      const std::vector<float> part = reference_decode(codec, messages[r], c.n, weight);
+      for (int64_t i = 0; i < c.n; ++i) average[i] = average[i] + part[i];
+      std::vector<float> row = reference_decode(codec, messages[r], c.n, 1.0f);
+      for (float& x : row) x = 0.0f + x;
+      rows_expected.push_back(row);
+    }
+    torch::Tensor out = torch::full({c.n}, 7.0f);
+    torch::Tensor all_rows = torch::full({3, c.n}, 7.0f);
+    std::vector<torch::Tensor> rows = {all_rows[0], all_rows[1], all_rows[2]};
+    codec.decode_average(messages, out, weight, rows);
+    EXPECT_TRUE(same_bits(out, average)) << what;
+    for (int r = 0; r < 3; ++r)
+      EXPECT_TRUE(same_bits(rows[r], rows_expected[r])) << what << " row " << r;
+    torch::Tensor plain = torch::full({c.n}, 7.0f);
+    codec.decode_average(messages, plain, weight);
+    EXPECT_TRUE(same_bits(plain, average)) << what << " without rows";
+
+    std::vector<torch::Tensor> bad = messages;
+    bad[1] = messages[1].narrow(0, 0, messages[1].numel() - 1).clone();
+    torch::Tensor untouched = torch::full({c.n}, 3.0f),
+                  untouched_rows = torch::full({3, c.n}, 3.0f);
+    std::vector<torch::Tensor> bad_rows = {untouched_rows[0], untouched_rows[1], untouched_rows[2]};
+    try {
+      codec.decode_average(bad, untouched, weight, bad_rows);
+      ADD_FAILURE() << what << ": a truncated message was accepted";
+    } catch (const saddle::MalformedMessage& e) {
+      EXPECT_EQ(e.index(), 1) << what;
+    }
+    EXPECT_TRUE(torch::equal(untouched, torch::full({c.n}, 3.0f))) << what;
+    EXPECT_TRUE(torch::equal(untouched_rows, torch::full({3, c.n}, 3.0f))) << what;
+  }
 }
 
 // A vector encoded in pieces that start on bucket boundaries, each at its index in the random

@@ -217,9 +217,12 @@ class Exchange {
   uint64_t allgather_stream() const;
   torch::Tensor average_two_phase(const torch::Tensor& input, bool local_finite);
   // Decodes `messages` (from ranks first_rank, first_rank + 1, ...) into `out` with `weight`,
-  // naming a bad message's rank.
+  // naming a bad message's rank; with `rows`, also each message at weight 1 into its row.
   void decode_from_ranks(const Codec& codec, const std::vector<torch::Tensor>& messages,
-                         torch::Tensor& out, float weight, int first_rank = 0) const;
+                         torch::Tensor& out, float weight, int first_rank = 0,
+                         std::vector<torch::Tensor>* rows = nullptr) const;
+  // This exchange's per-rank operators, decoded in full: the last ones become the previous.
+  void keep_rank_rows(const torch::Tensor& decoded);
 
   Communicator& communicator_;
   ExchangeOptions options_;

@@ -116,6 +116,11 @@ class Codec {
   // on a CUDA device all messages are decoded in one launch.
   void decode_average(const std::vector<torch::Tensor>& messages, torch::Tensor& out,
                       float weight) const;
+  // The same, and every message decoded at weight 1 into rows[r] (of out's length and device): the
+  // bits of decode_average({messages[r]}, rows[r], 1). On the CPU with the fixed-width coder or a
+  // cast each message is read once for both.
+  void decode_average(const std::vector<torch::Tensor>& messages, torch::Tensor& out, float weight,
+                      std::vector<torch::Tensor>& rows) const;
 
   // Level adaptation. statistics(v) summarizes v's normalized magnitudes (level_set.h's [3, bins]
   // kFloat64 sums) for any level quantizer; the exchange sums them over ranks and calls adapt() on
@@ -146,6 +151,11 @@ class Codec {
   // Throws a plain saddle::Error unless `message` is a well-formed message of this codec for `n`
   // coordinates (header, size; norms when `check_norms`).
   void check_message(const uint8_t* p, int64_t size, int64_t n, bool check_norms) const;
+  // CPU, fixed-width coder or cast: validates every message (MalformedMessage names a bad one)
+  // and the rows, then decodes each message once into out (the first one assigned, the others
+  // added in order) and into its row. False, doing nothing, where this path does not apply.
+  bool decode_average_in_one_pass(const std::vector<torch::Tensor>& messages, torch::Tensor& out,
+                                  float weight, std::vector<torch::Tensor>* rows) const;
   // The levels and 1 / gaps on `device`, for the CUDA kernels (cached until the levels change).
   const torch::Tensor& device_tables(const torch::Device& device) const;
 
