@@ -97,8 +97,20 @@ void BM_Decode(benchmark::State& state, const std::string& quantizer, int bits, 
   report(state);
 }
 
+// The magnitude statistics an adaptive quantizer's refit sums over ranks (Exchange books them as
+// encoding time at the iterations of --level-schedule).
+void BM_Statistics(benchmark::State& state) {
+  const Codec codec = make_codec("alq", 4, CoderKind::kFixed);
+  for (auto _ : state) {
+    torch::Tensor stats = codec.statistics(input());
+    benchmark::DoNotOptimize(stats.data_ptr());
+  }
+  report(state);
+}
+
 bool register_codec_benchmarks() {
   benchmark::RegisterBenchmark("Memcpy", BM_Memcpy)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("Statistics/alq", BM_Statistics)->Unit(benchmark::kMillisecond);
   for (const auto& q : saddle::quantizer_names()) {
     const bool cast = q == "none" || q == "fp16" || q == "bf16";
     for (int bits : {2, 4, 8}) {

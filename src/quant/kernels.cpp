@@ -36,7 +36,7 @@ using detail::uniform24;
 
 // Lane sums of squares in quantize_math.h's order, then the pairwise tree over the lanes.
 template <typename Acc>
-Acc canonical_square_sum(const float* __restrict v, int64_t m) {
+SADDLE_QUANT_INLINE inline Acc canonical_square_sum(const float* __restrict v, int64_t m) {
   alignas(64) Acc lanes[kNormLanes];
   const int used = static_cast<int>(std::min<int64_t>(m, kNormLanes));
   for (int l = 0; l < used; ++l) lanes[l] = static_cast<Acc>(v[l]) * static_cast<Acc>(v[l]);
@@ -58,7 +58,8 @@ Acc canonical_square_sum(const float* __restrict v, int64_t m) {
 
 // The bucket's norm (quantize_math.h); throws on non-finite input rather than sending NaNs to
 // every rank.
-float bucket_norm(const float* __restrict v, int64_t m, NormKind norm, int64_t first) {
+SADDLE_QUANT_INLINE inline float bucket_norm(const float* __restrict v, int64_t m, NormKind norm,
+                                             int64_t first) {
   double total = 0;
   if (norm == NormKind::kL2) {
     total = canonical_square_sum<float>(v, m);
@@ -401,8 +402,8 @@ inline void unpack_chunk(const uint64_t* __restrict w, uint8_t* __restrict s) {
 }
 
 template <int B>
-void encode_fixed_impl(const float* v, int64_t n, const QuantParams& p, float* norms,
-                       uint8_t* packed) {
+void encode_fixed_stream(const float* v, int64_t n, const QuantParams& p, float* norms,
+                         uint8_t* packed) {
   uint8_t* dst = packed;
   quantize_stream(v, n, p, norms, [&dst](uint8_t* buf, int count) {
     uint64_t words[B];
@@ -412,6 +413,125 @@ void encode_fixed_impl(const float* v, int64_t n, const QuantParams& p, float* n
     std::memcpy(dst, words, bytes);
     dst += bytes;
   });
+}
+
+#ifdef SADDLE_QUANT_GATHER
+// The same norm as bucket_norm, its lanes 8 at a time (each lane's sum in the same order).
+__attribute__((target("avx2"))) float bucket_norm_avx2(const float* __restrict v, int64_t m,
+                                                       NormKind norm, int64_t first) {
+  return bucket_norm(v, m, norm, first);
+}
+
+// A bucket of m coordinates (float scale, one key), few levels, B in {2, 4}: quantize_few_avx2's
+// symbols, 8 to B packed bytes straight from the lanes (symbol k at bits k*B up), no buffer.
+template <int B>
+__attribute__((target("avx2"))) void quantize_pack_few_avx2(const float* __restrict v, int64_t m,
+                                                            float inv_norm, const QuantParams& p,
+                                                            uint32_t counter, uint32_t key,
+                                                            uint8_t* __restrict dst) {
+  alignas(32) float lv[8] = {0, 0, 0, 0, 0, 0, 0, 0}, ig[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int k = 0; k < p.count; ++k) {
+    lv[k] = p.levels[k];
+    ig[k] = p.inv_gap[k];
+  }
+  const __m256 levels = _mm256_load_ps(lv), gaps = _mm256_load_ps(ig);
+  __m256 inner[6];
+  const int n_inner = p.count - 2;
+  for (int k = 0; k < n_inner; ++k) inner[k] = _mm256_set1_ps(lv[k + 1]);
+  const __m256 scale = _mm256_set1_ps(inv_norm), one = _mm256_set1_ps(1.0f);
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256 unit24 = _mm256_set1_ps(0x1p-24f);
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                keyv = _mm256_set1_epi32(static_cast<int>(key));
+  const __m256i golden = _mm256_set1_epi32(static_cast<int>(0x9E3779B9U));
+  const __m256i mul1 = _mm256_set1_epi32(0x7feb352d),
+                mul2 = _mm256_set1_epi32(static_cast<int>(0x846ca68bU));
+  const __m256i shifts = _mm256_setr_epi32(0, B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B);
+  const __m256i sign_at = _mm256_set1_epi32(B - 1);
+  int64_t i = 0;
+  for (; i + 8 <= m; i += 8) {
+    const __m256 x = _mm256_loadu_ps(v + i);
+    const __m256 a = _mm256_mul_ps(_mm256_and_ps(x, abs_mask), scale);
+    const __m256 r = _mm256_min_ps(one, a);
+    __m256i j = _mm256_setzero_si256();
+    for (int k = 0; k < n_inner; ++k)
+      j = _mm256_sub_epi32(j, _mm256_castps_si256(_mm256_cmp_ps(inner[k], r, _CMP_LE_OQ)));
+    const __m256 lo = _mm256_permutevar8x32_ps(levels, j), g = _mm256_permutevar8x32_ps(gaps, j);
+    const __m256 frac = _mm256_mul_ps(_mm256_sub_ps(r, lo), g);
+    __m256i h = _mm256_add_epi32(
+        _mm256_set1_epi32(static_cast<int>(counter + static_cast<uint32_t>(i))), lanes);
+    h = _mm256_add_epi32(_mm256_mullo_epi32(h, golden), keyv);
+    h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
+    h = _mm256_mullo_epi32(h, mul1);
+    h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
+    h = _mm256_mullo_epi32(h, mul2);
+    h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
+    const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(h, 8)), unit24);
+    const __m256i idx =
+        _mm256_sub_epi32(j, _mm256_castps_si256(_mm256_cmp_ps(u, frac, _CMP_LT_OQ)));
+    const __m256i nonzero = _mm256_andnot_si256(_mm256_cmpeq_epi32(idx, _mm256_setzero_si256()),
+                                                _mm256_srli_epi32(_mm256_castps_si256(x), 31));
+    const __m256i sym = _mm256_or_si256(idx, _mm256_sllv_epi32(nonzero, sign_at));
+    // The lanes' bits are disjoint once shifted into place: OR them together.
+    __m256i w = _mm256_sllv_epi32(sym, shifts);
+    w = _mm256_or_si256(w, _mm256_shuffle_epi32(w, 0xB1));
+    w = _mm256_or_si256(w, _mm256_shuffle_epi32(w, 0x4E));
+    const uint32_t word = static_cast<uint32_t>(
+        _mm_cvtsi128_si32(_mm_or_si128(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1))));
+    std::memcpy(dst + i * B / 8, &word, B);
+  }
+  if (i < m) {                         // the last bucket's tail: fewer than 8 symbols
+    alignas(32) uint8_t tail[kChunk];  // room for the vector stores GCC may use
+    quantize_levels_body<float>(v + i, static_cast<int>(m - i), inv_norm, p,
+                                counter + static_cast<uint32_t>(i), key, tail);
+    uint32_t word = 0;
+    for (int64_t k = 0; i + k < m; ++k) word |= static_cast<uint32_t>(tail[k]) << (k * B);
+    std::memcpy(dst + i * B / 8, &word, static_cast<size_t>(packed_bytes(m - i, B)));
+  }
+}
+
+// Few-level quantizers (ALQ, NUQ, AMQ at up to 4 bits) with buckets of whole 64-symbol chunks:
+// bucket by bucket, each bucket's bytes written where encode_fixed_stream writes them. A bucket
+// whose scale needs double precision or whose indices cross a 2^32 key block is handed to
+// encode_fixed_stream alone.
+template <int B>
+void encode_few_buckets(const float* v, int64_t n, const QuantParams& p, float* norms,
+                        uint8_t* packed) {
+  uint64_t key_block = ~uint64_t{0};
+  uint32_t key = 0;
+  for (int64_t first = 0, b = 0; first < n; first += p.bucket, ++b) {
+    const int64_t m = std::min(p.bucket, n - first);
+    uint8_t* dst = packed + first * B / 8;
+    const uint64_t index = static_cast<uint64_t>(p.first + first);
+    const float norm = bucket_norm_avx2(v + first, m, p.norm, first);
+    const BucketScale sc = scale_for(norm, false, p.count);
+    if (sc.wide || index >> 32 != (index + static_cast<uint64_t>(m) - 1) >> 32) {
+      QuantParams one = p;
+      one.first = p.first + first;
+      encode_fixed_stream<B>(v + first, m, one, norms + b, dst);
+      continue;
+    }
+    norms[b] = norm;
+    if (index >> 32 != key_block) {
+      key_block = index >> 32;
+      key = block_key(p.seed, p.stream, key_block);
+    }
+    quantize_pack_few_avx2<B>(v + first, m, sc.narrow, p, static_cast<uint32_t>(index), key, dst);
+  }
+}
+#endif  // SADDLE_QUANT_GATHER
+
+template <int B>
+void encode_fixed_impl(const float* v, int64_t n, const QuantParams& p, float* norms,
+                       uint8_t* packed) {
+#ifdef SADDLE_QUANT_GATHER
+  if constexpr (B == 2 || B == 4) {
+    if (kHasAvx2 && !p.uniform && p.count <= 8 && p.bucket % kChunk == 0) {
+      return encode_few_buckets<B>(v, n, p, norms, packed);
+    }
+  }
+#endif
+  encode_fixed_stream<B>(v, n, p, norms, packed);
 }
 
 // Walks the output bucket by bucket with a per-bucket table of the 2^bits decoded values; the
