@@ -422,22 +422,24 @@ __attribute__((target("avx2"))) float bucket_norm_avx2(const float* __restrict v
   return bucket_norm(v, m, norm, first);
 }
 
-// A bucket of m coordinates (float scale, one key), few levels, B in {2, 4}: quantize_few_avx2's
-// symbols, 8 to B packed bytes straight from the lanes (symbol k at bits k*B up), no buffer.
-template <int B>
-__attribute__((target("avx2"))) void quantize_pack_few_avx2(const float* __restrict v, int64_t m,
-                                                            float inv_norm, const QuantParams& p,
-                                                            uint32_t counter, uint32_t key,
-                                                            uint8_t* __restrict dst) {
+// A bucket of m coordinates (float scale, one key), B in {2, 4}, uniform levels or at most 8
+// others: the symbols of quantize_uniform or quantize_few_avx2, 8 to B packed bytes straight from
+// the lanes (symbol k at bits k*B up), no buffer.
+template <int B, bool kUniform>
+__attribute__((target("avx2"))) void quantize_pack_avx2(const float* __restrict v, int64_t m,
+                                                        float inv_norm, const QuantParams& p,
+                                                        uint32_t counter, uint32_t key,
+                                                        uint8_t* __restrict dst) {
   alignas(32) float lv[8] = {0, 0, 0, 0, 0, 0, 0, 0}, ig[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int k = 0; k < p.count; ++k) {
+  for (int k = 0; !kUniform && k < p.count; ++k) {
     lv[k] = p.levels[k];
     ig[k] = p.inv_gap[k];
   }
   const __m256 levels = _mm256_load_ps(lv), gaps = _mm256_load_ps(ig);
   __m256 inner[6];
-  const int n_inner = p.count - 2;
+  const int n_inner = kUniform ? 0 : p.count - 2;
   for (int k = 0; k < n_inner; ++k) inner[k] = _mm256_set1_ps(lv[k + 1]);
+  const __m256i top_index = _mm256_set1_epi32(p.count - 2);  // uniform: s - 1
   const __m256 scale = _mm256_set1_ps(inv_norm), one = _mm256_set1_ps(1.0f);
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const __m256 unit24 = _mm256_set1_ps(0x1p-24f);
@@ -452,12 +454,20 @@ __attribute__((target("avx2"))) void quantize_pack_few_avx2(const float* __restr
   for (; i + 8 <= m; i += 8) {
     const __m256 x = _mm256_loadu_ps(v + i);
     const __m256 a = _mm256_mul_ps(_mm256_and_ps(x, abs_mask), scale);
-    const __m256 r = _mm256_min_ps(one, a);
-    __m256i j = _mm256_setzero_si256();
-    for (int k = 0; k < n_inner; ++k)
-      j = _mm256_sub_epi32(j, _mm256_castps_si256(_mm256_cmp_ps(inner[k], r, _CMP_LE_OQ)));
-    const __m256 lo = _mm256_permutevar8x32_ps(levels, j), g = _mm256_permutevar8x32_ps(gaps, j);
-    const __m256 frac = _mm256_mul_ps(_mm256_sub_ps(r, lo), g);
+    __m256i j;
+    __m256 frac;
+    if constexpr (kUniform) {
+      // uniform_index: floor(a) (truncation: a >= 0), at most s - 1, and the fraction above it.
+      j = _mm256_min_epi32(_mm256_cvttps_epi32(a), top_index);
+      frac = _mm256_sub_ps(a, _mm256_cvtepi32_ps(j));
+    } else {
+      const __m256 r = _mm256_min_ps(one, a);
+      j = _mm256_setzero_si256();
+      for (int k = 0; k < n_inner; ++k)
+        j = _mm256_sub_epi32(j, _mm256_castps_si256(_mm256_cmp_ps(inner[k], r, _CMP_LE_OQ)));
+      const __m256 lo = _mm256_permutevar8x32_ps(levels, j);
+      frac = _mm256_mul_ps(_mm256_sub_ps(r, lo), _mm256_permutevar8x32_ps(gaps, j));
+    }
     __m256i h = _mm256_add_epi32(
         _mm256_set1_epi32(static_cast<int>(counter + static_cast<uint32_t>(i))), lanes);
     h = _mm256_add_epi32(_mm256_mullo_epi32(h, golden), keyv);
@@ -482,21 +492,28 @@ __attribute__((target("avx2"))) void quantize_pack_few_avx2(const float* __restr
   }
   if (i < m) {                         // the last bucket's tail: fewer than 8 symbols
     alignas(32) uint8_t tail[kChunk];  // room for the vector stores GCC may use
-    quantize_levels_body<float>(v + i, static_cast<int>(m - i), inv_norm, p,
-                                counter + static_cast<uint32_t>(i), key, tail);
+    if constexpr (kUniform) {
+      for (int64_t k = 0; i + k < m; ++k) {
+        const float u = uniform24(counter + static_cast<uint32_t>(i + k), key);
+        tail[k] = quantize_uniform_one(v[i + k], inv_norm, p.count - 1, B, u);
+      }
+    } else {
+      quantize_levels_body<float>(v + i, static_cast<int>(m - i), inv_norm, p,
+                                  counter + static_cast<uint32_t>(i), key, tail);
+    }
     uint32_t word = 0;
     for (int64_t k = 0; i + k < m; ++k) word |= static_cast<uint32_t>(tail[k]) << (k * B);
     std::memcpy(dst + i * B / 8, &word, static_cast<size_t>(packed_bytes(m - i, B)));
   }
 }
 
-// Few-level quantizers (ALQ, NUQ, AMQ at up to 4 bits) with buckets of whole 64-symbol chunks:
-// bucket by bucket, each bucket's bytes written where encode_fixed_stream writes them. A bucket
-// whose scale needs double precision or whose indices cross a 2^32 key block is handed to
-// encode_fixed_stream alone.
+// 2- and 4-bit symbols of uniform levels (QSGD) or of at most 8 others (ALQ, NUQ, AMQ) with
+// buckets of whole 64-symbol chunks: bucket by bucket, each bucket's bytes written where
+// encode_fixed_stream writes them. A bucket whose scale needs double precision or whose indices
+// cross a 2^32 key block is handed to encode_fixed_stream alone.
 template <int B>
-void encode_few_buckets(const float* v, int64_t n, const QuantParams& p, float* norms,
-                        uint8_t* packed) {
+void encode_narrow_buckets(const float* v, int64_t n, const QuantParams& p, float* norms,
+                           uint8_t* packed) {
   uint64_t key_block = ~uint64_t{0};
   uint32_t key = 0;
   for (int64_t first = 0, b = 0; first < n; first += p.bucket, ++b) {
@@ -504,7 +521,7 @@ void encode_few_buckets(const float* v, int64_t n, const QuantParams& p, float* 
     uint8_t* dst = packed + first * B / 8;
     const uint64_t index = static_cast<uint64_t>(p.first + first);
     const float norm = bucket_norm_avx2(v + first, m, p.norm, first);
-    const BucketScale sc = scale_for(norm, false, p.count);
+    const BucketScale sc = scale_for(norm, p.uniform, p.count);
     if (sc.wide || index >> 32 != (index + static_cast<uint64_t>(m) - 1) >> 32) {
       QuantParams one = p;
       one.first = p.first + first;
@@ -516,7 +533,13 @@ void encode_few_buckets(const float* v, int64_t n, const QuantParams& p, float* 
       key_block = index >> 32;
       key = block_key(p.seed, p.stream, key_block);
     }
-    quantize_pack_few_avx2<B>(v + first, m, sc.narrow, p, static_cast<uint32_t>(index), key, dst);
+    if (p.uniform) {
+      quantize_pack_avx2<B, true>(v + first, m, sc.narrow, p, static_cast<uint32_t>(index), key,
+                                  dst);
+    } else {
+      quantize_pack_avx2<B, false>(v + first, m, sc.narrow, p, static_cast<uint32_t>(index), key,
+                                   dst);
+    }
   }
 }
 #endif  // SADDLE_QUANT_GATHER
@@ -526,8 +549,8 @@ void encode_fixed_impl(const float* v, int64_t n, const QuantParams& p, float* n
                        uint8_t* packed) {
 #ifdef SADDLE_QUANT_GATHER
   if constexpr (B == 2 || B == 4) {
-    if (kHasAvx2 && !p.uniform && p.count <= 8 && p.bucket % kChunk == 0) {
-      return encode_few_buckets<B>(v, n, p, norms, packed);
+    if (kHasAvx2 && (p.uniform || p.count <= 8) && p.bucket % kChunk == 0) {
+      return encode_narrow_buckets<B>(v, n, p, norms, packed);
     }
   }
 #endif
