@@ -449,7 +449,13 @@ __attribute__((target("avx2"))) void quantize_pack_avx2(const float* __restrict 
   const __m256i mul1 = _mm256_set1_epi32(0x7feb352d),
                 mul2 = _mm256_set1_epi32(static_cast<int>(0x846ca68bU));
   const __m256i shifts = _mm256_setr_epi32(0, B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B);
-  const __m256i sign_at = _mm256_set1_epi32(B - 1);
+  // The generator's first step for lanes i..i+7, (counter + i + lane) * golden + key, advanced by
+  // 8 * golden (mod 2^32) from one group to the next.
+  __m256i h_first = _mm256_add_epi32(
+      _mm256_mullo_epi32(_mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(counter)), lanes),
+                         golden),
+      keyv);
+  const __m256i h_step = _mm256_set1_epi32(static_cast<int>(0x9E3779B9U * 8U));
   int64_t i = 0;
   for (; i + 8 <= m; i += 8) {
     const __m256 x = _mm256_loadu_ps(v + i);
@@ -468,9 +474,8 @@ __attribute__((target("avx2"))) void quantize_pack_avx2(const float* __restrict 
       const __m256 lo = _mm256_permutevar8x32_ps(levels, j);
       frac = _mm256_mul_ps(_mm256_sub_ps(r, lo), _mm256_permutevar8x32_ps(gaps, j));
     }
-    __m256i h = _mm256_add_epi32(
-        _mm256_set1_epi32(static_cast<int>(counter + static_cast<uint32_t>(i))), lanes);
-    h = _mm256_add_epi32(_mm256_mullo_epi32(h, golden), keyv);
+    __m256i h = h_first;
+    h_first = _mm256_add_epi32(h_first, h_step);
     h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
     h = _mm256_mullo_epi32(h, mul1);
     h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
@@ -481,7 +486,7 @@ __attribute__((target("avx2"))) void quantize_pack_avx2(const float* __restrict 
         _mm256_sub_epi32(j, _mm256_castps_si256(_mm256_cmp_ps(u, frac, _CMP_LT_OQ)));
     const __m256i nonzero = _mm256_andnot_si256(_mm256_cmpeq_epi32(idx, _mm256_setzero_si256()),
                                                 _mm256_srli_epi32(_mm256_castps_si256(x), 31));
-    const __m256i sym = _mm256_or_si256(idx, _mm256_sllv_epi32(nonzero, sign_at));
+    const __m256i sym = _mm256_or_si256(idx, _mm256_slli_epi32(nonzero, B - 1));
     // The lanes' bits are disjoint once shifted into place: OR them together.
     __m256i w = _mm256_sllv_epi32(sym, shifts);
     w = _mm256_or_si256(w, _mm256_shuffle_epi32(w, 0xB1));
