@@ -144,10 +144,10 @@ std::vector<std::pair<std::string, torch::Tensor>> Exchange::state() const {
       torch::tensor({calls_, ledger_.bytes_sent, ledger_.bytes_received, ledger_.coordinates_sent,
                      ledger_.exchanges, ledger_.level_updates, ledger_.bytes_all_ranks},
                     torch::kInt64);
-  torch::Tensor seconds =
-      torch::tensor({ledger_.seconds_encode, ledger_.seconds_communicate, ledger_.seconds_decode,
-                     ledger_.seconds_compute, predicted_variance_, ledger_.seconds_wait},
-                    torch::kFloat64);
+  torch::Tensor seconds = torch::tensor(
+      {ledger_.seconds_encode, ledger_.seconds_communicate, ledger_.seconds_decode,
+       ledger_.seconds_compute, predicted_variance_, ledger_.seconds_wait, ledger_.seconds_records},
+      torch::kFloat64);
   std::vector<std::pair<std::string, torch::Tensor>> out = {
       {"exchange_levels", levels_tensor(codec_.levels())},
       {"exchange_second_levels", levels_tensor(second_codec_.levels())},
@@ -181,7 +181,7 @@ void Exchange::load_state(const std::vector<std::pair<std::string, torch::Tensor
       if (!codec_.adaptive()) adapt_pending_ = false;
     } else if (name == "exchange_rank_operators" && keep_ranks_) {
       rank_last_ = tensor.clone();
-    } else if (name == "exchange_seconds" && (tensor.numel() == 5 || tensor.numel() == 6)) {
+    } else if (name == "exchange_seconds" && tensor.numel() >= 5 && tensor.numel() <= 7) {
       torch::Tensor t = tensor.to(torch::kFloat64).contiguous();
       const double* c = t.data_ptr<double>();
       ledger_.seconds_encode = c[0];
@@ -189,7 +189,9 @@ void Exchange::load_state(const std::vector<std::pair<std::string, torch::Tensor
       ledger_.seconds_decode = c[2];
       ledger_.seconds_compute = c[3];
       predicted_variance_ = c[4];
-      ledger_.seconds_wait = tensor.numel() == 6 ? c[5] : 0.0;
+      // Older checkpoints booked no wait (5 entries) or no records (6).
+      ledger_.seconds_wait = tensor.numel() >= 6 ? c[5] : 0.0;
+      ledger_.seconds_records = tensor.numel() == 7 ? c[6] : 0.0;
     }
   }
 }

@@ -231,47 +231,67 @@ const bool kHasAvx2 = [] {
 #endif
 
 #ifdef SADDLE_QUANT_GATHER
-// Few levels in AVX2 registers: j counts the inner levels <= r, and l_j, 1 / gap_j come from a
-// lane permute instead of a gather or a chain of selects. Same arithmetic as quantize_few_body.
-__attribute__((target("avx2"))) void quantize_few_avx2(const float* __restrict v, int m,
-                                                       float inv_norm, const QuantParams& p,
-                                                       uint32_t counter, uint32_t key,
-                                                       uint8_t* __restrict out) {
-  alignas(32) float lv[8] = {0, 0, 0, 0, 0, 0, 0, 0}, ig[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int k = 0; k < p.count; ++k) {
-    lv[k] = p.levels[k];
-    ig[k] = p.inv_gap[k];
+#define SADDLE_AVX2_INLINE __attribute__((target("avx2"), always_inline)) inline
+
+// The symbols of 8 consecutive coordinates at a time in AVX2 lanes, for uniform levels
+// (uniform_index: truncation, the clamp at s - 1, the fraction above) or at most 8 others (j
+// counts the inner levels <= r, and l_j, 1 / gap_j come from a lane permute instead of a gather or
+// a chain of selects): the scalar code's arithmetic, and its random numbers, the generator's
+// first step (counter + i) * golden + key advanced by 8 * golden (mod 2^32) from one group to the
+// next.
+template <bool kUniform>
+struct Avx2Symbols {
+  __m256 levels, gaps, inner[6], scale, one, abs_mask, unit24;
+  __m256i top_index, mul1, mul2, h_next, h_step;
+  __m128i sign_shift;
+  int n_inner;
+
+  SADDLE_AVX2_INLINE Avx2Symbols(const QuantParams& p, float inv_norm, uint32_t counter,
+                                 uint32_t key) {
+    alignas(32) float lv[8] = {0, 0, 0, 0, 0, 0, 0, 0}, ig[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int k = 0; !kUniform && k < p.count; ++k) {
+      lv[k] = p.levels[k];
+      ig[k] = p.inv_gap[k];
+    }
+    levels = _mm256_load_ps(lv);
+    gaps = _mm256_load_ps(ig);
+    n_inner = kUniform ? 0 : p.count - 2;
+    for (int k = 0; k < n_inner; ++k) inner[k] = _mm256_set1_ps(lv[k + 1]);
+    top_index = _mm256_set1_epi32(p.count - 2);  // uniform: s - 1
+    scale = _mm256_set1_ps(inv_norm);
+    one = _mm256_set1_ps(1.0f);
+    abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    unit24 = _mm256_set1_ps(0x1p-24f);
+    mul1 = _mm256_set1_epi32(0x7feb352d);
+    mul2 = _mm256_set1_epi32(static_cast<int>(0x846ca68bU));
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    h_next = _mm256_add_epi32(
+        _mm256_mullo_epi32(_mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(counter)), lanes),
+                           _mm256_set1_epi32(static_cast<int>(0x9E3779B9U))),
+        _mm256_set1_epi32(static_cast<int>(key)));
+    h_step = _mm256_set1_epi32(static_cast<int>(0x9E3779B9U * 8U));
+    sign_shift = _mm_cvtsi32_si128(p.bits - 1);
   }
-  const __m256 levels = _mm256_load_ps(lv), gaps = _mm256_load_ps(ig);
-  __m256 inner[6];
-  const int n_inner = p.count - 2;
-  for (int k = 0; k < n_inner; ++k) inner[k] = _mm256_set1_ps(lv[k + 1]);
-  const __m256 scale = _mm256_set1_ps(inv_norm), one = _mm256_set1_ps(1.0f);
-  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  const __m256 unit24 = _mm256_set1_ps(0x1p-24f);
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                keyv = _mm256_set1_epi32(static_cast<int>(key));
-  const __m256i golden = _mm256_set1_epi32(static_cast<int>(0x9E3779B9U));
-  const __m256i mul1 = _mm256_set1_epi32(0x7feb352d),
-                mul2 = _mm256_set1_epi32(static_cast<int>(0x846ca68bU));
-  const __m128i sign_shift = _mm_cvtsi32_si128(p.bits - 1);
-  const __m256i low_bytes =
-      _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,  //
-                       0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-  const __m256i join = _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1);
-  int i = 0;
-  for (; i + 8 <= m; i += 8) {
-    const __m256 x = _mm256_loadu_ps(v + i);
+
+  // The symbols of v[0..8), one per 32-bit lane; the next call takes the next 8 coordinates.
+  SADDLE_AVX2_INLINE __m256i next(const float* __restrict v) {
+    const __m256 x = _mm256_loadu_ps(v);
     const __m256 a = _mm256_mul_ps(_mm256_and_ps(x, abs_mask), scale);
-    const __m256 r = _mm256_min_ps(one, a);  // one < a ? one : a, as the scalar code
-    __m256i j = _mm256_setzero_si256();
-    for (int k = 0; k < n_inner; ++k)
-      j = _mm256_sub_epi32(j, _mm256_castps_si256(_mm256_cmp_ps(inner[k], r, _CMP_LE_OQ)));
-    const __m256 lo = _mm256_permutevar8x32_ps(levels, j), g = _mm256_permutevar8x32_ps(gaps, j);
-    const __m256 frac = _mm256_mul_ps(_mm256_sub_ps(r, lo), g);
-    __m256i h = _mm256_add_epi32(
-        _mm256_set1_epi32(static_cast<int>(counter + static_cast<uint32_t>(i))), lanes);
-    h = _mm256_add_epi32(_mm256_mullo_epi32(h, golden), keyv);
+    __m256i j;
+    __m256 frac;
+    if constexpr (kUniform) {
+      j = _mm256_min_epi32(_mm256_cvttps_epi32(a), top_index);  // a >= 0: truncation is floor
+      frac = _mm256_sub_ps(a, _mm256_cvtepi32_ps(j));
+    } else {
+      const __m256 r = _mm256_min_ps(one, a);  // one < a ? one : a, as the scalar code
+      j = _mm256_setzero_si256();
+      for (int k = 0; k < n_inner; ++k)
+        j = _mm256_sub_epi32(j, _mm256_castps_si256(_mm256_cmp_ps(inner[k], r, _CMP_LE_OQ)));
+      const __m256 lo = _mm256_permutevar8x32_ps(levels, j);
+      frac = _mm256_mul_ps(_mm256_sub_ps(r, lo), _mm256_permutevar8x32_ps(gaps, j));
+    }
+    __m256i h = h_next;
+    h_next = _mm256_add_epi32(h_next, h_step);
     h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
     h = _mm256_mullo_epi32(h, mul1);
     h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
@@ -282,7 +302,23 @@ __attribute__((target("avx2"))) void quantize_few_avx2(const float* __restrict v
         _mm256_sub_epi32(j, _mm256_castps_si256(_mm256_cmp_ps(u, frac, _CMP_LT_OQ)));
     const __m256i nonzero = _mm256_andnot_si256(_mm256_cmpeq_epi32(idx, _mm256_setzero_si256()),
                                                 _mm256_srli_epi32(_mm256_castps_si256(x), 31));
-    const __m256i sym = _mm256_or_si256(idx, _mm256_sll_epi32(nonzero, sign_shift));
+    return _mm256_or_si256(idx, _mm256_sll_epi32(nonzero, sign_shift));
+  }
+};
+
+// Few levels, one byte a symbol (the chunked path's buffer).
+__attribute__((target("avx2"))) void quantize_few_avx2(const float* __restrict v, int m,
+                                                       float inv_norm, const QuantParams& p,
+                                                       uint32_t counter, uint32_t key,
+                                                       uint8_t* __restrict out) {
+  Avx2Symbols<false> symbols(p, inv_norm, counter, key);
+  const __m256i low_bytes =
+      _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,  //
+                       0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i join = _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1);
+  int i = 0;
+  for (; i + 8 <= m; i += 8) {
+    const __m256i sym = symbols.next(v + i);
     const __m256i packed = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(sym, low_bytes), join);
     _mm_storel_epi64(reinterpret_cast<__m128i*>(out + i), _mm256_castsi256_si128(packed));
   }
@@ -430,63 +466,11 @@ __attribute__((target("avx2"))) void quantize_pack_avx2(const float* __restrict 
                                                         float inv_norm, const QuantParams& p,
                                                         uint32_t counter, uint32_t key,
                                                         uint8_t* __restrict dst) {
-  alignas(32) float lv[8] = {0, 0, 0, 0, 0, 0, 0, 0}, ig[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int k = 0; !kUniform && k < p.count; ++k) {
-    lv[k] = p.levels[k];
-    ig[k] = p.inv_gap[k];
-  }
-  const __m256 levels = _mm256_load_ps(lv), gaps = _mm256_load_ps(ig);
-  __m256 inner[6];
-  const int n_inner = kUniform ? 0 : p.count - 2;
-  for (int k = 0; k < n_inner; ++k) inner[k] = _mm256_set1_ps(lv[k + 1]);
-  const __m256i top_index = _mm256_set1_epi32(p.count - 2);  // uniform: s - 1
-  const __m256 scale = _mm256_set1_ps(inv_norm), one = _mm256_set1_ps(1.0f);
-  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  const __m256 unit24 = _mm256_set1_ps(0x1p-24f);
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                keyv = _mm256_set1_epi32(static_cast<int>(key));
-  const __m256i golden = _mm256_set1_epi32(static_cast<int>(0x9E3779B9U));
-  const __m256i mul1 = _mm256_set1_epi32(0x7feb352d),
-                mul2 = _mm256_set1_epi32(static_cast<int>(0x846ca68bU));
+  Avx2Symbols<kUniform> symbols(p, inv_norm, counter, key);
   const __m256i shifts = _mm256_setr_epi32(0, B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B);
-  // The generator's first step for lanes i..i+7, (counter + i + lane) * golden + key, advanced by
-  // 8 * golden (mod 2^32) from one group to the next.
-  __m256i h_first = _mm256_add_epi32(
-      _mm256_mullo_epi32(_mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(counter)), lanes),
-                         golden),
-      keyv);
-  const __m256i h_step = _mm256_set1_epi32(static_cast<int>(0x9E3779B9U * 8U));
   int64_t i = 0;
   for (; i + 8 <= m; i += 8) {
-    const __m256 x = _mm256_loadu_ps(v + i);
-    const __m256 a = _mm256_mul_ps(_mm256_and_ps(x, abs_mask), scale);
-    __m256i j;
-    __m256 frac;
-    if constexpr (kUniform) {
-      // uniform_index: floor(a) (truncation: a >= 0), at most s - 1, and the fraction above it.
-      j = _mm256_min_epi32(_mm256_cvttps_epi32(a), top_index);
-      frac = _mm256_sub_ps(a, _mm256_cvtepi32_ps(j));
-    } else {
-      const __m256 r = _mm256_min_ps(one, a);
-      j = _mm256_setzero_si256();
-      for (int k = 0; k < n_inner; ++k)
-        j = _mm256_sub_epi32(j, _mm256_castps_si256(_mm256_cmp_ps(inner[k], r, _CMP_LE_OQ)));
-      const __m256 lo = _mm256_permutevar8x32_ps(levels, j);
-      frac = _mm256_mul_ps(_mm256_sub_ps(r, lo), _mm256_permutevar8x32_ps(gaps, j));
-    }
-    __m256i h = h_first;
-    h_first = _mm256_add_epi32(h_first, h_step);
-    h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
-    h = _mm256_mullo_epi32(h, mul1);
-    h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
-    h = _mm256_mullo_epi32(h, mul2);
-    h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
-    const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(h, 8)), unit24);
-    const __m256i idx =
-        _mm256_sub_epi32(j, _mm256_castps_si256(_mm256_cmp_ps(u, frac, _CMP_LT_OQ)));
-    const __m256i nonzero = _mm256_andnot_si256(_mm256_cmpeq_epi32(idx, _mm256_setzero_si256()),
-                                                _mm256_srli_epi32(_mm256_castps_si256(x), 31));
-    const __m256i sym = _mm256_or_si256(idx, _mm256_slli_epi32(nonzero, B - 1));
+    const __m256i sym = symbols.next(v + i);
     // The lanes' bits are disjoint once shifted into place: OR them together.
     __m256i w = _mm256_sllv_epi32(sym, shifts);
     w = _mm256_or_si256(w, _mm256_shuffle_epi32(w, 0xB1));

@@ -71,6 +71,15 @@ TEST_F(Cli, SolveWritesMetricsAndSummary) {
   auto summary = nlohmann::json::parse(slurp(out + "/summary.json"));
   EXPECT_EQ(summary["iterations"], 300);
   EXPECT_TRUE(summary.contains("wall_seconds"));
+  // The ledger's phases and the records' time, each a part of the run's wall time.
+  double booked = 0;
+  for (const char* phase : {"compute", "encode", "communicate", "wait", "decode", "records"}) {
+    ASSERT_TRUE(summary["seconds"].contains(phase)) << phase;
+    EXPECT_GE(summary["seconds"][phase].get<double>(), 0.0) << phase;
+    booked += summary["seconds"][phase].get<double>();
+  }
+  EXPECT_GT(summary["seconds"]["records"].get<double>(), 0.0);  // 7 records were written
+  EXPECT_LE(booked, summary["wall_seconds"].get<double>());
   EXPECT_EQ(summary["distance_sq"], records.back()["distance_sq"]);
   EXPECT_EQ(summary["config"]["solver"], "eg");
   EXPECT_EQ(summary["config"]["lr"], 0.5);

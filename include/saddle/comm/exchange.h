@@ -106,6 +106,9 @@ struct Ledger {
   double seconds_wait = 0.0;         // in an exchange, waiting for the other ranks to arrive
   double seconds_decode = 0.0;
   double seconds_compute = 0.0;  // operator evaluation, recorded by the runner
+  // The runner's records: metrics, evaluations and sample images (rank 0), and every rank's wait
+  // for them; apart from the iterations' own time.
+  double seconds_records = 0.0;
   // Energy of the two phases on a GPU (NVML), recorded by the runner; 0 where not attributed.
   double joules_compute = 0.0;
   double joules_exchange = 0.0;
