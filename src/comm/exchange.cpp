@@ -574,9 +574,7 @@ torch::Tensor Exchange::close_pipeline(Pipeline& pipe, const torch::Tensor& inpu
   torch::Tensor average = torch::empty({pipe.dim}, input.options());
   torch::Tensor per_rank;
   std::vector<torch::Tensor> rows = rank_rows(keep_ranks_, ranks, pipe.dim, input, per_rank);
-  // Waiting for the ranks that arrive last (that post their last pieces last) is booked apart,
-  // as the unsplit exchange's round of sizes is; what moves after that is the transfer.
-  double communicate = 0.0, wait = communicator_.await_started_allgathers(), decode = 0.0;
+  double communicate = 0.0, wait = 0.0, decode = 0.0;
   int64_t everyone = 0;
   int non_finite = -1;  // the lowest rank that sent the marker in any piece
   for (const int p : pipe.order) {

@@ -184,16 +184,6 @@ class MpiCommunicator final : public Communicator {
     return messages;
   }
 
-  double await_started_allgathers() override {
-    const auto start = std::chrono::steady_clock::now();
-    for (Gather& g : gathers_) {  // oldest first: receives are posted in the order of the sends
-      if (g.receiving) continue;
-      wait(g.size_requests, "the exchange's all-gather", late_ranks(g.size_requests, g.size_from));
-      post_gather_receives(g);
-    }
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  }
-
   std::vector<torch::Tensor> alltoall_bytes(const std::vector<torch::Tensor>& messages) override {
     check_alltoall_messages(messages, size_);
     const char* what = "the two-phase exchange's all-to-all";

@@ -122,7 +122,6 @@ class NcclCommunicator final : public Communicator {
     return host_->finish_allgather();
   }
   void progress() override { host_->progress(); }
-  double await_started_allgathers() override { return host_->await_started_allgathers(); }
 
   // Host messages only (the exchange stages device chunks through host memory).
   std::vector<torch::Tensor> alltoall_bytes(const std::vector<torch::Tensor>& messages) override {

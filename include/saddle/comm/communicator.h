@@ -48,11 +48,6 @@ class Communicator {
   virtual void start_allgather(const torch::Tensor& message);
   virtual std::vector<torch::Tensor> finish_allgather();
   virtual void progress() {}
-  // Waits until every other rank has started each all-gather this one has started (their sizes
-  // are in: they have reached that point) and returns the seconds it waited, the split
-  // all-gather's wait for the ranks that arrive last; bytes already posted keep moving meanwhile.
-  // 0 where not measured.
-  virtual double await_started_allgathers() { return 0.0; }
 
   // Personalized exchange: messages[r] (1-D kUInt8 CPU, any size, empty allowed) goes to rank r.
   // Returns the message each rank sent to this one, in rank order (this rank's own included).
