@@ -129,6 +129,24 @@ namespace {
 std::vector<float> reference_decode(const Codec& codec, const torch::Tensor& message, int64_t n,
                                     float weight) {
   const auto* p = message.data_ptr<uint8_t>() + Codec::kHeaderBytes;
+  if (codec.is_cast()) {  // fp32 as is, bf16 and fp16 widened: weight * x
+    const std::string q = codec.options().quantizer();
+    std::vector<float> out(n);
+    for (int64_t i = 0; i < n; ++i) {
+      float x;
+      uint16_t h;
+      if (q == "none") {
+        std::memcpy(&x, p + 4 * i, 4);
+      } else if (std::memcpy(&h, p + 2 * i, 2); q == "bf16") {
+        const uint32_t widened = static_cast<uint32_t>(h) << 16;
+        std::memcpy(&x, &widened, 4);
+      } else {
+        x = static_cast<float>(c10::Half(h, c10::Half::from_bits()));
+      }
+      out[i] = weight * x;
+    }
+    return out;
+  }
   const int bits = codec.options().bits(), half = 1 << (bits - 1);
   const int64_t bucket = codec.options().bucket_size(), buckets = (n + bucket - 1) / bucket;
   const uint8_t* packed = p + 4 * buckets;
@@ -155,7 +173,7 @@ bool same_bits(const torch::Tensor& t, const std::vector<float>& expected) {
 }  // namespace
 
 // decode_average with rows reads each message once (the vector kernels for 2 and 4 bits when
-// buckets hold whole bytes, the scalar ones otherwise): the average is the sum in rank order
+// buckets hold whole bytes, the scalar ones otherwise, and the casts): the average is the sum in rank order
 // started from +0, each row the message at weight 1, bit for bit as the wire format says; a bad
 // message is named by index and nothing is written.
 TEST(CodecDecode, OnePassAverageAndRowsAreTheWireFormatsBits) {
@@ -166,7 +184,8 @@ TEST(CodecDecode, OnePassAverageAndRowsAreTheWireFormatsBits) {
   };
   const Case cases[] = {{"alq", 4, 1024, 3001}, {"qsgd", 4, 8, 37},     {"qsgd", 2, 64, 1000},
                         {"qsgd", 2, 24, 203},   {"qsgd", 4, 100, 999},  {"nuq", 3, 1024, 2050},
-                        {"alq", 8, 512, 1500},  {"qsgd-inf", 4, 16, 77}};
+                        {"alq", 8, 512, 1500},  {"qsgd-inf", 4, 16, 77},   {"none", 4, 1024, 1001},
+                        {"bf16", 4, 1024, 777}, {"fp16", 4, 1024, 500}};
   for (const Case& c : cases) {
     const std::string what = std::string(c.quantizer) + "/b" + std::to_string(c.bits) + "/k" +
                              std::to_string(c.bucket) + "/n" + std::to_string(c.n);
