@@ -221,7 +221,7 @@ def targets(args):
                     sys.exit("ranks disagree in %s" % row)
                 row["repeat"] = rep
                 rows.append(row)
-    median = lambda xs: sorted(xs)[len(xs) // 2] if len(xs) % 2 else sum(sorted(xs)[len(xs) // 2 - 1:len(xs) // 2 + 1]) / 2
+    median = statistics.median
 
     def of(rate, exchange, field):
         return [r[field] for r in rows if r["rate"] == rate and r["exchange"] == exchange]

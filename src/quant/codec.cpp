@@ -244,6 +244,35 @@ void Codec::write_header(int64_t n, uint8_t* out) const {
 
 namespace {
 
+// out[i] = (assign ? 0 : out[i]) + weight * x_i and, unless row is null, row[i] = 0 + 1 * x_i, for
+// the coordinates x of a cast message's body (fp16 and bf16 widened exactly).
+template <CastKind C>
+void decode_cast_body(const uint8_t* body, int64_t n, float weight, bool assign, float* o,
+                      float* row) {
+  for (int64_t i = 0; i < n; ++i) {
+    float x;
+    if constexpr (C == CastKind::kFp32) {
+      std::memcpy(&x, body + 4 * i, 4);
+    } else {
+      uint16_t bits;
+      std::memcpy(&bits, body + 2 * i, 2);
+      x = C == CastKind::kFp16 ? c10::detail::fp16_ieee_to_fp32_value(bits)
+                               : c10::detail::f32_from_bits(bits);
+    }
+    o[i] = (assign ? 0.0f : o[i]) + weight * x;
+    if (row) row[i] = 0.0f + 1.0f * x;
+  }
+}
+
+void decode_cast(CastKind cast, const uint8_t* body, int64_t n, float weight, bool assign, float* o,
+                 float* row) {
+  switch (cast) {
+    case CastKind::kFp32: return decode_cast_body<CastKind::kFp32>(body, n, weight, assign, o, row);
+    case CastKind::kFp16: return decode_cast_body<CastKind::kFp16>(body, n, weight, assign, o, row);
+    case CastKind::kBf16: return decode_cast_body<CastKind::kBf16>(body, n, weight, assign, o, row);
+  }
+}
+
 quant_detail::QuantParams params_of(const CodecOptions& o, const QuantizerSpec& spec,
                                     const std::vector<float>& levels,
                                     const std::vector<float>& inv_gap,
@@ -257,6 +286,7 @@ quant_detail::QuantParams params_of(const CodecOptions& o, const QuantizerSpec& 
   p.levels = levels.data();
   p.inv_gap = inv_gap.data();
   p.lut = lut.data();
+  p.vector = o.cpu_kernels() == CpuKernels::kVector;
   return p;
 }
 
@@ -425,21 +455,7 @@ void Codec::decode_accumulate(const torch::Tensor& message, torch::Tensor& out,
   const uint8_t* body = p + kHeaderBytes;
 
   if (is_cast()) {
-    if (spec_->cast == CastKind::kFp32) {
-      for (int64_t i = 0; i < n; ++i) {
-        float x;
-        std::memcpy(&x, body + 4 * i, 4);
-        o[i] += weight * x;
-      }
-    } else {
-      for (int64_t i = 0; i < n; ++i) {
-        uint16_t bits;
-        std::memcpy(&bits, body + 2 * i, 2);
-        const float x = spec_->cast == CastKind::kFp16 ? c10::detail::fp16_ieee_to_fp32_value(bits)
-                                                       : c10::detail::f32_from_bits(bits);
-        o[i] += weight * x;
-      }
-    }
+    decode_cast(spec_->cast, body, n, weight, /*assign=*/false, o, /*row=*/nullptr);
     return;
   }
 
@@ -449,7 +465,8 @@ void Codec::decode_accumulate(const torch::Tensor& message, torch::Tensor& out,
   if (buckets > 0) std::memcpy(norms.data(), body, 4 * buckets);
   auto params = params_of(options_, *spec_, levels_, inv_gap_, level_lut_);
   if (options_.coder() == CoderKind::kFixed) {
-    quant_detail::accumulate_fixed(p + norms_end, n, norms.data(), params, weight, o);
+    quant_detail::decode_fixed_into(p + norms_end, n, norms.data(), params, weight,
+                                    /*assign=*/false, o, /*row=*/nullptr);
     return;
   }
   // Decode every symbol before touching `out`: only the end of the stream proves it intact.
@@ -582,25 +599,12 @@ bool Codec::decode_average_in_one_pass(const std::vector<torch::Tensor>& message
     const uint8_t* body = messages[r].data_ptr<uint8_t>() + kHeaderBytes;
     float* row = rows ? (*rows)[r].data_ptr<float>() : nullptr;
     const bool assign = r == 0;  // 0 + x: the bits of adding into zeros
-    if (!is_cast()) {
+    if (is_cast()) {
+      decode_cast(spec_->cast, body, n, weight, assign, o, row);
+    } else {
       if (buckets > 0) std::memcpy(norms.data(), body, 4 * buckets);
       quant_detail::decode_fixed_into(body + 4 * buckets, n, norms.data(), params, weight, assign,
                                       o, row);
-      continue;
-    }
-    const CastKind cast = spec_->cast;
-    for (int64_t i = 0; i < n; ++i) {
-      float x;
-      if (cast == CastKind::kFp32) {
-        std::memcpy(&x, body + 4 * i, 4);
-      } else {
-        uint16_t bits;
-        std::memcpy(&bits, body + 2 * i, 2);
-        x = cast == CastKind::kFp16 ? c10::detail::fp16_ieee_to_fp32_value(bits)
-                                    : c10::detail::f32_from_bits(bits);
-      }
-      o[i] = (assign ? 0.0f : o[i]) + weight * x;
-      if (row) row[i] = 0.0f + 1.0f * x;
     }
   }
   return true;

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
@@ -225,12 +224,9 @@ __attribute__((target("avx2,tune=haswell"))) void quantize_table_avx2(
   quantize_levels_body<Scale>(v, m, inv_norm, p, counter, key, out);
 }
 
-// SADDLE_CPU_BASELINE=1 keeps the hand-written AVX2 kernels off, so that a machine with AVX2 also
-// tests the paths a machine without it takes (ctest's codec_baseline_cpu).
 const bool kHasAvx2 = [] {
   __builtin_cpu_init();
-  const char* baseline = std::getenv("SADDLE_CPU_BASELINE");
-  return __builtin_cpu_supports("avx2") != 0 && !(baseline && std::strcmp(baseline, "1") == 0);
+  return __builtin_cpu_supports("avx2") != 0;
 }();
 #endif
 
@@ -336,7 +332,7 @@ template <typename Scale>
 void quantize_table(const float* __restrict v, int m, Scale inv_norm, const QuantParams& p,
                     uint32_t counter, uint32_t key, uint8_t* __restrict out) {
 #ifdef SADDLE_QUANT_GATHER
-  if (kHasAvx2) {
+  if (kHasAvx2 && p.vector) {
     if constexpr (std::is_same_v<Scale, float>) {
       if (p.count <= 8) return quantize_few_avx2(v, m, inv_norm, p, counter, key, out);
     }
@@ -542,7 +538,7 @@ void encode_fixed_impl(const float* v, int64_t n, const QuantParams& p, float* n
                        uint8_t* packed) {
 #ifdef SADDLE_QUANT_GATHER
   if constexpr (B == 2 || B == 4) {
-    if (kHasAvx2 && (p.uniform || p.count <= 8) && p.bucket % kChunk == 0) {
+    if (kHasAvx2 && p.vector && (p.uniform || p.count <= 8) && p.bucket % kChunk == 0) {
       return encode_narrow_buckets<B>(v, n, p, norms, packed);
     }
   }
@@ -663,7 +659,7 @@ void accumulate_fixed_pick(const uint8_t* packed, int64_t n, const float* norms,
                            const QuantParams& p, float weight, float* out, float* row) {
 #ifdef SADDLE_QUANT_GATHER
   if constexpr (B == 2 || B == 4) {
-    if (kHasAvx2 && p.bucket % 8 == 0) {
+    if (kHasAvx2 && p.vector && p.bucket % 8 == 0) {
       return accumulate_narrow_avx2<B, kAssign, kRow>(packed, n, norms, p, weight, out, row);
     }
   }
@@ -698,13 +694,6 @@ void quantize_symbols(const float* v, int64_t n, const QuantParams& p, float* no
     std::memcpy(dst, buf, count);
     dst += count;
   });
-}
-
-void accumulate_fixed(const uint8_t* packed, int64_t n, const float* norms, const QuantParams& p,
-                      float weight, float* out) {
-#define SADDLE_CALL(B) accumulate_fixed_pick<B, false, false>(packed, n, norms, p, weight, out, out)
-  SADDLE_QUANT_DISPATCH_BITS(p.bits, SADDLE_CALL)
-#undef SADDLE_CALL
 }
 
 void decode_fixed_into(const uint8_t* packed, int64_t n, const float* norms, const QuantParams& p,

@@ -28,6 +28,7 @@ struct QuantParams {
       nullptr;  // kLutCells entries: level index | kLutScan (32-bit: AVX2 gathers them)
   uint64_t seed = 0, stream = 0;
   int64_t first = 0;  // the random stream's index of v[0] (Codec::encode's `first`)
+  bool vector = true;  // the hand-written AVX2 kernels where the CPU has them (CpuKernels)
 };
 
 inline int64_t bucket_count(int64_t n, int64_t bucket) { return n == 0 ? 0 : (n - 1) / bucket + 1; }
@@ -38,12 +39,9 @@ void encode_fixed(const float* v, int64_t n, const QuantParams& p, float* norms,
 // Writes bucket_count norms and n one-byte symbols (input of the entropy coder).
 void quantize_symbols(const float* v, int64_t n, const QuantParams& p, float* norms,
                       uint8_t* symbols);
-// out[i] += weight * decoded_i.
-void accumulate_fixed(const uint8_t* packed, int64_t n, const float* norms, const QuantParams& p,
-                      float weight, float* out);
-// One message into an average and into its own row in one pass: out[i] = (assign ? 0 : out[i]) +
-// weight * decoded_i and, unless row is null, row[i] = 0 + decoded_i. The same bits as
-// accumulate_fixed into zeroed outputs (at weight and at 1).
+// out[i] = (assign ? 0 : out[i]) + weight * decoded_i and, unless row is null, row[i] = 0 +
+// decoded_i: a message into an average and into its own row in one pass. Assigning gives the
+// bits of adding into zeros.
 void decode_fixed_into(const uint8_t* packed, int64_t n, const float* norms, const QuantParams& p,
                        float weight, bool assign, float* out, float* row);
 void accumulate_symbols(const uint8_t* symbols, int64_t n, const float* norms, const QuantParams& p,

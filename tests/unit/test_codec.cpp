@@ -172,10 +172,10 @@ bool same_bits(const torch::Tensor& t, const std::vector<float>& expected) {
 
 }  // namespace
 
-// decode_average with rows reads each message once (the vector kernels for 2 and 4 bits when
-// buckets hold whole bytes, the scalar ones otherwise, and the casts): the average is the sum in rank order
-// started from +0, each row the message at weight 1, bit for bit as the wire format says; a bad
-// message is named by index and nothing is written.
+// decode_average with rows reads each message once (with CpuKernels::kVector the AVX2 kernels for
+// 2 and 4 bits when buckets hold whole bytes, else and with kPortable the scalar ones; the casts):
+// the average is the sum in rank order started from +0, each row the message at weight 1, bit for
+// bit as the wire format says; a bad message is named by index and nothing is written.
 TEST(CodecDecode, OnePassAverageAndRowsAreTheWireFormatsBits) {
   struct Case {
     const char* quantizer;
@@ -187,46 +187,54 @@ TEST(CodecDecode, OnePassAverageAndRowsAreTheWireFormatsBits) {
                         {"alq", 8, 512, 1500},  {"qsgd-inf", 4, 16, 77},   {"none", 4, 1024, 1001},
                         {"bf16", 4, 1024, 777}, {"fp16", 4, 1024, 500}};
   for (const Case& c : cases) {
-    const std::string what = std::string(c.quantizer) + "/b" + std::to_string(c.bits) + "/k" +
-                             std::to_string(c.bucket) + "/n" + std::to_string(c.n);
-    Codec codec(CodecOptions().quantizer(c.quantizer).bits(c.bits).bucket_size(c.bucket));
-    const float weight = 1.0f / 3.0f;
-    std::vector<torch::Tensor> messages;
-    std::vector<float> average(c.n, 0.0f);
-    std::vector<std::vector<float>> rows_expected;
-    for (int r = 0; r < 3; ++r) {
-      messages.push_back(
-          codec.encode(saddle::testing::reference_input(c.n, 40 + r), 9, static_cast<uint64_t>(r)));
-      const std::vector<float> part = reference_decode(codec, messages[r], c.n, weight);
-      for (int64_t i = 0; i < c.n; ++i) average[i] = average[i] + part[i];
-      std::vector<float> row = reference_decode(codec, messages[r], c.n, 1.0f);
-      for (float& x : row) x = 0.0f + x;
-      rows_expected.push_back(row);
-    }
-    torch::Tensor out = torch::full({c.n}, 7.0f);
-    torch::Tensor all_rows = torch::full({3, c.n}, 7.0f);
-    std::vector<torch::Tensor> rows = {all_rows[0], all_rows[1], all_rows[2]};
-    codec.decode_average(messages, out, weight, rows);
-    EXPECT_TRUE(same_bits(out, average)) << what;
-    for (int r = 0; r < 3; ++r)
-      EXPECT_TRUE(same_bits(rows[r], rows_expected[r])) << what << " row " << r;
-    torch::Tensor plain = torch::full({c.n}, 7.0f);
-    codec.decode_average(messages, plain, weight);
-    EXPECT_TRUE(same_bits(plain, average)) << what << " without rows";
+    for (auto kernels : {saddle::CpuKernels::kVector, saddle::CpuKernels::kPortable}) {
+      const std::string what = std::string(c.quantizer) + "/b" + std::to_string(c.bits) + "/k" +
+                               std::to_string(c.bucket) + "/n" + std::to_string(c.n) +
+                               (kernels == saddle::CpuKernels::kVector ? "/vector" : "/portable");
+      Codec codec(CodecOptions()
+                      .quantizer(c.quantizer)
+                      .bits(c.bits)
+                      .bucket_size(c.bucket)
+                      .cpu_kernels(kernels));
+      const float weight = 1.0f / 3.0f;
+      std::vector<torch::Tensor> messages;
+      std::vector<float> average(c.n, 0.0f);
+      std::vector<std::vector<float>> rows_expected;
+      for (int r = 0; r < 3; ++r) {
+        messages.push_back(codec.encode(saddle::testing::reference_input(c.n, 40 + r), 9,
+                                        static_cast<uint64_t>(r)));
+        const std::vector<float> part = reference_decode(codec, messages[r], c.n, weight);
+        for (int64_t i = 0; i < c.n; ++i) average[i] = average[i] + part[i];
+        std::vector<float> row = reference_decode(codec, messages[r], c.n, 1.0f);
+        for (float& x : row) x = 0.0f + x;
+        rows_expected.push_back(row);
+      }
+      torch::Tensor out = torch::full({c.n}, 7.0f);
+      torch::Tensor all_rows = torch::full({3, c.n}, 7.0f);
+      std::vector<torch::Tensor> rows = {all_rows[0], all_rows[1], all_rows[2]};
+      codec.decode_average(messages, out, weight, rows);
+      EXPECT_TRUE(same_bits(out, average)) << what;
+      for (int r = 0; r < 3; ++r)
+        EXPECT_TRUE(same_bits(rows[r], rows_expected[r])) << what << " row " << r;
+      torch::Tensor plain = torch::full({c.n}, 7.0f);
+      codec.decode_average(messages, plain, weight);
+      EXPECT_TRUE(same_bits(plain, average)) << what << " without rows";
 
-    std::vector<torch::Tensor> bad = messages;
-    bad[1] = messages[1].narrow(0, 0, messages[1].numel() - 1).clone();
-    torch::Tensor untouched = torch::full({c.n}, 3.0f),
-                  untouched_rows = torch::full({3, c.n}, 3.0f);
-    std::vector<torch::Tensor> bad_rows = {untouched_rows[0], untouched_rows[1], untouched_rows[2]};
-    try {
-      codec.decode_average(bad, untouched, weight, bad_rows);
-      ADD_FAILURE() << what << ": a truncated message was accepted";
-    } catch (const saddle::MalformedMessage& e) {
-      EXPECT_EQ(e.index(), 1) << what;
+      std::vector<torch::Tensor> bad = messages;
+      bad[1] = messages[1].narrow(0, 0, messages[1].numel() - 1).clone();
+      torch::Tensor untouched = torch::full({c.n}, 3.0f),
+                    untouched_rows = torch::full({3, c.n}, 3.0f);
+      std::vector<torch::Tensor> bad_rows = {untouched_rows[0], untouched_rows[1],
+                                             untouched_rows[2]};
+      try {
+        codec.decode_average(bad, untouched, weight, bad_rows);
+        ADD_FAILURE() << what << ": a truncated message was accepted";
+      } catch (const saddle::MalformedMessage& e) {
+        EXPECT_EQ(e.index(), 1) << what;
+      }
+      EXPECT_TRUE(torch::equal(untouched, torch::full({c.n}, 3.0f))) << what;
+      EXPECT_TRUE(torch::equal(untouched_rows, torch::full({3, c.n}, 3.0f))) << what;
     }
-    EXPECT_TRUE(torch::equal(untouched, torch::full({c.n}, 3.0f))) << what;
-    EXPECT_TRUE(torch::equal(untouched_rows, torch::full({3, c.n}, 3.0f))) << what;
   }
 }
 

@@ -83,6 +83,8 @@ const std::map<std::string, uint64_t>& pinned() {
   return kPinned;
 }
 
+// With both CPU kernel choices: the AVX2 kernels (where this CPU has AVX2) and the portable
+// paths that a CPU without it takes.
 TEST(CodecReference, MessagesAreThePinnedBytes) {
   int missing = 0;
   for (const auto& c : reference_cases()) {
@@ -96,6 +98,10 @@ TEST(CodecReference, MessagesAreThePinnedBytes) {
       continue;
     }
     EXPECT_EQ(hash, it->second) << c.name << ": the encoder's bytes changed";
+    saddle::testing::ReferenceCase portable = c;
+    portable.options.cpu_kernels(saddle::CpuKernels::kPortable);
+    EXPECT_EQ(saddle::testing::message_hash(make_codec(portable, v).encode(v, 7, 3)), it->second)
+        << c.name << ": the portable kernels' bytes differ";
   }
   EXPECT_EQ(missing, 0) << "cases without pinned bytes (printed above)";
   EXPECT_EQ(pinned().size(), reference_cases().size());

@@ -36,6 +36,10 @@ enum class CoderKind { kFixed, kEntropy };
 // kRegister (the default), buckets of a multiple of 32 coordinates up to 8192, others falling
 // back to kBlock; kBlock, any bucket size, 1.2-1.35x slower on an H200. CPU encodes ignore it.
 enum class CudaEncoder { kBlock, kRegister };
+// Which CPU kernels quantize, pack and decode (the same bytes and bits either way): kVector (the
+// default), the hand-written AVX2 kernels where the CPU has AVX2; kPortable, the paths of a CPU
+// without it, on any CPU (the codec's tests run both).
+enum class CpuKernels { kVector, kPortable };
 CoderKind parse_coder(const std::string& name);  // "fixed" | "entropy"
 const char* coder_name(CoderKind kind);
 
@@ -82,6 +86,7 @@ struct CodecOptions {
   TORCH_ARG(NormKind, norm) = NormKind::kL2;  // qsgd-inf and terngrad force L-inf
   TORCH_ARG(CoderKind, coder) = CoderKind::kFixed;
   TORCH_ARG(CudaEncoder, cuda_encoder) = CudaEncoder::kRegister;
+  TORCH_ARG(CpuKernels, cpu_kernels) = CpuKernels::kVector;
 };
 
 class Codec {
