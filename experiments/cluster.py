@@ -268,6 +268,8 @@ def main():
                         help="only the issue's two targets (WGAN-GP, 4 hosts, overlap auto), --repeat times")
     parser.add_argument("--repeat", type=int, default=3, help="--targets: runs of each configuration")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1, got %d" % args.repeat)
     os.makedirs(args.out, exist_ok=True)
     results_path = os.path.join(args.out, "results.json")
     if args.threshold:
