@@ -11,6 +11,12 @@
 #include "cuda/codec_kernels.h"
 #include "quant/quantize_math.h"
 
+// A kernel launch, SADDLE_LAUNCH(grid, block, stream, kernel)(arguments): kernel<<<...>>>, or,
+// where tests/emulated/simt.h defines it, a run of the kernel's code on the host.
+#ifndef SADDLE_LAUNCH
+#define SADDLE_LAUNCH(grid, block, stream, ...) __VA_ARGS__<<<grid, block, 0, stream>>>
+#endif
+
 namespace saddle::cuda_kernels {
 
 namespace {
@@ -534,14 +540,14 @@ bool launch_rows_with(int want, const float* v, int64_t n, const QuantConfig& q,
                    : q.count <= quant_detail::FewLevels::kMaxCount ? kRowsFew
                                                                    : kRowsSearch;
   if (mode == kRowsUniform) {
-    encode_rows_kernel<R, kPack, kRowsUniform>
-        <<<blocks, kThreads, 0, stream>>>(v, n, q, rs, norms, out, errors);
+    SADDLE_LAUNCH(blocks, kThreads, stream, encode_rows_kernel<R, kPack, kRowsUniform>)
+    (v, n, q, rs, norms, out, errors);
   } else if (mode == kRowsFew) {
-    encode_rows_kernel<R, kPack, kRowsFew>
-        <<<blocks, kThreads, 0, stream>>>(v, n, q, rs, norms, out, errors);
+    SADDLE_LAUNCH(blocks, kThreads, stream, encode_rows_kernel<R, kPack, kRowsFew>)
+    (v, n, q, rs, norms, out, errors);
   } else {
-    encode_rows_kernel<R, kPack, kRowsSearch>
-        <<<blocks, kThreads, 0, stream>>>(v, n, q, rs, norms, out, errors);
+    SADDLE_LAUNCH(blocks, kThreads, stream, encode_rows_kernel<R, kPack, kRowsSearch>)
+    (v, n, q, rs, norms, out, errors);
   }
   return true;
 }
@@ -727,12 +733,12 @@ __global__ void __launch_bounds__(kThreads)
 }  // namespace
 
 void write_header(uint8_t* dst, const HeaderBytes& header, cudaStream_t stream) {
-  write_header_kernel<<<1, 32, 0, stream>>>(dst, header);
+  SADDLE_LAUNCH(1, 32, stream, write_header_kernel)(dst, header);
   record_launch();
 }
 
 void reset_errors(DeviceErrors* errors, cudaStream_t stream) {
-  reset_errors_kernel<<<1, 1, 0, stream>>>(errors);
+  SADDLE_LAUNCH(1, 1, stream, reset_errors_kernel)(errors);
   record_launch();
 }
 
@@ -749,8 +755,8 @@ void encode_fixed(const float* v, int64_t n, const QuantConfig& q, float* norms,
   const bool shared_words = (q.bucket * q.bits) % 32 != 0 && n > q.bucket;
   if (shared_words && words > 0 && cudaMemsetAsync(packed, 0, words * 4, stream) != cudaSuccess)
     record_launch();
-  encode_kernel<true>
-      <<<blocks_for(n, q.bucket), kThreads, 0, stream>>>(v, n, q, norms, packed, errors);
+  SADDLE_LAUNCH(blocks_for(n, q.bucket), kThreads, stream, encode_kernel<true>)
+  (v, n, q, norms, packed, errors);
   record_launch();
 }
 
@@ -758,8 +764,8 @@ void quantize_symbols(const float* v, int64_t n, const QuantConfig& q, float* no
                       uint8_t* symbols, DeviceErrors* errors, cudaStream_t stream) {
   if (n == 0) return;
   if (!launch_rows<false>(v, n, q, norms, symbols, errors, stream)) {
-    encode_kernel<false>
-        <<<blocks_for(n, q.bucket), kThreads, 0, stream>>>(v, n, q, norms, symbols, errors);
+    SADDLE_LAUNCH(blocks_for(n, q.bucket), kThreads, stream, encode_kernel<false>)
+    (v, n, q, norms, symbols, errors);
   }
   record_launch();
 }
@@ -767,8 +773,8 @@ void quantize_symbols(const float* v, int64_t n, const QuantConfig& q, float* no
 void check_norms(const Messages& messages, int64_t buckets, int* bad, cudaStream_t stream) {
   if (cudaMemsetAsync(bad, 0, sizeof(int) * messages.count, stream) != cudaSuccess) record_launch();
   if (buckets == 0 || messages.count == 0) return;
-  check_norms_kernel<<<blocks_for(buckets * messages.count, 256), 256, 0, stream>>>(messages,
-                                                                                    buckets, bad);
+  SADDLE_LAUNCH(blocks_for(buckets * messages.count, 256), 256, stream, check_norms_kernel)
+  (messages, buckets, bad);
   record_launch();
 }
 
@@ -780,11 +786,11 @@ void decode_average_fixed(const Messages& messages, int64_t n, const QuantConfig
       reinterpret_cast<uintptr_t>(messages.base) % 4 == 0 && messages.stride % 4 == 0;
   const int blocks = blocks_for((n + 7) / 8, 256);
   if (q.bucket % 8 == 0) {
-    decode_fixed_kernel<true>
-        <<<blocks, 256, 0, stream>>>(messages, n, q, weight, out, vector_store, aligned);
+    SADDLE_LAUNCH(blocks, 256, stream, decode_fixed_kernel<true>)
+    (messages, n, q, weight, out, vector_store, aligned);
   } else {
-    decode_fixed_kernel<false>
-        <<<blocks, 256, 0, stream>>>(messages, n, q, weight, out, vector_store, aligned);
+    SADDLE_LAUNCH(blocks, 256, stream, decode_fixed_kernel<false>)
+    (messages, n, q, weight, out, vector_store, aligned);
   }
   record_launch();
 }
@@ -792,14 +798,16 @@ void decode_average_fixed(const Messages& messages, int64_t n, const QuantConfig
 void decode_average_cast(const Messages& messages, int64_t n, int kind, float weight, float* out,
                          cudaStream_t stream) {
   if (n == 0) return;
-  decode_cast_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(messages, n, kind, weight, out);
+  SADDLE_LAUNCH(blocks_for(n, 256), 256, stream, decode_cast_kernel)
+  (messages, n, kind, weight, out);
   record_launch();
 }
 
 void accumulate_statistics(const float* v, int64_t n, const QuantConfig& q, double* stats,
                            int64_t bins, DeviceErrors* errors, cudaStream_t stream) {
   if (n == 0) return;
-  statistics_kernel<<<blocks_for(n, q.bucket), kThreads, 0, stream>>>(v, n, q, stats, bins, errors);
+  SADDLE_LAUNCH(blocks_for(n, q.bucket), kThreads, stream, statistics_kernel)
+  (v, n, q, stats, bins, errors);
   record_launch();
 }
 

@@ -55,9 +55,9 @@ void reset_errors(DeviceErrors* errors, cudaStream_t stream);
 // once, into registers, two barriers per bucket, the level search in registers for sets of at
 // most 8 levels). The register kernel runs where q.register_encoder (CodecOptions::cuda_encoder,
 // kRegister by default) asks for it and the bucket fits; Cuda.EncodersMatchTheCpuAtExtremeScales
-// checks both against the CPU's bytes. On an H200 (4M floats, bucket 1024, 4 bits) it takes 26 us
-// (ALQ) and 22 us (QSGD) against the block kernel's 35 and 28 (bench CudaEncode/<q>[/block]).
-// quantize_symbols likewise.
+// checks both against the CPU's bytes on a GPU, tests/emulated on the host (every build). On an
+// H200 (4M floats, bucket 1024, 4 bits) it takes 26 us (ALQ) and 22 us (QSGD) against the block
+// kernel's 35 and 28 (bench CudaEncode/<q>[/block]). quantize_symbols likewise.
 void encode_fixed(const float* v, int64_t n, const QuantConfig& q, float* norms, uint8_t* packed,
                   DeviceErrors* errors, cudaStream_t stream);
 // Entropy coder's input: the norms and one symbol byte per coordinate.
