@@ -46,7 +46,7 @@ class Machine {
 
   // Runs `body` once per thread of a grid of `grid` blocks of `block` threads (1-D).
   void run(unsigned grid, unsigned block, const std::function<void()>& body) {
-    if (block == 0 || block > kMaxThreads) fail("block of %u threads", block);
+    if (block == 0 || block > kMaxThreads) fail("a block needs 1 to 1024 threads, not", block);
     grid_.x = grid;
     block_.x = block;
     body_ = &body;
