@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../unit/codec_reference.h"
+#include "quant/kernels.h"
 #include "saddle/quant/codec.h"
 
 // The kernels' CUDA runtime calls, on the host (macros: the names stay free for the real runtime,
@@ -59,7 +60,7 @@ struct HostConfig {
   }
 };
 
-int64_t buckets_of(int64_t n, int64_t bucket) { return (n + bucket - 1) / bucket; }
+using saddle::quant_detail::bucket_count;
 
 // The emulated encode of v: the CPU message's header followed by the kernels' norms and body, and
 // the errors the kernels reported.
@@ -72,7 +73,7 @@ Encoded emulated_encode(const Codec& codec, const torch::Tensor& v, bool registe
                         uint64_t seed, uint64_t stream, int64_t first,
                         const torch::Tensor& cpu_message) {
   HostConfig c(codec, register_encoder, seed, stream, first);
-  const int64_t n = v.numel(), buckets = buckets_of(n, c.q.bucket);
+  const int64_t n = v.numel(), buckets = bucket_count(n, c.q.bucket);
   const int64_t words = (n * c.q.bits + 31) / 32, body = (n * c.q.bits + 7) / 8;
   std::vector<float> norms(buckets, -1.0f);
   std::vector<uint32_t> packed(words + 2, 0xA5A5A5A5u);  // past the stream: must stay untouched
@@ -133,7 +134,7 @@ TEST(EmulatedCudaKernels, EncodersWriteTheCpuEncodersBytes) {
               const torch::Tensor cpu = codec.encode(v, 7, 3, first);
               const Encoded e = emulated_encode(codec, v, register_encoder, 7, 3, first, cpu);
               ++cases;
-              const std::string diff = where_differs(e.message, cpu, buckets_of(n, bucket));
+              const std::string diff = where_differs(e.message, cpu, bucket_count(n, bucket));
               EXPECT_EQ(e.errors.non_finite, k::kNoError);
               if (!diff.empty()) {
                 ADD_FAILURE() << (register_encoder ? "register" : "block") << " kernel, "
@@ -160,7 +161,7 @@ TEST(EmulatedCudaKernels, SymbolsForTheEntropyCoderAreTheFixedCodersSymbols) {
       codec.adapt(codec.statistics(v));
       const torch::Tensor cpu = codec.encode(v, 2, 9);
       HostConfig c(codec, register_encoder, 2, 9, 0);
-      const int64_t buckets = buckets_of(n, 256);
+      const int64_t buckets = bucket_count(n, 256);
       std::vector<float> norms(buckets);
       std::vector<uint8_t> symbols(n);
       k::DeviceErrors errors{k::kNoError, k::kNoError};
@@ -207,11 +208,10 @@ TEST(EmulatedCudaKernels, FusedDecodeGivesTheCpuBits) {
           m.base = all.data_ptr<uint8_t>();
           m.stride = messages[0].numel();
           m.count = count;
-          std::vector<float> out(n + 8, 9.0f);
-          float* o = out.data() + 1;  // not 16-byte aligned: the scalar stores
           for (int aligned_out : {0, 1}) {
-            if (aligned_out)
-              o = out.data() + (4 - (reinterpret_cast<uintptr_t>(out.data()) % 16) / 4) % 4;
+            // LibTorch's buffers are 64-byte aligned: one float in, the scalar stores.
+            torch::Tensor out = torch::full({n + 1}, 9.0f);
+            float* o = out.data_ptr<float>() + (aligned_out ? 0 : 1);
             if (codec.is_cast()) {
               const int kind = static_cast<int>(codec.spec().cast);
               k::decode_average_cast(m, n, kind, 1.0f / count, o, nullptr);
@@ -241,7 +241,7 @@ TEST(EmulatedCudaKernels, NormCheckNamesTheMessageWithABadNorm) {
   const torch::Tensor all = torch::cat(messages);
   k::Messages m{all.data_ptr<uint8_t>(), messages[0].numel(), 3};
   int bad[3] = {7, 7, 7};
-  k::check_norms(m, buckets_of(n, 64), bad, nullptr);
+  k::check_norms(m, bucket_count(n, 64), bad, nullptr);
   EXPECT_EQ(bad[0], 0);
   EXPECT_EQ(bad[1], 1);
   EXPECT_EQ(bad[2], 1);
